@@ -1,0 +1,101 @@
+"""Tokenised examples and length-bucketed batches.
+
+:class:`EncodedExample` keeps one example's token ids and character offsets
+(what the cache stores); :func:`collate` pads a list of them into a
+:class:`TokenBatch` of ``(B, T)`` tensors, padding only to the longest in the
+batch. :func:`bucketed_batches` sorts by length first, so batches waste little
+compute on padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.data import Example
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    example_id: str
+    input_ids: np.ndarray  # (T,) int32
+    token_type_ids: np.ndarray  # (T,) int8: segment of each token (0 first sentence, 1 second)
+    special_mask: np.ndarray  # (T,) bool: [CLS], [SEP] and the like
+    offsets: np.ndarray  # (T, 2) int32: character span of each token within its own segment's text
+    label: float | int | None
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A padded batch; every tensor is ``(B, T)``."""
+
+    example_ids: list[str]
+    input_ids: torch.Tensor  # long
+    attention_mask: torch.Tensor  # long, 1 on real tokens
+    token_type_ids: torch.Tensor  # long
+    special_mask: torch.Tensor  # bool, True on special tokens and padding: never explained
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(self.example_ids, self.input_ids.to(device), self.attention_mask.to(device),
+                          self.token_type_ids.to(device), self.special_mask.to(device))
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                "token_type_ids": self.token_type_ids}
+
+
+def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
+    """Tokenise examples (pairs too), truncating to ``max_length`` tokens."""
+    if not examples:
+        return []
+    first = [e.text_a for e in examples]
+    pairs = examples[0].text_b is not None
+    second = [e.text_b or "" for e in examples] if pairs else None
+    full = tokenizer(first, second, add_special_tokens=True, truncation=False, return_length=True)
+    enc = tokenizer(first, second, add_special_tokens=True, truncation=True, max_length=max_length,
+                    return_offsets_mapping=True, return_special_tokens_mask=True,
+                    return_token_type_ids=True)
+    out = []
+    for i, example in enumerate(examples):
+        ids = np.asarray(enc["input_ids"][i], dtype=np.int32)
+        out.append(EncodedExample(
+            example_id=example.example_id,
+            input_ids=ids,
+            token_type_ids=np.asarray(enc["token_type_ids"][i], dtype=np.int8),
+            special_mask=np.asarray(enc["special_tokens_mask"][i], dtype=bool),
+            offsets=np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2),
+            label=example.label,
+            truncated=full["length"][i] > max_length,
+        ))
+    return out
+
+
+def collate(items: Sequence[EncodedExample], pad_token_id: int) -> TokenBatch:
+    length = max(len(item.input_ids) for item in items)
+    size = len(items)
+    input_ids = torch.full((size, length), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((size, length), dtype=torch.long)
+    types = torch.zeros((size, length), dtype=torch.long)
+    special = torch.ones((size, length), dtype=torch.bool)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        input_ids[row, :n] = torch.from_numpy(item.input_ids.astype(np.int64))
+        attention[row, :n] = 1
+        types[row, :n] = torch.from_numpy(item.token_type_ids.astype(np.int64))
+        special[row, :n] = torch.from_numpy(item.special_mask)
+    return TokenBatch([item.example_id for item in items], input_ids, attention, types, special)
+
+
+def bucketed_batches(items: Sequence[EncodedExample], batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``items`` in batches of similar length (longest first, stable order within a length)."""
+    order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]

