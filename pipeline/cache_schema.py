@@ -1,0 +1,59 @@
+"""What one explanation cache holds: typed rows and metadata.
+
+The cache is a Hive-partitioned Parquet dataset,
+``<cache>/method=<method>/split=<split>/part-<n>.parquet``, one row per
+example (see ``docs/cache.md``). Stage two reads :class:`CachedExample` rows
+and checks :class:`CacheMetadata` before it trains; it never loads the teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CachedExample:
+    example_id: str
+    split: str
+    label: float | int | None
+    text_a: str
+    text_b: str | None
+    input_ids: np.ndarray  # (T,) int32, the teacher tokenizer's ids
+    token_type_ids: np.ndarray  # (T,) int8
+    special_mask: np.ndarray  # (T,) bool
+    offsets: np.ndarray  # (T, 2) int32, character spans within each token's own segment
+    attribution: np.ndarray  # (T,) float32, zero at special tokens
+    teacher_logits: np.ndarray  # (C,) float32
+    view_masks: np.ndarray | None = None  # perturbation: (P, T) bool, tokens masked in each view
+    view_logits: np.ndarray | None = None  # perturbation: (P, C) float32, teacher logits on each view
+    selection_mask: np.ndarray | None = None  # feature selection: (T,) bool
+    selection_logits: np.ndarray | None = None  # feature selection: (C,) teacher logits, selected tokens only
+
+
+@dataclass(frozen=True)
+class CacheMetadata:
+    """Recorded in every part's Parquet schema metadata; identical across the parts of one run."""
+
+    schema_version: int
+    egkd_version: str
+    task: str
+    split: str
+    method: str
+    method_params: str  # JSON of the method's parameters
+    teacher: str  # the teacher reference as given
+    teacher_base: str  # the pretrained model the teacher was fine-tuned from
+    teacher_weights_hash: str
+    tokenizer_hash: str
+    dataset_fingerprint: str
+    dataset_source: str
+    limit: int | None
+    max_length: int
+    num_labels: int
+    label_names: tuple[str, ...] | None
+    partition_size: int
+    num_parts: int
+    num_examples: int
