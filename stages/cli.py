@@ -14,6 +14,20 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", help="Print the egkd version and exit.", is_eager=True),
+) -> None:
+    """Explanation Guided Knowledge Distillation."""
+    if version:
+        from pipeline import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 app.command("finetune")(finetune.command)
 
 

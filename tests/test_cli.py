@@ -1,0 +1,73 @@
+"""The command line: help, one-line errors with exit code 2, and teacher fine-tuning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("finetune", "explain", "distill", "evaluate", "cache", "report"):
+        assert command in result.output
+
+
+def _one_line_error(result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("make_args, text", [
+    (lambda d, t: ["--data", str(t / "missing")], "data folder not found"),
+    (lambda d, t: ["--data", str(d), "--task", "sst3"], "unknown task 'sst3'"),
+])
+def test_finetune_bad_inputs(glue_dir, tmp_path, tiny_model_dir, make_args, text):
+    args = ["finetune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")] + make_args(glue_dir, tmp_path)
+    _one_line_error(runner.invoke(app, args), text)
+
+
+@pytest.mark.parametrize("content, text", [
+    (b"sentence\tscore\na film\t1\n", "missing column(s) 'label'"),
+    (b"sentence\tlabel\na film\tpositive\n", "train.tsv:2: label 'positive' not in ['0', '1']"),
+])
+def test_finetune_bad_files(tmp_path, tiny_model_dir, content, text):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_bytes(content)
+    (tmp_path / "SST-2" / "dev.tsv").write_bytes(b"sentence\tlabel\nok\t1\n")
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    _one_line_error(runner.invoke(app, args), text)
+
+
+def test_finetune_bad_params_file(tmp_path, tiny_model_dir, glue_dir):
+    params = tmp_path / "params.yaml"
+    params.write_text("finetune:\n  epochs: 0\n")
+    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(glue_dir), "--params", str(params)]
+    _one_line_error(runner.invoke(app, args), "finetune.epochs must be positive, got 0")
+
+
+def test_finetune_tiny_teacher_is_reproducible(glue_dir, tiny_model_dir, tmp_path):
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["finetune", "--model", str(tiny_model_dir), "--data", str(glue_dir), "--limit", "48",
+                "--dev-limit", "32", "--batch-size", "16", "--out", str(out)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outs.append(out)
+    metrics = [json.loads((o / "metrics.json").read_text()) for o in outs]
+    assert metrics[0]["dev"] == metrics[1]["dev"] and metrics[0]["steps"] == 3
+    assert (outs[0] / "model.safetensors").read_bytes() == (outs[1] / "model.safetensors").read_bytes()
+    info = json.loads((outs[0] / "egkd_model.json").read_text())
+    assert info == {"role": "teacher", "task": "sst2", "base_model": str(tiny_model_dir), "num_layers": 2}
+    losses = [json.loads(line)["loss"] for line in (outs[0] / "train_log.jsonl").read_text().splitlines()]
+    assert len(losses) == 3

@@ -1,0 +1,60 @@
+"""params.yaml: strict loading, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Params, load_params, override
+from pipeline.errors import EgkdError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+
+
+def test_values_and_nested_sections(tmp_path):
+    params = load_params(write(tmp_path, "data:\n  train_limit: 100\nexplain:\n  gradient:\n    ig_steps: 7\n"
+                                         "finetune:\n  lr: 1e-4\n"))
+    assert params.data.train_limit == 100
+    assert params.explain.gradient.ig_steps == 7
+    assert params.finetune.lr == pytest.approx(1e-4)
+    assert params.distill == Params().distill
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  trian_limit: 5\n", "unknown params key 'data.trian_limit'"),
+    ("nonsense: 1\n", "unknown params key 'nonsense'"),
+    ("data:\n  max_length: long\n", "params key 'data.max_length' must be an integer, got 'long'"),
+    ("distill:\n  t2_scaling: 3\n", "params key 'distill.t2_scaling' must be true or false"),
+    ("distill:\n  method: magic\n", "params key 'distill.method' must be one of"),
+    ("distill:\n  batch_size: 0\n", "distill.batch_size must be positive, got 0"),
+    ("explain:\n  feature_selection:\n    k_fraction: 1.5\n", "explain.feature_selection.k_fraction must be between 0 and 1"),
+    ("data: [1, 2]\n", "params key 'data' must be a mapping"),
+    ("data: {\n", "not valid YAML"),
+])
+def test_bad_params_name_the_key(tmp_path, text, message):
+    with pytest.raises(EgkdError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_params(write(tmp_path, text))
+
+
+def test_override_wins_and_is_validated():
+    params = Params()
+    assert override(params.distill, alpha=0.9, beta=None).alpha == 0.9
+    with pytest.raises(EgkdError, match="distill|epochs must be positive"):
+        override(params.distill, epochs=-1)
+
+
+def test_missing_params_file_other_than_default(tmp_path):
+    with pytest.raises(EgkdError, match="params file not found"):
+        load_params(tmp_path / "other.yaml")

@@ -1,0 +1,63 @@
+"""Model references, safe weight loading, students made of lower layers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pipeline.errors import EgkdError
+from pipeline.models import (ModelInfo, base_model_of, load_classifier, load_tokenizer, resolve, save_model,
+                             tokenizer_hash, weights_hash)
+
+
+def test_builtin_model_resolves_to_the_packaged_files():
+    location = resolve("builtin:minilm-l6")
+    assert location.endswith("model")
+    config = json.loads(open(f"{location}/config.json").read())
+    assert config["num_hidden_layers"] == 6 and config["hidden_size"] == 384
+    with pytest.raises(EgkdError, match="unknown builtin model 'builtin:gpt'"):
+        resolve("builtin:gpt")
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(EgkdError, match="model directory not found"):
+        resolve(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EgkdError, match="has no config.json"):
+        resolve(str(tmp_path / "empty"))
+
+
+def test_first_k_layers_keep_the_teachers_weights(tiny_model_dir):
+    full = load_classifier(str(tiny_model_dir), 2)
+    student = load_classifier(str(tiny_model_dir), 2, num_layers=1)
+    assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    torch.testing.assert_close(student.bert.encoder.layer[0].state_dict(), full.bert.encoder.layer[0].state_dict())
+    with pytest.raises(EgkdError, match="has 2 layers; cannot keep the first 3"):
+        load_classifier(str(tiny_model_dir), 2, num_layers=3)
+
+
+def test_pickle_weights_are_refused_unless_allowed(tiny_model_dir, tmp_path):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    state = load_classifier(str(tiny_model_dir), 2).state_dict()
+    (pickled / "model.safetensors").unlink()
+    torch.save(state, pickled / "pytorch_model.bin")
+    with pytest.raises(EgkdError, match="only pickle weights .* --allow-pickle"):
+        load_classifier(str(pickled), 2)
+    model = load_classifier(str(pickled), 2, allow_pickle=True)
+    torch.testing.assert_close(model.state_dict()["classifier.weight"], state["classifier.weight"])
+
+
+def test_save_records_base_model_and_hashes_are_stable(tiny_model_dir, tmp_path):
+    model = load_classifier(str(tiny_model_dir), 2)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    out = tmp_path / "saved"
+    save_model(model, tokenizer, out, ModelInfo("teacher", "sst2", "base-ref", 2), ("0", "1"))
+    assert base_model_of(str(out)) == "base-ref"
+    assert base_model_of(str(tiny_model_dir)) == str(tiny_model_dir)
+    assert weights_hash(str(out)) == weights_hash(str(out))
+    assert tokenizer_hash(load_tokenizer(str(out))) == tokenizer_hash(tokenizer)
+    assert tokenizer_hash(tokenizer) != tokenizer_hash(load_tokenizer("builtin:minilm-l6"))
