@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import finetune
+from stages import distill, evaluate, finetune
 
 app = typer.Typer(
     name="egkd",
@@ -29,6 +29,8 @@ def main(
 
 
 app.command("finetune")(finetune.command)
+app.command("distill")(distill.command)
+app.command("evaluate")(evaluate.command)
 
 
 if __name__ == "__main__":

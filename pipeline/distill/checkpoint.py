@@ -1,0 +1,88 @@
+"""Training checkpoints: ``<out>/checkpoints/last/`` holds everything a resumed run needs.
+
+* ``model.safetensors``: the student's weights;
+* ``state.pt``: step, optimizer and scheduler state, the torch / numpy / python
+  RNG states and the run's settings (JSON), saved with ``torch.save`` and read
+  back with ``weights_only=True`` (plain tensors and containers only).
+
+A checkpoint is written into a temporary directory that is then renamed over
+the previous one, so an interruption never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from pipeline.errors import EgkdError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    settings: str  # JSON of what must not change between a run and its resumption
+
+
+def last_dir(out: Path) -> Path:
+    return out / "checkpoints" / "last"
+
+
+def save_checkpoint(out: Path, step: int, settings: str, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler) -> None:
+    final = last_dir(out)
+    tmp, old = final.with_name(".last.tmp"), final.with_name(".last.old")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    np_state = np.random.get_state()
+    torch.save({
+        "step": step,
+        "settings": settings,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])),
+        "python_rng": random.getstate(),
+    }, tmp / "state.pt")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, settings: str, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler) -> Checkpoint | None:
+    """Restore the last checkpoint into the given objects; None when there is none."""
+    final = last_dir(out)
+    if not (final / "state.pt").is_file():
+        return None
+    state = torch.load(final / "state.pt", weights_only=True)
+    if state["settings"] != settings:
+        raise EgkdError(f"cannot resume: the checkpoint in {final} was made with other settings "
+                        f"({_first_difference(state['settings'], settings)}); rerun without --resume")
+    load_model(model, str(final / "model.safetensors"))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    kind, keys, pos, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    version, internal, gauss = state["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return Checkpoint(int(state["step"]), state["settings"])
+
+
+def _first_difference(saved: str, current: str) -> str:
+    import json
+
+    old, new = json.loads(saved), json.loads(current)
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            return f"{key}: checkpoint {old.get(key)!r}, now {new.get(key)!r}"
+    return "unknown field"

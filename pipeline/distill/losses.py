@@ -1,0 +1,76 @@
+"""Pure loss functions of stage two; shapes are given as (B, C) logits, (B, T) token maps.
+
+The total loss is ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain``
+(:func:`total_loss`). Every function returns a scalar tensor averaged over the
+batch, so terms from batches of different sizes are comparable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+            t2_scaling: bool = True) -> torch.Tensor:
+    """KL(softmax(t/T) || softmax(s/T)), mean over the batch; times T^2 when ``t2_scaling``.
+
+    student_logits, teacher_logits: (B, C). With one output (regression) this is the
+    MSE between the two outputs instead (temperature does not apply).
+    """
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.float(), teacher_logits.float())
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+    return kl * (temperature ** 2) if t2_scaling else kl
+
+
+def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with gold labels (B,) for (B, C) logits; MSE for (B, 1) regression outputs."""
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(student_logits.float(), labels.long())
+
+
+def normalise_map(attribution: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """L2-normalise each row of (B, T) ``attribution`` over the tokens where ``mask`` (B, T) is True.
+
+    Tokens outside the mask become 0; an all-zero row stays all zero.
+    """
+    masked = attribution * mask.to(attribution.dtype)
+    norm = masked.norm(dim=-1, keepdim=True)
+    return masked / norm.clamp_min(eps)
+
+
+def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor,
+                     mask: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of ``1 - cos(student, teacher)`` over the real tokens (``mask``).
+
+    student_attr, teacher_attr: (B, T) signed per-token scores; mask: (B, T) bool.
+    Both maps are L2-normalised over the masked tokens first, so only their shape
+    matters, never their scale (a student's gradients are far from the teacher's
+    in magnitude). Examples whose teacher map is all zero carry no signal and are
+    left out; with none left the loss is 0 (still attached to the graph).
+    """
+    student = normalise_map(student_attr, mask)
+    teacher = normalise_map(teacher_attr.to(student.dtype), mask)
+    valid = teacher.abs().sum(dim=-1) > 0
+    cosine = (student * teacher).sum(dim=-1)
+    if not bool(valid.any()):
+        return (student.sum() * 0.0)
+    return (1.0 - cosine[valid]).mean()
+
+
+def total_loss(kd: torch.Tensor, ce: torch.Tensor, explain: torch.Tensor | None,
+               alpha: float, beta: float) -> torch.Tensor:
+    """``alpha * kd + (1 - alpha) * ce + beta * explain`` (the last term only when given)."""
+    loss = alpha * kd + (1.0 - alpha) * ce
+    if explain is not None:
+        loss = loss + beta * explain
+    return loss
+
+
+def mask_tokens(input_ids: torch.Tensor, replace: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """(B, T) ids with the positions where ``replace`` (B, T) is True set to ``mask_token_id``."""
+    return torch.where(replace, torch.full_like(input_ids, mask_token_id), input_ids)

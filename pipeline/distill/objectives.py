@@ -1,0 +1,145 @@
+"""One objective per explanation family: the student's main logits plus its explanation term.
+
+Every objective runs the student once on the real input (those logits feed the
+KD and CE terms) and, when asked, computes its explanation term:
+
+* :class:`GradientObjective`: the student's own gradient x input at its word
+  embeddings for the teacher's predicted class, with ``create_graph=True`` so the
+  term is trained by double backprop; signed per-token scores (summed over the
+  hidden dimension) matched to the cached map by ``1 - cosine`` after L2
+  normalisation over the real tokens. The main logits come from the same forward.
+* :class:`PerturbationObjective`: one cached perturbed view per example per
+  step (chosen by the step's seeded generator); the student runs on that masked
+  input (one extra forward) and matches the teacher's cached logits there (KD loss).
+* :class:`FeatureSelectionObjective`: the student runs on the selected tokens
+  only (all other real tokens are [MASK]; one extra forward) and must match the
+  teacher's logits on the *full* input (sufficiency KD loss).
+* :class:`NoExplanation` (``--method none``): no explanation term (vanilla KD or,
+  with alpha 0, plain fine-tuning).
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from pipeline.distill import losses
+from pipeline.distill.student_data import StudentBatch
+from pipeline.errors import EgkdError
+from pipeline.explain.base import Method
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    temperature: float
+    t2_scaling: bool
+    mask_token_id: int
+
+
+@dataclass(frozen=True)
+class ObjectiveOutput:
+    logits: torch.Tensor  # (B, C) student logits on the real input
+    explain: torch.Tensor | None  # scalar explanation term, None when not computed this step
+
+
+def student_logits(student: torch.nn.Module, batch: StudentBatch,
+                   input_ids: torch.Tensor | None = None) -> torch.Tensor:
+    inputs = batch.tokens.model_inputs()
+    if input_ids is not None:
+        inputs["input_ids"] = input_ids
+    return student(**inputs).logits
+
+
+class Objective(ABC):
+    """The student's forward pass and, on explanation steps, its explanation term."""
+
+    method: ClassVar[Method | None]
+
+    def __init__(self, settings: ObjectiveSettings) -> None:
+        self.settings = settings
+
+    def compute(self, student: torch.nn.Module, batch: StudentBatch, explain: bool,
+                generator: torch.Generator) -> ObjectiveOutput:
+        logits = student_logits(student, batch)
+        return ObjectiveOutput(logits, self.explain_term(student, batch, generator) if explain else None)
+
+    def explain_term(self, student: torch.nn.Module, batch: StudentBatch,
+                     generator: torch.Generator) -> torch.Tensor | None:
+        return None
+
+    def check(self, batch: StudentBatch) -> None:
+        """Refuse a batch that lacks the cached fields this objective needs."""
+
+    def _kd(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        return losses.kd_loss(student, teacher, self.settings.temperature, self.settings.t2_scaling)
+
+
+REGISTRY: dict[Method | None, type[Objective]] = {}
+
+
+def register(cls: type[Objective]) -> type[Objective]:
+    REGISTRY[cls.method] = cls
+    return cls
+
+
+def make_objective(method: Method | None, settings: ObjectiveSettings) -> Objective:
+    return REGISTRY[method](settings)
+
+
+@register
+class NoExplanation(Objective):
+    method = None
+
+
+@register
+class GradientObjective(Objective):
+    method = Method.GRADIENT
+
+    def compute(self, student, batch, explain, generator):
+        if not explain:
+            return super().compute(student, batch, explain, generator)
+        tokens = batch.tokens
+        embeds = student.get_input_embeddings()(tokens.input_ids)
+        logits = student(inputs_embeds=embeds, attention_mask=tokens.attention_mask,
+                         token_type_ids=tokens.token_type_ids).logits
+        target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
+        chosen = logits.gather(-1, target).sum()
+        (grad,) = torch.autograd.grad(chosen, embeds, create_graph=True)
+        scores = (grad * embeds).sum(dim=-1)  # (B, T) signed gradient x input
+        return ObjectiveOutput(logits, losses.attribution_loss(scores, batch.attribution, batch.real_tokens))
+
+
+@register
+class PerturbationObjective(Objective):
+    method = Method.PERTURBATION
+
+    def check(self, batch):
+        if batch.view_masks is None:
+            raise EgkdError("the cache rows have no perturbed views (view_masks); method perturbation needs them")
+
+    def explain_term(self, student, batch, generator):
+        self.check(batch)
+        counts = batch.view_counts.float()
+        pick = (torch.rand(counts.shape, generator=generator) * counts).long().clamp_max(counts.long() - 1)
+        rows = torch.arange(len(pick))
+        replace = batch.view_masks[rows, pick] & batch.real_tokens
+        masked = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
+        return self._kd(student_logits(student, batch, masked), batch.view_logits[rows, pick])
+
+
+@register
+class FeatureSelectionObjective(Objective):
+    method = Method.FEATURE_SELECTION
+
+    def check(self, batch):
+        if batch.selection_mask is None:
+            raise EgkdError("the cache rows have no selection_mask; method feature_selection needs it")
+
+    def explain_term(self, student, batch, generator):
+        self.check(batch)
+        replace = batch.real_tokens & ~batch.selection_mask
+        kept_only = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
+        return self._kd(student_logits(student, batch, kept_only), batch.teacher_logits)

@@ -1,0 +1,198 @@
+"""Evaluate a model: its task metric, and against a cache its explanations' agreement and faithfulness.
+
+The student's explanation of each kind is computed by the stage-one explainer of
+the same method (:func:`pipeline.explain.make_explainer`), so teacher and student
+are explained alike: gradient x input for ``gradient``, leave-one-out occlusion
+for ``perturbation``, the ridge surrogate's scores for ``feature_selection``.
+Agreement per example, averaged over examples:
+
+* Spearman rank correlation of the student's and the teacher's maps over the real tokens;
+* top-k overlap, ``k = ceil(top_k_fraction * n)``: the share of the student's top-k tokens
+  among the teacher's top-k, or for ``feature_selection`` among the teacher's selected
+  tokens (then ``k`` = the number of selected tokens).
+
+Faithfulness is AOPC of the student's own scores (:func:`pipeline.faithfulness.aopc`),
+next to the same with random scores as a baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import EvaluateParams, ExplainParams
+from pipeline.distill.student_data import StudentExample, collate_students, to_student_examples
+from pipeline.encoding import TokenBatch
+from pipeline.explain.base import Method, make_explainer
+from pipeline.explain.perturbation import share
+from pipeline.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
+from pipeline.metrics import TaskMetrics, compute_metrics, predictions_from_logits
+from pipeline.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class AgreementReport:
+    method: str
+    examples: int
+    spearman: float | None  # mean over the examples where it is defined
+    spearman_examples: int
+    top_k_overlap: float
+    top_k_fraction: float
+
+
+@dataclass(frozen=True)
+class FaithfulnessReport:
+    method: str
+    fractions: tuple[float, ...]
+    comprehensiveness: float  # higher is better
+    sufficiency: float  # lower is better
+    random_comprehensiveness: float  # the same with random scores: the bar to beat
+    random_sufficiency: float
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    model: str
+    task: str
+    split: str
+    metrics: TaskMetrics
+    agreement: AgreementReport | None = None
+    faithfulness: FaithfulnessReport | None = None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+
+def predict_logits(model: torch.nn.Module, batches: Iterable[TokenBatch]) -> np.ndarray:
+    """(N, C) logits over the batches, in their order."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in batches:
+            out.append(model(**batch.model_inputs()).logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), np.float32)
+
+
+def student_batches(examples: Sequence[StudentExample], batch_size: int, pad_token_id: int):
+    for start in range(0, len(examples), batch_size):
+        yield collate_students(examples[start:start + batch_size], pad_token_id)
+
+
+def evaluate_examples(model: torch.nn.Module, examples: Sequence[StudentExample], task: TaskSpec,
+                      batch_size: int, pad_token_id: int) -> TaskMetrics:
+    """The task metrics of ``model`` on labelled student examples (e.g. the cache's dev rows)."""
+    logits = predict_logits(model, (b.tokens for b in student_batches(examples, batch_size, pad_token_id)))
+    labels = np.array([e.label for e in examples])
+    return compute_metrics(task, predictions_from_logits(task, logits), labels)
+
+
+def explanation_reports(model: torch.nn.Module, examples: Sequence[StudentExample], method: Method,
+                        explain: ExplainParams, params: EvaluateParams, mask_token_id: int,
+                        pad_token_id: int, seed: int = 0) -> tuple[AgreementReport, FaithfulnessReport]:
+    """Agreement of the student's explanations with the cached teacher maps, and their AOPC."""
+    explainer = make_explainer(method, model, explain, mask_token_id)
+    generator = torch.Generator().manual_seed(seed)
+    spearmans, overlaps, comp, suff, rcomp, rsuff = [], [], [], [], [], []
+    for batch in student_batches(examples, params.batch_size, pad_token_id):
+        scores = explainer.explain(batch.tokens).attribution.detach().float().cpu()
+        real = batch.real_tokens
+        for b in range(batch.tokens.size):
+            mine, theirs = scores[b][real[b]].numpy(), batch.attribution[b][real[b]].numpy()
+            correlation = rank_agreement(mine, theirs)
+            if correlation is not None:
+                spearmans.append(correlation)
+            if method is Method.FEATURE_SELECTION and batch.selection_mask is not None:
+                reference = batch.selection_mask[b][real[b]].numpy()
+                k = int(reference.sum())
+            else:
+                k = int(share(params.top_k_fraction, torch.tensor([len(mine)]))[0])
+                reference = top_k_set(theirs, k)
+            overlaps.append(top_k_overlap(mine, reference, k))
+        own = aopc(model, batch.tokens, scores, params.aopc_fractions, mask_token_id)
+        noise = torch.rand(scores.shape, generator=generator)
+        rand = aopc(model, batch.tokens, noise, params.aopc_fractions, mask_token_id)
+        comp.append(own.comprehensiveness), suff.append(own.sufficiency)
+        rcomp.append(rand.comprehensiveness), rsuff.append(rand.sufficiency)
+    agreement = AgreementReport(method.value, len(examples), float(np.mean(spearmans)) if spearmans else None,
+                                len(spearmans), float(np.mean(overlaps)) if overlaps else 0.0,
+                                params.top_k_fraction)
+    faithfulness = FaithfulnessReport(method.value, tuple(params.aopc_fractions),
+                                      *(float(torch.cat(v).mean()) for v in (comp, suff, rcomp, rsuff)))
+    return agreement, faithfulness
+
+
+def explain_params_from_cache(explain: ExplainParams, method: Method, method_params: str) -> ExplainParams:
+    """``explain`` with the method's section replaced by the cache's recorded parameters, when they parse."""
+    section = getattr(explain, method.value)
+    try:
+        recorded = json.loads(method_params)
+        known = {f.name for f in dataclasses.fields(section)}
+        chosen = dataclasses.replace(section, **{k: v for k, v in recorded.items() if k in known})
+    except (ValueError, TypeError, AttributeError):
+        return dataclasses.replace(explain, method=method.value)
+    return dataclasses.replace(explain, method=method.value, **{method.value: chosen})
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    model: str
+    task: str
+    data: str  # a GLUE folder or "hub"
+    split: str
+    params: EvaluateParams
+    explain: ExplainParams
+    cache: Path | None = None
+    method: str | None = None
+    out: Path | None = None
+    limit: int | None = None
+    max_length: int = 128
+
+
+def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
+    """``egkd evaluate``: the task metric on the data; with a cache, explanation agreement and AOPC."""
+    from pipeline.cache import read_cache
+    from pipeline.data import load_dataset
+    from pipeline.encoding import collate, encode
+    from pipeline.errors import EgkdError
+    from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash
+    from pipeline.tasks import get_task
+
+    task = get_task(request.task)
+    model = load_classifier(request.model, task.num_labels).eval()
+    tokenizer = load_tokenizer(request.model)
+    pad = tokenizer.pad_token_id or 0
+    dataset = load_dataset(request.data, task, request.split, request.limit)
+    if any(e.label is None for e in dataset.examples):
+        raise EgkdError(f"split {request.split} of {task.name} has no labels; evaluate on a labelled split")
+    encoded = encode(tokenizer, dataset.examples, request.max_length)
+    batches = (collate(encoded[i:i + request.params.batch_size], pad)
+               for i in range(0, len(encoded), request.params.batch_size))
+    logits = predict_logits(model, batches)
+    metrics = compute_metrics(task, predictions_from_logits(task, logits), np.array([e.label for e in encoded]))
+    agreement = faithfulness = None
+    if request.cache is not None:
+        if request.method is None or request.method == "none":
+            raise EgkdError("--cache needs --method gradient, perturbation or feature_selection")
+        method = Method.parse(request.method)
+        meta, rows = read_cache(request.cache, method.value, request.split)
+        if meta.task != task.name:
+            raise EgkdError(f"cache field 'task' differs: cache has {meta.task!r}, expected {task.name!r}")
+        same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
+        examples = to_student_examples(rows, None if same else tokenizer, meta.max_length)
+        explain = explain_params_from_cache(request.explain, method, meta.method_params)
+        if tokenizer.mask_token_id is None:
+            raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
+        agreement, faithfulness = explanation_reports(model, examples, method, explain, request.params,
+                                                      tokenizer.mask_token_id, pad, explain.seed)
+    report = EvaluationReport(request.model, task.name, request.split, metrics, agreement, faithfulness)
+    if request.out is not None:
+        report.write(request.out)
+    return report
+

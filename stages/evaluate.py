@@ -1,0 +1,37 @@
+"""``egkd evaluate``: a model's task metric; with a cache, explanation agreement and faithfulness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.evaluate import EvaluateRequest, run_evaluation
+from stages.common import ParamsOption, read_params, user_errors
+
+
+@user_errors
+def command(
+    model: Annotated[str, typer.Option("--model", help="The model folder (or reference) to evaluate.")],
+    task: Annotated[str, typer.Option("--task", help="GLUE task, e.g. sst2.")],
+    data: Annotated[str, typer.Option("--data", help="A folder of GLUE TSVs, or 'hub'.")],
+    split: Annotated[str, typer.Option("--split")] = "dev",
+    cache: Annotated[Path | None, typer.Option("--cache", help="Explanation cache to compare with.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="Explanation method of the cache.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="JSON file for the report.")] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Evaluate a model on a GLUE split (and its explanations against a cache)."""
+    params = read_params(params_file)
+    limit = params.data.dev_limit if split != "train" else params.data.train_limit
+    report = run_evaluation(EvaluateRequest(model, task, data, split, params.evaluate, params.explain, cache,
+                                            method, out, limit, params.data.max_length))
+    line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
+    typer.echo(f"{report.task} {report.split}: {line} ({report.metrics.count} examples)")
+    if report.agreement is not None and report.faithfulness is not None:
+        a, f = report.agreement, report.faithfulness
+        spearman = "n/a" if a.spearman is None else f"{a.spearman:.3f}"
+        typer.echo(f"agreement ({a.method}): spearman {spearman}, top-k overlap {a.top_k_overlap:.3f}; "
+                   f"AOPC comprehensiveness {f.comprehensiveness:.4f} (random {f.random_comprehensiveness:.4f}), "
+                   f"sufficiency {f.sufficiency:.4f} (random {f.random_sufficiency:.4f})")

@@ -1,0 +1,178 @@
+"""Stage two end to end on a tiny teacher's real cache: every method, reproducibility, resume, re-projection."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from distill_cache import build_cache, fix_tokenizer
+from conftest import make_tiny_model_dir, VOCAB
+from pipeline.cache_schema import CachedExample
+from pipeline.config import DistillParams, EvaluateParams
+from pipeline.distill import trainer
+from pipeline.distill.job import DistillRequest, distill
+from pipeline.distill.student_data import to_student_examples
+from pipeline.errors import EgkdError
+from pipeline.models import load_classifier, load_tokenizer
+from stages.cli import app
+
+FAST = DistillParams(epochs=2, batch_size=8, checkpoint_every=2, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, glue_dir) -> Path:
+    """A cache of every method (train 24, dev 12) whose teacher directory is deleted afterwards."""
+    root = tmp_path_factory.mktemp("stage2")
+    teacher = fix_tokenizer(make_tiny_model_dir(root / "teacher", seed=0), VOCAB)
+    fix_tokenizer(make_tiny_model_dir(root / "base", seed=1), VOCAB)
+    build_cache(root / "cache", teacher, root / "base", glue_dir)
+    shutil.rmtree(teacher)
+    return root / "cache"
+
+
+def run(cache: Path, out: Path, resume: bool = False, **changes):
+    return distill(DistillRequest(cache, out, dataclasses.replace(FAST, **changes), EvaluateParams(), resume))
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_classifier(str(out), 2).state_dict()
+
+
+@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection", "none"])
+def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
+    report = run(cache, tmp_path / "s", method=method)
+    assert report.training.steps == 6 and report.dev is not None and report.dev.count == 12
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert set(log[0]) == {"step", "epoch", "loss", "ce", "kd", "explain", "lr"}
+    assert all((r["explain"] is None) == (method == "none") for r in log)
+    metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["dev"]["count"] == 12
+    card = (tmp_path / "s" / "README.md").read_text()
+    assert "explanation method: " + method in card and "dev metrics: accuracy" in card
+
+
+def test_explain_every_skips_steps(cache, tmp_path):
+    run(cache, tmp_path / "s", method="perturbation", explain_every=3)
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["explain"] is not None for r in log] == [True, False, False, True, False, False]
+
+
+def test_saved_student_loads_in_a_transformers_pipeline(cache, tmp_path):
+    from transformers import pipeline
+
+    run(cache, tmp_path / "s", method="gradient", epochs=1)
+    classify = pipeline("text-classification", model=str(tmp_path / "s"))
+    assert classify("a good film")[0]["label"] in {"0", "1"}
+
+
+@pytest.mark.parametrize("method", ["gradient", "perturbation"])
+def test_two_runs_give_identical_weights(cache, tmp_path, method):
+    run(cache, tmp_path / "a", method=method)
+    run(cache, tmp_path / "b", method=method)
+    first, second = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch):
+    run(cache, tmp_path / "full", method="perturbation")
+    original = trainer._step
+
+    def crash_at_step_4(*args, **kwargs):
+        if args[6] == 3:  # 0-based step index: steps 1..3 are done, the checkpoint holds step 2
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_step", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(cache, tmp_path / "resumed", method="perturbation")
+    monkeypatch.setattr(trainer, "_step", original)
+    report = run(cache, tmp_path / "resumed", resume=True, method="perturbation")
+    assert report.training.resumed_from == 2
+    first, second = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert (tmp_path / "full" / "train_log.jsonl").read_text() == (tmp_path / "resumed" / "train_log.jsonl").read_text()
+
+
+def test_resume_refuses_other_settings(cache, tmp_path):
+    run(cache, tmp_path / "s", method="none", epochs=1)
+    with pytest.raises(EgkdError, match="alpha: checkpoint 0.5, now 0.9"):
+        run(cache, tmp_path / "s", resume=True, method="none", epochs=1, alpha=0.9)
+
+
+def _other_tokenizer_model(path: Path) -> Path:
+    """A tiny student whose vocabulary differs (``films`` is one token), so its tokenizer hash differs."""
+    vocab = [{"an": "films", "one": "movies"}.get(w, w) for w in VOCAB]
+    return fix_tokenizer(make_tiny_model_dir(path, seed=2), vocab)
+
+
+def test_reprojection_onto_another_tokenizer_exact(tmp_path):
+    teacher_tok = load_tokenizer(str(fix_tokenizer(make_tiny_model_dir(tmp_path / "t"), VOCAB)))
+    student_tok = load_tokenizer(str(_other_tokenizer_model(tmp_path / "other")))
+    enc = teacher_tok("good films", "films", return_offsets_mapping=True, return_special_tokens_mask=True)
+    assert teacher_tok.convert_ids_to_tokens(enc["input_ids"]) == \
+        ["[CLS]", "good", "film", "##s", "[SEP]", "film", "##s", "[SEP]"]
+    n = len(enc["input_ids"])
+    row = CachedExample(
+        "dev-0", "dev", 1, "good films", "films", np.array(enc["input_ids"], np.int32),
+        np.array(enc["token_type_ids"], np.int8), np.array(enc["special_tokens_mask"], bool),
+        np.array(enc["offset_mapping"], np.int32), np.array([0, 1, 2, 4, 0, 8, 16, 0], np.float32),
+        np.array([0.0, 1.0], np.float32), view_masks=np.eye(n, dtype=bool)[[3, 5]],
+        view_logits=np.zeros((2, 2), np.float32), selection_mask=np.arange(n) == 6,
+    )
+    (example,) = to_student_examples([row], student_tok, 64)
+    assert student_tok.convert_ids_to_tokens(example.input_ids.tolist()) == \
+        ["[CLS]", "good", "films", "[SEP]", "films", "[SEP]"]
+    assert example.attribution.tolist() == [0, 1, 6, 0, 24, 0]
+    assert example.view_masks.tolist() == [[False, False, True, False, False, False],
+                                           [False, False, False, False, True, False]]
+    assert example.selection_mask.tolist() == [False, False, False, False, True, False]
+
+
+def test_distill_with_a_student_of_another_tokenizer(cache, tmp_path):
+    other = _other_tokenizer_model(tmp_path / "other")
+    report = run(cache, tmp_path / "s", method="gradient", epochs=1, student=str(other))
+    assert not report.same_tokenizer and report.dev is not None
+
+
+def test_dev_partition_of_another_teacher_is_refused(cache, tmp_path):
+    from pipeline.cache import part_path, read_part, write_part
+
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    part = read_part(part_path(copy, "gradient", "dev", 0))
+    meta = dataclasses.replace(part.meta, teacher_weights_hash="0" * 64)
+    write_part(part.path, meta, 0, part.rows, truncated=0)
+    with pytest.raises(EgkdError, match="teacher_weights_hash"):
+        run(copy, tmp_path / "s", method="gradient")
+
+
+def test_cli_distill(cache, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("distill:\n  epochs: 1\n  batch_size: 8\n  checkpoint_every: 100\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["distill", "--cache", str(cache), "--method", "feature_selection",
+                                      "--alpha", "0.8", "--out", str(tmp_path / "s"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert "student saved to" in result.output
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "saliency"], "unknown method 'saliency'"),
+    (["--alpha", "1.5"], "alpha must be between 0 and 1"),
+])
+def test_cli_distill_errors(cache, tmp_path, args, message):
+    result = CliRunner().invoke(app, ["distill", "--cache", str(cache), "--out", str(tmp_path / "s"), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_cli_distill_missing_cache(tmp_path):
+    result = CliRunner().invoke(app, ["distill", "--cache", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "cache not found" in result.output

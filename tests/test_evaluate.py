@@ -1,0 +1,96 @@
+"""Task metrics, AOPC with a hand-made model, agreement measures, and `egkd evaluate` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import VOCAB, make_tiny_model_dir
+from distill_cache import build_cache, fix_tokenizer
+from pipeline.encoding import TokenBatch
+from pipeline.faithfulness import aopc, rank_agreement, top_k_overlap
+from pipeline.metrics import compute_metrics, predictions_from_logits
+from pipeline.tasks import get_task
+from stages.cli import app
+
+
+def test_task_metrics_exact():
+    cola = compute_metrics(get_task("cola"), np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
+    assert cola.main_name == "matthews_corrcoef" and cola.main == pytest.approx(2 / math.sqrt(12))
+    assert cola.get("accuracy") == 0.75
+    mrpc = compute_metrics(get_task("mrpc"), np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]))
+    assert mrpc.main == pytest.approx(0.5) and mrpc.count == 4
+    stsb = get_task("stsb")
+    preds = predictions_from_logits(stsb, np.array([[1.0], [2.0], [3.5]]))
+    result = compute_metrics(stsb, preds, np.array([1.0, 2.5, 3.0]))
+    assert result.get("spearman") == pytest.approx(1.0)
+    assert predictions_from_logits(get_task("sst2"), np.array([[0.1, 0.9], [2.0, 1.0]])).tolist() == [1, 0]
+
+
+class CountModel(torch.nn.Module):
+    """logits = (0, number of token-7 occurrences): p(class 1) is sigmoid(count)."""
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        count = ((input_ids == 7) & (attention_mask > 0)).sum(1).float()
+        return SimpleNamespace(logits=torch.stack([torch.zeros_like(count), count], 1))
+
+
+def test_aopc_exact_with_a_counting_model():
+    ids = torch.tensor([[2, 7, 7, 8, 9, 3]])
+    batch = TokenBatch(["e"], ids, torch.ones_like(ids), torch.zeros_like(ids),
+                       torch.tensor([[True, False, False, False, False, True]]))
+    scores = torch.tensor([[0.0, 0.9, 0.8, 0.1, 0.2, 0.0]])
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    result = aopc(CountModel(), batch, scores, [0.25, 0.5], mask_token_id=4)
+    # 4 real tokens: k = 1 then 2; masking the top removes one then two 7s; keeping them keeps one / two
+    comp = ((sig(2) - sig(1)) + (sig(2) - sig(0))) / 2
+    suff = ((sig(2) - sig(1)) + 0.0) / 2
+    assert result.comprehensiveness.item() == pytest.approx(comp, abs=1e-6)
+    assert result.sufficiency.item() == pytest.approx(suff, abs=1e-6)
+    worst = aopc(CountModel(), batch, -scores, [0.25, 0.5], mask_token_id=4)
+    assert worst.comprehensiveness.item() == pytest.approx(0.0) and worst.sufficiency.item() > suff
+
+
+def test_agreement_measures():
+    assert rank_agreement(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1.0)
+    assert rank_agreement(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert rank_agreement(np.array([1.0, 1.0]), np.array([1.0, 2.0])) is None
+    assert top_k_overlap(np.array([0.9, 0.1, 0.8, 0.3]), np.array([True, True, False, False]), 2) == 0.5
+
+
+@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection"])
+def test_cli_evaluate_with_cache(tmp_path_factory, glue_dir, method):
+    root = tmp_path_factory.getbasetemp() / "evaluate-cache"
+    if not (root / "cache").is_dir():
+        teacher = fix_tokenizer(make_tiny_model_dir(root / "teacher", seed=0), VOCAB)
+        build_cache(root / "cache", teacher, teacher, glue_dir, train=8, dev=12)
+        shutil.copytree(teacher, root / "student")
+    params = root / "params.yaml"
+    params.write_text("data:\n  dev_limit: 20\n", encoding="utf-8")
+    out = root / f"{method}.json"
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(root / "student"), "--task", "sst2",
+                                      "--data", str(glue_dir), "--cache", str(root / "cache"), "--method", method,
+                                      "--out", str(out), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["metrics"]["count"] == 20
+    agreement = report["agreement"]
+    # the student is the teacher itself: its explanations agree with the cache
+    assert agreement["examples"] == 12 and agreement["top_k_overlap"] == pytest.approx(1.0)
+    if method != "feature_selection":
+        assert agreement["spearman"] == pytest.approx(1.0)
+    assert set(report["faithfulness"]) >= {"comprehensiveness", "sufficiency", "random_comprehensiveness"}
+
+
+def test_cli_evaluate_cache_needs_method(tmp_path, glue_dir, tiny_model_dir):
+    (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 4\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model_dir), "--task", "sst2", "--data",
+                                      str(glue_dir), "--cache", str(tmp_path), "--params", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2 and "--cache needs --method" in result.output

@@ -1,0 +1,76 @@
+"""Exact values of the stage-two loss functions and of the teacher-to-student re-projection."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.distill import losses
+from pipeline.distill.student_data import TokenLayout, overlap_matrix, project_masks, project_scores
+
+
+def test_kd_loss_exact_with_and_without_t2_scaling():
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[2 * math.log(3.0), 0.0]])  # at T=2: p_teacher = (0.75, 0.25)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert losses.kd_loss(student, teacher, 2.0, t2_scaling=False).item() == pytest.approx(expected, abs=1e-6)
+    assert losses.kd_loss(student, teacher, 2.0, t2_scaling=True).item() == pytest.approx(4 * expected, abs=1e-6)
+    assert losses.kd_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kd_loss_is_mse_for_regression():
+    assert losses.kd_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[2.0], [1.0]]), 2.0).item() == 2.5
+
+
+def test_ce_loss_exact():
+    assert losses.ce_loss(torch.zeros(1, 2), torch.tensor([1])).item() == pytest.approx(math.log(2))
+    assert losses.ce_loss(torch.tensor([[2.0]]), torch.tensor([0.5])).item() == pytest.approx(2.25)
+
+
+def test_attribution_loss_is_one_minus_cosine_over_real_tokens():
+    mask = torch.tensor([[False, True, True, False]])
+    teacher = torch.tensor([[9.0, 1.0, 0.0, 9.0]])
+    assert losses.attribution_loss(torch.tensor([[5.0, 3.0, 0.0, -7.0]]), teacher, mask).item() == pytest.approx(0.0)
+    assert losses.attribution_loss(torch.tensor([[0.0, -2.0, 0.0, 0.0]]), teacher, mask).item() == pytest.approx(2.0)
+    assert losses.attribution_loss(torch.tensor([[0.0, 0.0, 1.0, 0.0]]), teacher, mask).item() == pytest.approx(1.0)
+    # 45 degrees: 1 - 1/sqrt(2); scale does not matter
+    assert losses.attribution_loss(torch.tensor([[0.0, 100.0, 100.0, 0.0]]), teacher, mask).item() == \
+        pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+
+
+def test_attribution_loss_skips_examples_without_teacher_signal():
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    student = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    loss = losses.attribution_loss(student, teacher, mask)
+    assert loss.item() == pytest.approx(1.0)
+    assert losses.attribution_loss(student, torch.zeros(2, 2), mask).item() == 0.0
+
+
+def test_total_loss_and_mask_tokens():
+    kd, ce, ex = torch.tensor(2.0), torch.tensor(4.0), torch.tensor(10.0)
+    assert losses.total_loss(kd, ce, ex, alpha=0.25, beta=0.5).item() == pytest.approx(0.5 + 3.0 + 5.0)
+    assert losses.total_loss(kd, ce, None, alpha=0.25, beta=0.5).item() == pytest.approx(3.5)
+    ids = torch.tensor([[2, 7, 8, 3]])
+    assert losses.mask_tokens(ids, torch.tensor([[False, True, False, False]]), 4).tolist() == [[2, 4, 8, 3]]
+
+
+def test_reprojection_sums_scores_and_ors_masks_within_segments():
+    # teacher: [CLS] play ##ing | well [SEP] good [SEP]; text_a "playing well", text_b "good"
+    teacher = TokenLayout(np.array([-1, 0, 0, 0, -1, 1, -1]),
+                          np.array([[0, 0], [0, 4], [4, 7], [8, 12], [0, 0], [0, 4], [0, 0]]))
+    # student: <s> playing we ll </s> go od </s>
+    student = TokenLayout(np.array([-1, 0, 0, 0, -1, 1, 1, -1]),
+                          np.array([[0, 0], [0, 7], [8, 10], [10, 12], [0, 0], [0, 2], [2, 4], [0, 0]]))
+    overlap = overlap_matrix(teacher, student)
+    scores = np.array([0.0, 0.5, 0.25, -1.0, 0.0, 2.0, 0.0], dtype=np.float32)
+    assert project_scores(scores, overlap).tolist() == [0.0, 0.75, -1.0, -1.0, 0.0, 2.0, 2.0, 0.0]
+    views = np.array([[False, False, True, False, False, False, False],
+                      [False, False, False, False, False, True, False]])
+    assert project_masks(views, overlap).tolist() == [
+        [False, True, False, False, False, False, False, False],
+        [False, False, False, False, False, True, True, False],
+    ]
