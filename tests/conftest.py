@@ -24,11 +24,10 @@ def glue_dir() -> Path:
 
 def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2) -> Path:
     """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=37, max_position_embeddings=128,
