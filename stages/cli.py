@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from stages import cache, explain
 from stages import distill, evaluate, finetune
 
 app = typer.Typer(
@@ -29,6 +30,8 @@ def main(
 
 
 app.command("finetune")(finetune.command)
+app.command("explain")(explain.command)
+app.add_typer(cache.app, name="cache")
 app.command("distill")(distill.command)
 app.command("evaluate")(evaluate.command)
 

@@ -1,0 +1,306 @@
+"""The explanation cache on disk: write and read parts, read a whole partition, check metadata.
+
+Layout (see ``docs/cache.md``)::
+
+    <cache>/method=<method>/split=<split>/part-00000.parquet
+
+Part ``i`` holds examples ``[i * partition_size, (i + 1) * partition_size)`` of
+the dataset, in dataset order. Every part carries the run's
+:class:`~pipeline.cache_schema.CacheMetadata` and its own :class:`PartInfo`
+in its Parquet schema metadata, and is written atomically (temporary file,
+fsync, rename), so an interrupted run leaves only whole parts behind.
+
+Stage two uses :func:`read_cache`, :func:`list_partitions` and
+:func:`check_compatible`; ``egkd cache`` uses :func:`cache_info` and
+:func:`pipeline.cache_verify.verify_cache`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.cache_format import (
+    META_KEY, PART_KEY, SCHEMA, PartInfo, metadata_json, parse_metadata, parse_part_info, part_digest,
+    part_info_json, rows_to_table, table_to_rows,
+)
+from pipeline.cache_schema import SCHEMA_VERSION, CachedExample, CacheMetadata
+from pipeline.errors import EgkdError
+
+__all__ = [
+    "Part", "PartInfo", "CacheInfo", "PartitionInfo", "CacheExpectation", "part_path", "partition_dir",
+    "write_part", "read_part", "read_part_header", "read_cache", "list_partitions", "check_compatible",
+    "cache_info", "part_index", "temp_files",
+]
+
+PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+_TEMP_RE = re.compile(r"^\.part-\d{5}\.parquet\.[0-9a-f]{32}\.tmp$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Part:
+    path: Path
+    meta: CacheMetadata
+    info: PartInfo
+    rows: list[CachedExample]
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def partition_dir(root: Path, method: str, split: str) -> Path:
+    for name in (method, split):
+        if not _SAFE_NAME.match(name):
+            raise EgkdError(f"not a valid method or split name for a cache path: {name!r}")
+    return Path(root) / f"method={method}" / f"split={split}"
+
+
+def part_path(root: Path, method: str, split: str, index: int) -> Path:
+    return partition_dir(root, method, split) / f"part-{index:05d}.parquet"
+
+
+def part_index(path: Path) -> int | None:
+    match = PART_RE.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def temp_files(directory: Path) -> list[Path]:
+    """Temporary files left in a partition by interrupted writes."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _TEMP_RE.match(p.name))
+
+
+# --- parts ----------------------------------------------------------------------------------------
+
+
+def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[CachedExample],
+               truncated: int) -> PartInfo:
+    """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
+    table = rows_to_table(rows)
+    decoded = table_to_rows(table, meta.num_labels)  # the digest covers exactly what a reader gets back
+    info = PartInfo(index=index, rows=len(rows), truncated=truncated,
+                    digest=part_digest(meta, index, decoded))
+    table = table.replace_schema_metadata({META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with temp.open("wb") as handle:
+            pq.write_table(table, handle, compression="zstd", write_statistics=False,
+                           write_page_checksum=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return info
+
+
+def _header(schema_metadata: dict[bytes, bytes] | None, path: Path) -> tuple[CacheMetadata, PartInfo]:
+    if not schema_metadata or META_KEY not in schema_metadata or PART_KEY not in schema_metadata:
+        raise EgkdError(f"{path}: not an egkd cache part (no egkd metadata)")
+    try:
+        meta = parse_metadata(schema_metadata[META_KEY])
+        info = parse_part_info(schema_metadata[PART_KEY])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise EgkdError(f"{path}: corrupt part metadata ({err})") from None
+    if meta.schema_version != SCHEMA_VERSION:
+        raise EgkdError(f"{path}: cache schema version {meta.schema_version}, this egkd reads "
+                        f"version {SCHEMA_VERSION}; recompute the cache with this egkd")
+    return meta, info
+
+
+def read_part_header(path: Path) -> tuple[CacheMetadata, PartInfo]:
+    """The metadata of one part, from its footer only (fast; does not check the rows)."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as err:
+        raise EgkdError(f"{path}: unreadable part ({str(err).splitlines()[0]})") from None
+    return _header(schema.metadata, path)
+
+
+def read_part(path: Path) -> Part:
+    """Read and check one part: page checksums, schema, part index, row count and content digest."""
+    try:
+        table = pq.ParquetFile(path, page_checksum_verification=True).read()
+    except (OSError, pa.ArrowException) as err:
+        raise EgkdError(f"{path}: unreadable part ({str(err).splitlines()[0]})") from None
+    meta, info = _header(table.schema.metadata, path)
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        raise EgkdError(f"{path}: columns differ from the cache schema")
+    expected_index = part_index(path)
+    if info.index != expected_index:
+        raise EgkdError(f"{path}: holds part {info.index}, not part {expected_index}")
+    if info.rows != table.num_rows:
+        raise EgkdError(f"{path}: {table.num_rows} rows, its metadata says {info.rows}")
+    try:
+        rows = table_to_rows(table, meta.num_labels)
+    except ValueError as err:
+        raise EgkdError(f"{path}: corrupt rows ({err})") from None
+    if part_digest(meta, info.index, rows) != info.digest:
+        raise EgkdError(f"{path}: content does not match its digest (corrupt part)")
+    return Part(path, meta, info, rows)
+
+
+# --- whole partitions -----------------------------------------------------------------------------
+
+
+def list_partitions(root: Path) -> list[tuple[str, str]]:
+    """The ``(method, split)`` partitions of a cache that hold at least one part file."""
+    found = []
+    for directory in sorted(Path(root).glob("method=*/split=*")):
+        if directory.is_dir() and any(part_index(p) is not None for p in directory.iterdir()):
+            found.append((directory.parent.name.removeprefix("method="), directory.name.removeprefix("split=")))
+    return found
+
+
+def _finish_hint(method: str, split: str) -> str:
+    return (f"finish it by rerunning `egkd explain --method {method} --split {split} ...` with the same "
+            "options: it computes only the missing parts")
+
+
+def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list[CachedExample]]:
+    """Every row of one (method, split) partition in dataset order, after checking all its parts."""
+    directory = partition_dir(root, method, split)
+    files = sorted(p for p in directory.glob("part-*.parquet") if part_index(p) is not None) \
+        if directory.is_dir() else []
+    if not files:
+        available = ", ".join(f"{m}/{s}" for m, s in list_partitions(root)) or "none"
+        raise EgkdError(f"no cache for method={method} split={split} in {root} (available: {available})")
+    parts = []
+    for path in files:
+        try:
+            parts.append(read_part(path))
+        except EgkdError as err:
+            raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
+    meta = parts[0].meta
+    for part in parts[1:]:
+        check_compatible(part.meta, meta, context=str(part.path))
+    if (meta.method, meta.split) != (method, split):
+        raise EgkdError(f"{files[0]}: holds method={meta.method} split={meta.split}, not {method}/{split}")
+    present = {part.info.index for part in parts}
+    missing = [i for i in range(meta.num_parts) if i not in present]
+    if missing:
+        names = ", ".join(f"part-{i:05d}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise EgkdError(f"cache {directory} is incomplete: {len(missing)} of {meta.num_parts} parts missing "
+                        f"({names}); {_finish_hint(method, split)}")
+    if max(present) >= meta.num_parts:
+        raise EgkdError(f"{directory}: part {max(present)} is beyond the {meta.num_parts} parts of this run")
+    rows = [row for part in sorted(parts, key=lambda p: p.info.index) for row in part.rows]
+    if len(rows) != meta.num_examples:
+        raise EgkdError(f"cache {directory} holds {len(rows)} rows, its metadata says {meta.num_examples}")
+    return meta, rows
+
+
+# --- metadata checks ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CacheExpectation:
+    """What a consumer requires of a cache; ``None`` fields are not checked."""
+
+    schema_version: int | None = SCHEMA_VERSION
+    task: str | None = None
+    split: str | None = None
+    method: str | None = None
+    teacher_weights_hash: str | None = None
+    tokenizer_hash: str | None = None
+    dataset_fingerprint: str | None = None
+    max_length: int | None = None
+    num_labels: int | None = None
+
+
+def check_compatible(meta: CacheMetadata, expected: CacheMetadata | CacheExpectation,
+                     fields: Sequence[str] | None = None, context: str = "",
+                     hint: str = "") -> None:
+    """Refuse a cache whose metadata differs from ``expected``, naming the first differing field.
+
+    With a :class:`CacheMetadata`, every field (or only those named in ``fields``)
+    is compared; with a :class:`CacheExpectation`, its non-None fields.
+    """
+    names = list(fields) if fields is not None else [f.name for f in dataclasses.fields(expected)]
+    for name in names:
+        want = getattr(expected, name)
+        if isinstance(expected, CacheExpectation) and want is None:
+            continue
+        have = getattr(meta, name)
+        if have != want:
+            where = f"{context}: " if context else ""
+            tail = f"; {hint}" if hint else ""
+            raise EgkdError(f"{where}cache field {name!r} differs: cache has {have!r}, expected {want!r}{tail}")
+
+
+# --- summary --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    method: str
+    split: str
+    parts_present: int
+    parts_expected: int | None  # None when no part's metadata could be read
+    rows: int
+    truncated: int
+    bytes: int
+    unreadable: tuple[str, ...]  # part files whose metadata could not be read
+    metadata: CacheMetadata | None
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable and self.parts_present == self.parts_expected
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    path: Path
+    partitions: list[PartitionInfo]
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.partitions)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions)
+
+
+def cache_info(root: Path) -> CacheInfo:
+    """Methods, splits, parts, rows and sizes of a cache, from part footers only (fast)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EgkdError(f"cache not found: {root}")
+    partitions = []
+    for method, split in list_partitions(root):
+        files = sorted(p for p in partition_dir(root, method, split).iterdir() if part_index(p) is not None)
+        rows = truncated = 0
+        unreadable: list[str] = []
+        meta: CacheMetadata | None = None
+        for path in files:
+            try:
+                part_meta, info = read_part_header(path)
+            except EgkdError:
+                unreadable.append(path.name)
+                continue
+            meta = meta or part_meta
+            rows += info.rows
+            truncated += info.truncated
+        partitions.append(PartitionInfo(
+            method=method, split=split, parts_present=len(files) - len(unreadable),
+            parts_expected=meta.num_parts if meta else None, rows=rows, truncated=truncated,
+            bytes=sum(p.stat().st_size for p in files), unreadable=tuple(unreadable), metadata=meta,
+        ))
+    return CacheInfo(root, partitions)

@@ -1,0 +1,173 @@
+"""Stage one end to end: a tiny teacher explains real SST-2 dev rows into the cache, resumably."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cache import cache_info, part_path, read_cache, read_part_header
+from pipeline.cache_schema import CachedExample
+from pipeline.cache_verify import verify_cache
+from pipeline.config import ExplainParams
+from pipeline.data import load_dataset
+from pipeline.errors import EgkdError
+from pipeline.explain import REGISTRY, Method
+from pipeline.explain_run import ExplainRequest, run_explain
+from pipeline.tasks import get_task
+from stages.cli import app
+from test_cache import flip_byte_in_column
+
+METHODS = sorted(REGISTRY, key=lambda m: m.value)
+LIMIT, PART = 24, 8
+
+
+def request(teacher: Path, glue: Path, out: Path, method: Method = Method.GRADIENT, **changes) -> ExplainRequest:
+    params = ExplainParams(method=method.value, split="dev", batch_size=8, partition_size=PART, workers=0)
+    param_changes = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in dataclasses.fields(params)}}
+    base = ExplainRequest(method=method, teacher=str(teacher), data=str(glue), task="sst2", split="dev",
+                          out=out, limit=LIMIT, max_length=16, params=dataclasses.replace(params, **param_changes))
+    return dataclasses.replace(base, **changes)
+
+
+def digests(out: Path, method: Method) -> list[str]:
+    return [read_part_header(part_path(out, method.value, "dev", i))[1].digest for i in range(LIMIT // PART)]
+
+
+def assert_close(left: list[CachedExample], right: list[CachedExample]) -> None:
+    assert [r.example_id for r in left] == [r.example_id for r in right]
+    for a, b in zip(left, right):
+        assert np.array_equal(a.input_ids, b.input_ids)
+        for name in ("attribution", "teacher_logits", "view_logits", "selection_logits"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None) == (y is None), name
+            if x is not None:
+                np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
+        for name in ("view_masks", "selection_mask"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert (x is None and y is None) or np.array_equal(x, y), name
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir: Path, glue_dir: Path) -> dict[Method, Path]:
+    """One finished cache per registered method (24 SST-2 dev rows, 3 parts)."""
+    out = tmp_path_factory.mktemp("cache")
+    for method in METHODS:
+        summary = run_explain(request(tiny_model_dir, glue_dir, out, method))
+        assert len(summary.computed) == 3 and summary.skipped == 0 and summary.rows == LIMIT
+    return {method: out for method in METHODS}
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.value)
+def test_writes_rows_in_dataset_order(finished, method: Method, glue_dir: Path) -> None:
+    meta, rows = read_cache(finished[method], method.value, "dev")
+    dataset = load_dataset(glue_dir, get_task("sst2"), "dev", LIMIT)
+    assert [r.example_id for r in rows] == [e.example_id for e in dataset.examples]
+    assert [r.label for r in rows] == [e.label for e in dataset.examples]
+    assert (meta.method, meta.num_parts, meta.num_examples, meta.max_length) == (method.value, 3, LIMIT, 16)
+    assert all(len(r.attribution) == len(r.input_ids) <= 16 for r in rows)
+    assert verify_cache(finished[method]).ok
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.value)
+def test_batch_size_does_not_change_results(finished, method: Method, tiny_model_dir, glue_dir, tmp_path) -> None:
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path, method, batch_size=1))
+    assert_close(read_cache(tmp_path, method.value, "dev")[1], read_cache(finished[method], method.value, "dev")[1])
+
+
+def test_rerun_computes_nothing(finished, tiny_model_dir, glue_dir) -> None:
+    summary = run_explain(request(tiny_model_dir, glue_dir, finished[Method.GRADIENT]))
+    assert summary.computed == () and summary.skipped == 3
+    assert summary.lines()[0].startswith("nothing to compute: all 3 parts (24 rows)")
+
+
+def test_resume_computes_only_missing_parts(tiny_model_dir, glue_dir, tmp_path) -> None:
+    first = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    before = digests(tmp_path, Method.GRADIENT)
+    part_path(tmp_path, "gradient", "dev", 1).unlink()
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    assert [r.index for r in summary.computed] == [1] and summary.skipped == 2
+    assert digests(tmp_path, Method.GRADIENT) == before
+    assert summary.truncated == first.truncated > 0  # max_length 16 cuts some SST-2 sentences
+    assert cache_info(tmp_path).partitions[0].truncated == first.truncated
+
+
+def test_corrupt_parts_are_reported_and_rewritten(tiny_model_dir, glue_dir, tmp_path) -> None:
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    before = digests(tmp_path, Method.GRADIENT)
+    truncated, flipped = part_path(tmp_path, "gradient", "dev", 0), part_path(tmp_path, "gradient", "dev", 2)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    flip_byte_in_column(flipped, "attribution")
+    assert verify_cache(tmp_path).bad_parts == [truncated, flipped]
+    result = CliRunner().invoke(app, ["cache", "verify", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "part-00000.parquet" in result.output and "part-00002.parquet" in result.output
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    assert [r.index for r in summary.computed] == [0, 2]
+    assert summary.corrupt == ("part-00000.parquet", "part-00002.parquet")
+    assert verify_cache(tmp_path).ok and digests(tmp_path, Method.GRADIENT) == before
+
+
+def test_other_run_refused_naming_the_field_unless_overwrite(finished, tiny_model_dir, glue_dir, tmp_path) -> None:
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    with pytest.raises(EgkdError, match="cache field 'method_params' differs.*--overwrite"):
+        run_explain(request(tiny_model_dir, glue_dir, tmp_path, seed=1))
+    with pytest.raises(EgkdError, match="cache field 'limit' differs"):
+        run_explain(request(tiny_model_dir, glue_dir, tmp_path, limit=16))
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, limit=16, overwrite=True))
+    assert len(summary.computed) == 2 and verify_cache(tmp_path).ok
+
+
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_dask_workers_give_the_same_cache(finished, tiny_model_dir, glue_dir, tmp_path, workers) -> None:
+    """A local cluster of worker processes writes the same rows as the in-process run (~25 s each)."""
+    reference = read_cache(finished[Method.PERTURBATION], "perturbation", "dev")[1]
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, Method.PERTURBATION, workers=workers))
+    assert sorted(r.index for r in summary.computed) == [0, 1, 2]
+    assert_close(read_cache(tmp_path, "perturbation", "dev")[1], reference)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def test_cli_explain_info_verify(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: defaults
+    out = tmp_path / "cache"
+    args = ["explain", "--method", "feature_selection", "--teacher", str(tiny_model_dir), "--data", str(glue_dir),
+            "--task", "sst2", "--split", "dev", "--limit", "12", "--partition-size", "8", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "computed 2 part(s), skipped 0" in result.output and "12 of 12 rows" in result.output
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "nothing to compute" in result.output
+    result = CliRunner().invoke(app, ["cache", "info", str(out)])
+    assert result.exit_code == 0
+    assert "method=feature_selection split=dev: 2/2 parts, 12 rows" in result.output
+    assert "tokenizer_hash:" in result.output
+    result = CliRunner().invoke(app, ["cache", "verify", str(out)])
+    assert result.exit_code == 0 and "OK: 1 partition(s), 2 part(s), 12 rows" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "lime"], "error: unknown method 'lime'"),
+    (["--data", "/nonexistent/glue"], "error: data folder not found: /nonexistent/glue"),
+    (["--workers", "-1"], "error: workers must not be negative, got -1"),
+])
+def test_cli_errors_are_one_line(tiny_model_dir, tmp_path, monkeypatch, extra, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["explain", "--teacher", str(tiny_model_dir), "--data", str(tmp_path), "--split", "dev",
+            "--out", str(tmp_path / "c"), *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+
+
+def test_cli_cache_errors(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["cache", "info", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "error: cache not found" in result.output
+    result = CliRunner().invoke(app, ["cache", "verify", str(tmp_path)])
+    assert result.exit_code == 2 and "no cache partitions" in result.output
