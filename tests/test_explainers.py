@@ -1,0 +1,233 @@
+"""The explainers: the shared contract for every registered method, captum equivalence, exact values."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from captum.attr import LayerGradientXActivation, LayerIntegratedGradients, Occlusion
+from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams
+from pipeline.data import Example
+from pipeline.encoding import TokenBatch, collate, encode
+from pipeline.explain import REGISTRY, Method, make_explainer
+
+SINGLES = ["the film is good", "a very boring movie , not fun", "great !", "the worst plot and dull acting",
+           "it was one of the best stories", "no", "this movie is funny but the story is bad", "love it"]
+PAIRS = [("the film is good", "it was great"), ("boring", "not fun and very dull acting"),
+         ("the plot", "the story"), ("a great movie", "awful")]
+
+# (method, variant) for every registered method; small sizes keep the file fast.
+CASES = [(Method.GRADIENT, "input_x_gradient"), (Method.GRADIENT, "integrated_gradients"),
+         (Method.PERTURBATION, "occlusion"), (Method.PERTURBATION, "shapley"), (Method.FEATURE_SELECTION, None)]
+
+
+def make_params(method: Method, variant: str | None, **overrides) -> ExplainParams:
+    sections = {
+        Method.GRADIENT: ("gradient", GradientParams(ig_steps=8)),
+        Method.PERTURBATION: ("perturbation", PerturbationParams(shapley_samples=4)),
+        Method.FEATURE_SELECTION: ("feature_selection", FeatureSelectionParams(samples=24)),
+    }
+    name, section = sections[method]
+    if variant is not None:
+        section = dataclasses.replace(section, variant=variant)
+    return ExplainParams(method=method.value, **{name: dataclasses.replace(section, **overrides)})
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.convert_tokens_to_ids("good") != tokenizer.unk_token_id
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    """The tiny BERT with larger random weights, so that outputs vary visibly with the input."""
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config).eval()
+
+
+def make_batch(tokenizer, texts) -> TokenBatch:
+    examples = [Example(f"dev-{i}", "dev", *(t if isinstance(t, tuple) else (t, None)), 0)
+                for i, t in enumerate(texts)]
+    return collate(encode(tokenizer, examples, 64), tokenizer.pad_token_id)
+
+
+def explain(model, tokenizer, batch, method, variant, **overrides):
+    return make_explainer(method, model, make_params(method, variant, **overrides),
+                          tokenizer.mask_token_id).explain(batch)
+
+
+def test_cases_cover_every_registered_method():
+    assert {method for method, _ in CASES} == set(REGISTRY)
+
+
+@pytest.mark.parametrize("texts", [SINGLES, PAIRS], ids=["single", "pair"])
+@pytest.mark.parametrize("method,variant", CASES)
+def test_contract(model, tokenizer, texts, method, variant):
+    batch = make_batch(tokenizer, texts)
+    first = explain(model, tokenizer, batch, method, variant)
+    second = explain(model, tokenizer, batch, method, variant)
+    size, length = batch.input_ids.shape
+    attribution = first.attribution
+    assert attribution.shape == (size, length) and attribution.dtype == torch.float32
+    assert torch.isfinite(attribution).all()
+    assert (attribution[batch.special_mask] == 0).all()
+    assert (attribution[~batch.special_mask] != 0).any()
+    assert (batch.token_type_ids[~batch.special_mask] == 1).any() or texts is SINGLES  # pairs: both segments
+    torch.testing.assert_close(first.logits, model(**batch.model_inputs()).logits, atol=1e-5, rtol=0)
+    assert torch.equal(attribution, second.attribution)
+    extras = [first.views, first.selection]
+    tensors = [attribution, first.logits] + [t for e in extras if e is not None for t in dataclasses.astuple(e)]
+    assert not any(t.is_inference() for t in tensors)  # usable outside inference mode
+    if method is Method.PERTURBATION:
+        views = first.views
+        assert views.masks.shape == (size, 3, length) and views.logits.shape == (size, 3, 2)
+        assert not views.masks[batch.special_mask[:, None].expand_as(views.masks)].any()
+        n = (~batch.special_mask).sum(1)
+        expected = torch.tensor([math.ceil(0.2 * int(m) - 1e-9) for m in n])
+        assert (views.masks.sum(2) == expected[:, None]).all()
+        assert torch.equal(views.masks, second.views.masks)
+    else:
+        assert first.views is None
+    if method is Method.FEATURE_SELECTION:
+        selection = first.selection
+        assert selection.mask.shape == (size, length) and selection.logits.shape == (size, 2)
+        assert not selection.mask[batch.special_mask].any() and (selection.mask.sum(1) >= 1).all()
+        assert torch.equal(selection.mask, second.selection.mask)
+    else:
+        assert first.selection is None
+
+
+@pytest.mark.parametrize("method,variant", CASES)
+def test_same_result_for_batch_of_one_and_of_eight(model, tokenizer, method, variant):
+    together = explain(model, tokenizer, make_batch(tokenizer, SINGLES), method, variant)
+    for i in (0, 5, 6):  # a short, the shortest and the longest sentence
+        alone_batch = make_batch(tokenizer, [SINGLES[i]])
+        alone_batch = TokenBatch([f"dev-{i}"], *dataclasses.astuple(alone_batch)[1:])
+        alone = explain(model, tokenizer, alone_batch, method, variant)
+        n = alone_batch.input_ids.shape[1]
+        torch.testing.assert_close(alone.attribution[0], together.attribution[i, :n], atol=1e-5, rtol=1e-4)
+        assert (together.attribution[i, n:] == 0).all()
+        if alone.views is not None:
+            assert torch.equal(alone.views.masks[0], together.views.masks[i, :, :n])
+            torch.testing.assert_close(alone.views.logits[0], together.views.logits[i], atol=1e-5, rtol=0)
+        if alone.selection is not None:
+            assert torch.equal(alone.selection.mask[0], together.selection.mask[i, :n])
+            torch.testing.assert_close(alone.selection.logits[0], together.selection.logits[i], atol=1e-5, rtol=0)
+
+
+def captum_inputs(model, batch):
+    def logits(ids, attention, types):
+        return model(input_ids=ids.long(), attention_mask=attention, token_type_ids=types).logits
+
+    target = logits(batch.input_ids, batch.attention_mask, batch.token_type_ids).argmax(-1)
+    return logits, target, (batch.attention_mask, batch.token_type_ids)
+
+
+@pytest.mark.parametrize("texts", [SINGLES, PAIRS], ids=["single", "pair"])
+def test_input_x_gradient_matches_captum(model, tokenizer, texts):
+    batch = make_batch(tokenizer, texts)
+    forward, target, extra = captum_inputs(model, batch)
+    layer = LayerGradientXActivation(forward, model.get_input_embeddings())
+    expected = layer.attribute(batch.input_ids, target=target, additional_forward_args=extra).sum(-1)
+    ours = explain(model, tokenizer, batch, Method.GRADIENT, "input_x_gradient").attribution
+    real = ~batch.special_mask
+    torch.testing.assert_close(ours[real], expected[real], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("texts", [SINGLES, PAIRS], ids=["single", "pair"])
+def test_integrated_gradients_matches_captum(model, tokenizer, texts):
+    batch = make_batch(tokenizer, texts)
+    forward, target, extra = captum_inputs(model, batch)
+    baselines = batch.input_ids.masked_fill(~batch.special_mask, tokenizer.pad_token_id)
+    layer = LayerIntegratedGradients(forward, model.get_input_embeddings())
+    expected = layer.attribute(batch.input_ids, baselines=baselines, target=target,
+                               additional_forward_args=extra, n_steps=8).sum(-1)
+    ours = explain(model, tokenizer, batch, Method.GRADIENT, "integrated_gradients").attribution
+    real = ~batch.special_mask
+    torch.testing.assert_close(ours[real], expected[real], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("texts", [SINGLES, PAIRS], ids=["single", "pair"])
+def test_occlusion_matches_captum(model, tokenizer, texts):
+    batch = make_batch(tokenizer, texts)
+    forward, target, extra = captum_inputs(model, batch)
+    occlusion = Occlusion(lambda *args: forward(*args).softmax(-1))
+    expected = occlusion.attribute(batch.input_ids, sliding_window_shapes=(1,), baselines=tokenizer.mask_token_id,
+                                   target=target, additional_forward_args=extra, perturbations_per_eval=64)
+    ours = explain(model, tokenizer, batch, Method.PERTURBATION, "occlusion").attribution
+    real = ~batch.special_mask
+    torch.testing.assert_close(ours[real], expected[real].float(), atol=1e-5, rtol=1e-4)
+
+
+def test_shapley_sampling_is_efficient(model, tokenizer):
+    """Every permutation telescopes: attributions sum to p(x) - p(every real token masked)."""
+    batch = make_batch(tokenizer, SINGLES)
+    ours = explain(model, tokenizer, batch, Method.PERTURBATION, "shapley").attribution
+    with torch.no_grad():
+        full = model(**batch.model_inputs()).logits.softmax(-1)
+        target = full.argmax(-1, keepdim=True)
+        empty_ids = batch.input_ids.masked_fill(~batch.special_mask, tokenizer.mask_token_id)
+        empty = model(input_ids=empty_ids, attention_mask=batch.attention_mask,
+                      token_type_ids=batch.token_type_ids).logits.softmax(-1)
+    expected = (full.gather(1, target) - empty.gather(1, target))[:, 0]
+    torch.testing.assert_close(ours.sum(1), expected, atol=1e-5, rtol=0)
+
+
+class BagOfWords(torch.nn.Module):
+    """A toy classifier: the logits are the sum of the (hand-set) vectors of the attended tokens."""
+
+    def __init__(self, vectors: torch.Tensor) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding.from_pretrained(vectors, freeze=False)
+        self.config = SimpleNamespace(num_labels=vectors.shape[1], pad_token_id=0)
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, inputs_embeds=None):
+        vectors = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        return SimpleNamespace(logits=(vectors * attention_mask[..., None]).sum(1))
+
+
+def toy_model(tokenizer, values: dict[str, list[float]]) -> BagOfWords:
+    vocab = tokenizer.get_vocab()
+    vectors = torch.zeros(len(vocab), len(next(iter(values.values()))))
+    for word, vector in values.items():
+        vectors[vocab[word]] = torch.tensor(vector)
+    return BagOfWords(vectors)
+
+
+@pytest.mark.parametrize("method,variant", CASES)
+def test_exact_values_on_an_additive_regression_model(tokenizer, method, variant):
+    """Output = sum of token values, [MASK] and [PAD] worth 0: every method gives each token its value."""
+    model = toy_model(tokenizer, {"good": [2.0], "bad": [-1.0], "film": [0.5]})
+    batch = make_batch(tokenizer, ["good film but bad", "bad"])
+    overrides = {"ridge": 0.0} if method is Method.FEATURE_SELECTION else {}
+    result = explain(model, tokenizer, batch, method, variant, **overrides)
+    expected = torch.tensor([[0.0, 2.0, 0.5, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(result.attribution, expected, atol=1e-4, rtol=0)
+    if method is Method.PERTURBATION:  # view 0 masks the top ceil(0.2 * n) tokens: "good", then "bad"
+        assert result.views.masks[:, 0].nonzero().tolist() == [[0, 1], [1, 1]]
+        torch.testing.assert_close(result.views.logits[:, 0, 0], torch.tensor([-0.5, 0.0]))
+    if method is Method.FEATURE_SELECTION:  # the one selected token keeps only its own value
+        assert result.selection.mask.nonzero().tolist() == [[0, 1], [1, 1]]
+        torch.testing.assert_close(result.selection.logits[:, 0], torch.tensor([2.0, -1.0]))
+
+
+def test_occlusion_exact_values_on_a_toy_classifier(tokenizer):
+    """Logits (2, 1) for "good bad": masking "good" gives (0, 1), masking "bad" gives (2, 0)."""
+    model = toy_model(tokenizer, {"good": [2.0, 0.0], "bad": [0.0, 1.0]})
+    batch = make_batch(tokenizer, ["good bad"])
+    result = explain(model, tokenizer, batch, Method.PERTURBATION, "occlusion")
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731  p(class 0) for logits (a, b) is sigmoid(a - b)
+    expected = torch.tensor([[0.0, sigmoid(1) - sigmoid(-1), sigmoid(1) - sigmoid(2), 0.0]])
+    torch.testing.assert_close(result.attribution, expected, atol=1e-6, rtol=0)
