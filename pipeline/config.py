@@ -9,6 +9,7 @@ that names the key. Command-line options override single values through
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -101,6 +102,62 @@ class EvaluateParams:
     aopc_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class VariantOptions:
+    """The ``egkd distill`` options one student variant sets; dvc.yaml passes them as ``--key value``.
+
+    Options left out come from the ``distill`` section.
+    """
+
+    method: Literal["gradient", "perturbation", "feature_selection", "none"] | None = None
+    alpha: float | None = None
+    beta: float | None = None
+    temperature: float | None = None
+    epochs: int | None = None
+    layers: int | None = None
+    student: str | None = None
+
+
+@dataclass(frozen=True)
+class VariantParams:
+    """A named kind of student in the experiment (dvc.yaml trains one per seed)."""
+
+    name: str
+    cache: Literal["gradient", "perturbation", "feature_selection"]  # the stage-one cache it trains from
+    options: VariantOptions = field(default_factory=VariantOptions)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _VARIANT_NAME.match(self.name):
+            raise EgkdError(f"variant name {self.name!r}: use letters, digits, '_', '-' and '.' (it names folders)")
+        method = self.options.method
+        if method is None:
+            raise EgkdError(f"variant {self.name!r}: options.method is required (none for the baselines)")
+        if method != "none" and method != self.cache:
+            raise EgkdError(f"variant {self.name!r}: method {method} trains from the {method} cache, "
+                            f"not {self.cache}; set cache: {method}")
+
+
+@dataclass(frozen=True)
+class ExperimentParams:
+    """What ``dvc repro`` runs: the student variants, the seeds, the dev subset explained for agreement."""
+
+    seeds: tuple[int, ...] = (0,)
+    variants: tuple[VariantParams, ...] = ()
+    train_examples: int = 1000  # training sentences explained in stage one: the students' training set
+    agreement_examples: int = 100  # dev sentences explained in stage one: agreement is measured on them
+    report_examples: int = 4  # dev sentences shown as explanation heatmaps in the report
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        for label, values in (("variant name", names), ("seed", list(self.seeds))):
+            repeated = sorted({str(x) for x in values if values.count(x) > 1})
+            if repeated:
+                raise EgkdError(f"experiment: {label} {repeated[0]} appears twice")
+
+
 @dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
@@ -108,6 +165,7 @@ class Params:
     explain: ExplainParams = field(default_factory=ExplainParams)
     distill: DistillParams = field(default_factory=DistillParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    experiment: ExperimentParams = field(default_factory=ExperimentParams)
 
 
 T = TypeVar("T")
@@ -116,6 +174,7 @@ T = TypeVar("T")
 _POSITIVE = {
     "max_length", "epochs", "batch_size", "lr", "ig_steps", "shapley_samples", "partition_size",
     "samples", "temperature", "explain_every", "checkpoint_every", "layers", "train_limit", "dev_limit",
+    "train_examples", "agreement_examples", "report_examples",
 }
 _FRACTIONS = {"mask_fraction", "k_fraction", "keep_probability", "warmup_ratio", "top_k_fraction", "alpha"}
 
@@ -157,7 +216,12 @@ def validate(obj: Any, prefix: str = "") -> None:
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
             validate(value, prefix=f"{key}.")
-        elif f.name in _POSITIVE and value is not None and value <= 0:
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            for index, item in enumerate(value):
+                validate(item, prefix=f"{key}[{index}].")
+        elif value is None:
+            continue
+        elif f.name in _POSITIVE and value <= 0:
             raise EgkdError(f"{key} must be positive, got {value}")
         elif f.name in _FRACTIONS and not 0.0 <= value <= 1.0:
             raise EgkdError(f"{key} must be between 0 and 1, got {value}")

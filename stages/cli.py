@@ -6,6 +6,7 @@ import typer
 
 from stages import cache, explain
 from stages import distill, evaluate, finetune
+from stages import report
 
 app = typer.Typer(
     name="egkd",
@@ -34,6 +35,7 @@ app.command("explain")(explain.command)
 app.add_typer(cache.app, name="cache")
 app.command("distill")(distill.command)
 app.command("evaluate")(evaluate.command)
+app.command("report")(report.command)
 
 
 if __name__ == "__main__":

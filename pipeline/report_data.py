@@ -1,0 +1,253 @@
+"""The report's data: the students' evaluations and training logs, aggregated over seeds.
+
+* :func:`read_evaluation` reads one JSON that ``egkd evaluate --out`` wrote; several JSONs
+  of the same model (agreement with different methods' caches) merge into one
+  :class:`StudentRun` (:func:`student_runs`).
+* A student is named after its model folder, ``<variant>-s<seed>`` (the names dvc.yaml
+  gives them); its ``train_log.jsonl`` gives the loss curve.
+* :func:`summarise` aggregates the runs of each variant over seeds: mean and sample
+  standard deviation (:class:`Stat`); :meth:`ExperimentSummary.to_json` is the
+  ``summary.json`` DVC lists as a metric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import EgkdError
+
+_STUDENT_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
+TRAIN_LOG = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A student's explanations against one method's teacher maps (``egkd evaluate --cache``)."""
+
+    method: str
+    spearman: float | None
+    top_k_overlap: float
+    comprehensiveness: float | None
+    sufficiency: float | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the report uses from one evaluation JSON."""
+
+    path: Path
+    model: str
+    task: str
+    main_name: str
+    main: float
+    count: int
+    agreement: Agreement | None
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    name: str  # the model folder's name, e.g. kd-s1
+    variant: str
+    seed: int | None
+    model: Path
+    main_name: str
+    main: float
+    agreements: dict[str, Agreement] = field(default_factory=dict)  # by method
+    losses: tuple[LossPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (0 for a single run) of ``n`` values."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Stat | None:
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        return cls(mean, math.sqrt(var), len(values))
+
+    def to_json(self) -> dict[str, float]:
+        return {"mean": round(self.mean, 6), "std": round(self.std, 6)}
+
+
+@dataclass(frozen=True)
+class VariantSummary:
+    variant: str
+    runs: tuple[StudentRun, ...]
+    main: Stat
+    spearman: dict[str, Stat]  # by agreement method
+    top_k_overlap: dict[str, Stat]
+    comprehensiveness: dict[str, Stat]
+    sufficiency: dict[str, Stat]
+
+    def measures(self, method: str) -> tuple[Stat | None, ...]:
+        """(Spearman, top-k overlap, AOPC comprehensiveness, AOPC sufficiency) against one method."""
+        return tuple(stats.get(method) for stats in
+                     (self.spearman, self.top_k_overlap, self.comprehensiveness, self.sufficiency))
+
+
+@dataclass(frozen=True)
+class TeacherSummary:
+    main_name: str
+    main: float
+    train_examples: int | None
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    """Per variant, the dev metric and, per agreement method, the explanation measures over seeds."""
+
+    task: str
+    main_name: str
+    methods: tuple[str, ...]  # agreement methods present, in a stable order
+    variants: tuple[VariantSummary, ...]
+    teacher: TeacherSummary | None
+
+    def to_json(self) -> dict:
+        """The aggregated metrics (``metrics/summary.json``): numbers only, so DVC lists them all."""
+        students = {}
+        for v in self.variants:
+            entry: dict = {"runs": len(v.runs), self.main_name: v.main.to_json()}
+            for name, stats in (("spearman", v.spearman), ("top_k_overlap", v.top_k_overlap),
+                                ("comprehensiveness", v.comprehensiveness), ("sufficiency", v.sufficiency)):
+                if stats:
+                    entry[name] = {method: stat.to_json() for method, stat in stats.items()}
+            students[v.variant] = entry
+        out: dict = {"students": students}
+        if self.teacher is not None:
+            out["teacher"] = {self.teacher.main_name: round(self.teacher.main, 6)}
+        return out
+
+    def rows(self) -> list[tuple[VariantSummary, str | None]]:
+        """The comparison table's rows: one per variant and agreement method (one row without any)."""
+        return [(v, method) for v in self.variants for method in ([m for m in self.methods if m in v.spearman
+                                                                    or m in v.top_k_overlap] or [None])]
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    """``kd-s2`` -> (``kd``, 2); a name without ``-s<seed>`` is a variant of its own."""
+    match = _STUDENT_NAME.match(name)
+    return (match["variant"], int(match["seed"])) if match else (name, None)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EgkdError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def read_evaluation(path: Path) -> Evaluation:
+    raw = _load_json(path)
+    try:
+        metrics, agreement, faith = raw["metrics"], raw.get("agreement"), raw.get("faithfulness")
+        scores = None
+        if agreement is not None:
+            scores = Agreement(agreement["method"], agreement.get("spearman"), agreement["top_k_overlap"],
+                               faith and faith.get("comprehensiveness"), faith and faith.get("sufficiency"))
+        return Evaluation(path, raw["model"], raw["task"], metrics["main_name"], float(metrics["main"]),
+                          int(metrics["count"]), scores)
+    except (KeyError, TypeError, ValueError) as err:
+        raise EgkdError(f"{path}: not an egkd evaluation report (missing or bad field {err})") from None
+
+
+def evaluation_files(sources: Sequence[Path]) -> list[Path]:
+    """The JSON files among ``sources`` (files, or folders searched recursively), sorted."""
+    files: set[Path] = set()
+    for source in sources:
+        if source.is_dir():
+            files.update(source.rglob("*.json"))
+        elif source.is_file():
+            files.add(source)
+        else:
+            raise EgkdError(f"evaluation path not found: {source}")
+    if not files:
+        raise EgkdError(f"no evaluation JSON files in {', '.join(map(str, sources))} (run egkd evaluate --out)")
+    return sorted(files)
+
+
+def read_losses(model: Path) -> tuple[LossPoint, ...]:
+    log = model / TRAIN_LOG
+    if not log.is_file():
+        return ()
+    points = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            points.append(LossPoint(int(record["step"]), float(record["loss"])))
+    return tuple(points)
+
+
+def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
+    """One run per evaluated model, its evaluations merged (one agreement per method)."""
+    by_model: dict[str, list[Evaluation]] = {}
+    for evaluation in evaluations:
+        by_model.setdefault(evaluation.model, []).append(evaluation)
+    runs = []
+    for model, group in by_model.items():
+        path = Path(model)
+        variant, seed = split_name(path.name)
+        agreements = {e.agreement.method: e.agreement for e in group if e.agreement is not None}
+        first = group[0]
+        runs.append(StudentRun(path.name, variant, seed, path, first.main_name, first.main, agreements,
+                               read_losses(path)))
+    return runs
+
+
+def summarise(runs: Sequence[StudentRun], task: str, order: Sequence[str] = (),
+              teacher: TeacherSummary | None = None) -> ExperimentSummary:
+    """Aggregate runs by variant; variants named in ``order`` come first, in that order."""
+    variants: dict[str, list[StudentRun]] = {}
+    for run in sorted(runs, key=lambda r: (r.variant, r.seed if r.seed is not None else -1)):
+        variants.setdefault(run.variant, []).append(run)
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(variants, key=lambda n: (rank.get(n, len(rank)), n))
+    all_methods = {m for run in runs for m in run.agreements}
+    methods = tuple(m for m in ("gradient", "perturbation", "feature_selection") if m in all_methods) + tuple(
+        sorted(all_methods - {"gradient", "perturbation", "feature_selection"}))
+
+    def per_method(group: list[StudentRun], attribute: str) -> dict[str, Stat]:
+        stats = {}
+        for method in methods:
+            stat = Stat.of([getattr(r.agreements[method], attribute) for r in group if method in r.agreements])
+            if stat is not None:
+                stats[method] = stat
+        return stats
+
+    summaries = tuple(
+        VariantSummary(name, tuple(group), Stat.of([r.main for r in group]), per_method(group, "spearman"),
+                       per_method(group, "top_k_overlap"), per_method(group, "comprehensiveness"),
+                       per_method(group, "sufficiency"))
+        for name, group in ((n, variants[n]) for n in names))
+    main_name = runs[0].main_name if runs else "accuracy"
+    return ExperimentSummary(task, main_name, methods, summaries, teacher)
+
+
+def read_teacher(model: Path) -> TeacherSummary | None:
+    """The teacher's dev metric from the ``metrics.json`` that ``egkd finetune`` saved beside it."""
+    path = model / "metrics.json"
+    if not path.is_file():
+        return None
+    raw = _load_json(path)
+    try:
+        return TeacherSummary(raw["dev"]["main_name"], float(raw["dev"]["main"]), raw.get("train_examples"))
+    except (KeyError, TypeError, ValueError):
+        raise EgkdError(f"{path}: not the metrics.json of egkd finetune") from None

@@ -1,0 +1,146 @@
+"""The DVC pipeline end to end with tiny models, and sharing a cache through a DVC remote.
+
+Both tests build a temporary git + DVC repository beside a tiny GLUE folder
+(``<tmp>/shared/data/glue``, where dvc.yaml's ``glue`` var points from
+``<tmp>/repo``) and call ``dvc`` and ``egkd`` from this interpreter's bin folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import VOCAB, make_tiny_model_dir
+from distill_cache import fix_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(*args: str | Path, cwd: Path) -> str:
+    """Run a command with this venv's bin first on PATH; fail with its output."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(map(str, args))} failed ({done.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def tiny_glue(root: Path, glue_dir: Path, train: int = 40, dev: int = 16) -> Path:
+    """The first rows of the real SST-2 files in the GLUE layout under ``root/shared/data/glue``."""
+    folder = root / "shared" / "data" / "glue" / "SST-2"
+    folder.mkdir(parents=True)
+    for name, rows in (("train.tsv", train), ("dev.tsv", dev)):
+        lines = (glue_dir / "SST-2" / name).read_text(encoding="utf-8").splitlines()[: rows + 1]
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder.parent
+
+
+def init_repo(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    sh("git", "init", "-q", "-b", "main", cwd=path)
+    sh(BIN / "dvc", "init", "-q", cwd=path)
+    sh(BIN / "dvc", "config", "core.analytics", "false", cwd=path)
+
+
+def tiny_params(base_model: Path) -> dict:
+    """The repository's params.yaml shrunk to tiny sizes: every key stays, so dvc.yaml resolves."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["data"].update(train_limit=40, dev_limit=16, max_length=32)
+    params["finetune"].update(model=str(base_model), epochs=1, batch_size=8, lr=1e-3)
+    params["explain"].update(batch_size=16, partition_size=16)
+    params["explain"]["feature_selection"]["samples"] = 8
+    params["distill"].update(layers=1, epochs=1, batch_size=8, checkpoint_every=100)
+    params["evaluate"].update(batch_size=16)
+    variants = {v["name"]: v for v in params["experiment"]["variants"]}
+    params["experiment"].update(seeds=[0], train_examples=24, agreement_examples=8, report_examples=2,
+                                variants=[variants["kd"], variants["gradient"]])
+    return params
+
+
+@pytest.mark.slow
+def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
+    tiny_glue(tmp_path, glue_dir)
+    base = fix_tokenizer(make_tiny_model_dir(tmp_path / "base"), VOCAB)
+    repo = tmp_path / "repo"
+    init_repo(repo)
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for template in (REPO / ".dvc" / "plots").glob("*.json"):
+        (repo / ".dvc" / "plots").mkdir(exist_ok=True)
+        shutil.copy(template, repo / ".dvc" / "plots" / template.name)
+    params = tiny_params(base)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "tiny experiment", cwd=repo)
+
+    first = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
+    methods = ["gradient", "perturbation", "feature_selection"]
+    students = ["distill@variant0-0", "distill@variant1-0"]
+    evaluations = {"evaluate@variant0-0", "evaluate@variant1-0"}
+    assert first == {"finetune", "report", *students, *evaluations, *(f"explain@{m}" for m in methods)}
+
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert set(summary["students"]) == {"kd", "gradient"}
+    assert set(summary["students"]["kd"]["spearman"]) == {"gradient"}
+    page = (repo / "reports" / "report.html").read_text()
+    assert page.count("<polyline") == 2 and 'class="tok"' in page
+    metrics = json.loads(sh(BIN / "dvc", "metrics", "show", "--json", cwd=repo))
+    files = metrics[""]["data"]
+    assert "metrics/summary.json" in files and "metrics/eval/kd-s0.json" in files
+    sh(BIN / "dvc", "plots", "show", "-q", cwd=repo)
+    plots_page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "loss_smoothed" in plots_page and "variant" in plots_page
+
+    again = sh(BIN / "dvc", "repro", cwd=repo)
+    assert ran_stages(again) == set(), again
+
+    params["distill"]["lr"] = 5e-4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    rerun = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
+    assert rerun == {*students, *evaluations, "report"}
+
+
+def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, tmp_path):
+    glue = tiny_glue(tmp_path, glue_dir)
+    base = fix_tokenizer(make_tiny_model_dir(tmp_path / "base"), VOCAB)
+    teacher, remote = tmp_path / "teacher", tmp_path / "remote"
+    sh(BIN / "egkd", "finetune", "--model", base, "--data", glue, "--limit", "24", "--dev-limit", "8",
+       "--epochs", "1", "--out", teacher, cwd=tmp_path)
+
+    first = tmp_path / "first"
+    init_repo(first)
+    cache = "data/cache/sst2-gradient.parquet"
+    for split, limit in (("train", "24"), ("dev", "8")):
+        sh(BIN / "egkd", "explain", "--method", "gradient", "--teacher", teacher, "--data", glue, "--split", split,
+           "--limit", limit, "--out", cache, cwd=first)
+    sh(BIN / "dvc", "add", "-q", cache, cwd=first)
+    sh(BIN / "dvc", "remote", "add", "-d", "store", remote, cwd=first)
+    sh("git", "add", "-A", cwd=first)
+    sh("git", "commit", "-q", "-m", "share the gradient cache", cwd=first)
+    sh(BIN / "dvc", "push", "-q", cwd=first)
+
+    second = tmp_path / "second"
+    sh("git", "clone", "-q", first, second, cwd=tmp_path)
+    shutil.rmtree(teacher)  # stage two never needs it
+    assert not (second / cache).exists()
+    sh(BIN / "dvc", "pull", "-q", cwd=second)
+    assert "OK: 2 partition(s)" in sh(BIN / "egkd", "cache", "verify", cache, cwd=second)
+    sh(BIN / "egkd", "distill", "--cache", cache, "--method", "gradient", "--layers", "1", "--epochs", "1",
+       "--out", "models/student", cwd=second)
+    metrics = json.loads((second / "models" / "student" / "metrics.json").read_text())
+    assert metrics["method"] == "gradient" and metrics["train_examples"] == 24
+    assert metrics["dev"]["count"] == 8

@@ -1,0 +1,188 @@
+"""`egkd report`: aggregation over seeds, the summary and plot files, heatmaps and the HTML page."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import VOCAB, make_tiny_model_dir
+from distill_cache import build_cache, fix_tokenizer
+from pipeline.config import load_params
+from pipeline.errors import EgkdError
+from pipeline.report import ReportRequest, build_report, format_table
+from pipeline.report_data import Stat, split_name
+from pipeline.report_heatmaps import TokenScore
+from pipeline.report_html import highlighted
+from pipeline.report_plots import smoothed
+from pipeline.report_svg import nice_ticks
+from stages.cli import app
+
+runner = CliRunner()
+
+# (variant, seed) -> (dev accuracy, spearman by method)
+RESULTS = {
+    ("kd", 0): (0.80, {"gradient": 0.10, "perturbation": 0.30}),
+    ("kd", 1): (0.84, {"gradient": 0.20, "perturbation": 0.50}),
+    ("gradient", 0): (0.82, {"gradient": 0.60}),
+    ("gradient", 1): (0.86, {"gradient": 0.70}),
+    ("gradient", 2): (0.84, {"gradient": 0.80}),
+}
+
+
+def write_evaluation(path: Path, model: Path, accuracy: float, method: str | None, spearman: float | None) -> None:
+    report = {"model": str(model), "task": "sst2", "split": "dev",
+              "metrics": {"main_name": "accuracy", "main": accuracy, "values": [["accuracy", accuracy]], "count": 872},
+              "agreement": None, "faithfulness": None}
+    if method is not None:
+        report["agreement"] = {"method": method, "examples": 100, "spearman": spearman, "spearman_examples": 100,
+                               "top_k_overlap": spearman / 2, "top_k_fraction": 0.2}
+        report["faithfulness"] = {"method": method, "fractions": [0.1], "comprehensiveness": 0.3,
+                                  "sufficiency": 0.1, "random_comprehensiveness": 0.1, "random_sufficiency": 0.2}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report), encoding="utf-8")
+
+
+@pytest.fixture()
+def experiment(tmp_path) -> Path:
+    """Evaluation JSONs laid out as dvc.yaml writes them, and students with training logs."""
+    for (variant, seed), (accuracy, agreements) in RESULTS.items():
+        model = tmp_path / "students" / f"{variant}-s{seed}"
+        model.mkdir(parents=True)
+        lines = [json.dumps({"step": s, "epoch": 0, "loss": 1.0 / s + seed, "ce": 0.5, "kd": 0.5, "explain": None,
+                             "lr": 1e-4}) for s in range(1, 13)]
+        (model / "train_log.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for method, spearman in agreements.items():
+            write_evaluation(tmp_path / "eval" / f"{variant}-s{seed}" / f"{method}.json", model, accuracy, method,
+                             spearman)
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "metrics.json").write_text(json.dumps(
+        {"train_examples": 4000, "dev": {"main_name": "accuracy", "main": 0.9, "values": [], "count": 872}}))
+    return tmp_path
+
+
+def test_stat_is_mean_and_sample_std():
+    stat = Stat.of([0.80, 0.84, None, float("nan")])
+    assert stat.mean == pytest.approx(0.82) and stat.std == pytest.approx(math.sqrt(0.0008)) and stat.n == 2
+    assert Stat.of([0.5]) == Stat(0.5, 0.0, 1)
+    assert Stat.of([]) is None
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("kd-s2", ("kd", 2)), ("feature_selection-s10", ("feature_selection", 10)),
+    ("kd-t4-s0", ("kd-t4", 0)), ("student", ("student", None)),
+])
+def test_student_names(name, expected):
+    assert split_name(name) == expected
+
+
+def test_report_aggregates_over_seeds(experiment):
+    out = experiment / "out"
+    result = build_report(ReportRequest(
+        evals=(experiment / "eval",), out=out / "report.html", summary=out / "summary.json",
+        loss_csv=out / "loss.csv", comparison_csv=out / "comparison.csv", teacher=experiment / "teacher",
+        variant_order=("kd", "gradient")))
+    assert [v.variant for v in result.summary.variants] == ["kd", "gradient"]
+    assert result.students == 5 and result.sentences == 0
+    summary = json.loads((out / "summary.json").read_text())
+    kd, grad = summary["students"]["kd"], summary["students"]["gradient"]
+    assert kd["runs"] == 2 and kd["accuracy"]["mean"] == pytest.approx(0.82)
+    assert kd["accuracy"]["std"] == pytest.approx(math.sqrt(0.0008), abs=1e-6)
+    assert kd["spearman"]["perturbation"]["mean"] == pytest.approx(0.4)
+    assert grad["spearman"]["gradient"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.1)}
+    assert "perturbation" not in grad["spearman"]
+    assert summary["teacher"] == {"accuracy": 0.9}
+    with (out / "loss.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5 * 12 and rows[0]["student"] == "gradient-s0" and rows[0]["variant"] == "gradient"
+    with (out / "comparison.csv").open() as handle:
+        comparison = list(csv.DictReader(handle))
+    assert {(r["variant"], r["measure"]) for r in comparison} >= {("kd", "accuracy"), ("gradient", "spearman gradient")}
+    page = (out / "report.html").read_text()
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+    assert page.count("<polyline") == 5 and "0.8200" in page and "± 0.0283" in page
+    table = format_table(result.summary)
+    assert table[2:5] == [
+        "| kd | 2 | 0.8200 ± 0.0283 | gradient | 0.1500 ± 0.0707 | 0.0750 ± 0.0354 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
+        "| kd | 2 | 0.8200 ± 0.0283 | perturbation | 0.4000 ± 0.1414 | 0.2000 ± 0.0707 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
+        "| gradient | 3 | 0.8400 ± 0.0200 | gradient | 0.7000 ± 0.1000 | 0.3500 ± 0.0500 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
+    ]
+    assert table[-1].startswith("| teacher | 1 | 0.9000 |")
+    assert page.count('<td rowspan="2">kd</td>') == 1 and '<td class="best">0.7000' in page
+
+
+def test_report_errors_are_one_line(experiment, tmp_path):
+    missing = runner.invoke(app, ["report", "--evals", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")])
+    assert missing.exit_code == 2 and "evaluation path not found" in missing.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.json").write_text('{"model": "m"}')
+    result = runner.invoke(app, ["report", "--evals", str(bad), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "not an egkd evaluation report" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EgkdError, match="no evaluation JSON files"):
+        build_report(ReportRequest(evals=(empty,), out=tmp_path / "r.html"))
+
+
+def test_highlighted_colours_by_sign_and_magnitude():
+    tokens = [TokenScore(0, 0, 3, 2.0), TokenScore(0, 4, 7, -1.0), TokenScore(0, 8, 9, 0.0)]
+    html = highlighted("bad <b> !", tokens, 0)
+    assert html.startswith('<span class="tok" style="background:rgba(214,39,40,0.850)" title="+2.0000">bad</span> ')
+    assert 'rgba(31,119,180,0.425)" title="-1.0000">&lt;b&gt;</span>' in html
+    assert 'style="background:transparent" title="+0.0000">!</span>' in html
+
+
+def test_smoothing_and_ticks():
+    from pipeline.report_data import LossPoint
+
+    points = [LossPoint(i + 1, v) for i, v in enumerate([4.0, 2.0, 0.0, 2.0])]
+    assert smoothed(points, window=2) == [4.0, 3.0, 1.0, 1.0]
+    assert nice_ticks(0.0, 0.93) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0, 120) == [0, 25, 50, 75, 100, 125]
+
+
+def test_report_with_heatmaps_from_real_caches(glue_dir, tmp_path):
+    """Teacher maps from the cache's dev partition beside each student's own, computed by the explainers."""
+    teacher = fix_tokenizer(make_tiny_model_dir(tmp_path / "teacher", seed=1), VOCAB)
+    cache = build_cache(tmp_path / "cache.parquet", teacher, teacher, glue_dir, train=8, dev=6)
+    evals = tmp_path / "eval"
+    for name, seed in (("kd", 0), ("gradient", 0)):
+        student = fix_tokenizer(make_tiny_model_dir(tmp_path / "students" / f"{name}-s{seed}", seed=seed + 2), VOCAB)
+        write_evaluation(evals / f"{name}-s{seed}.json", student, 0.5, "gradient", 0.1)
+    result = build_report(ReportRequest(evals=(evals,), out=tmp_path / "report.html", caches=(cache,), examples=2))
+    assert result.sentences == 2
+    page = (tmp_path / "report.html").read_text()
+    blocks = re.findall(r'<div class="method">([^<]+)</div>', page)
+    assert blocks == ["gradient", "perturbation", "feature selection"] * 2
+    assert page.count('<td class="who">teacher</td>') == 6 and page.count('<td class="who">kd-s0</td>') == 6
+    assert page.count('class="tok"') > 20
+
+
+def test_repository_params_define_the_experiment():
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    names = [v.name for v in params.experiment.variants]
+    assert names == ["finetune", "kd", "gradient", "perturbation", "feature_selection"]
+    assert len(params.experiment.seeds) == 3
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("[{name: a, cache: gradient, options: {method: perturbation}}]", "trains from the perturbation cache"),
+    ("[{name: a, cache: gradient}]", "options.method is required"),
+    ("[{name: a, cache: gradient, options: {method: none}}, {name: a, cache: gradient, options: {method: none}}]",
+     "variant name a appears twice"),
+    ("[{name: 'a/b', cache: gradient, options: {method: none}}]", "it names folders"),
+    ("[{name: a, cache: gradient, options: {method: none, lr: 1}}]", "unknown params key 'experiment.variants.options.lr'"),
+    ("[{name: a, cache: gradient, options: {method: none, alpha: 2}}]", r"experiment.variants\[0\].options.alpha"),
+])
+def test_bad_variants_name_the_problem(tmp_path, variants, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"experiment:\n  variants: {variants}\n")
+    with pytest.raises(EgkdError, match=message):
+        load_params(path)
