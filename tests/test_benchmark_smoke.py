@@ -1,0 +1,75 @@
+"""Smoke test of the benchmark (benchmarks/bench.py) on a tiny model: every section runs and reports its
+fields. Not a timing test: the numbers are not checked, only that they are there and finite."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import bench
+
+TINY = bench.Sizes({"input_x_gradient": 4, "integrated_gradients": 2, "occlusion": 4, "feature_selection": 4},
+                   captum_tutorial=2, captum_best=2, captum_batch=2, peak_repeats=1, student_batches=1,
+                   step_warmup=0, step_repeats=1, online_repeats=1, scaling_method="input_x_gradient",
+                   scaling_examples=4, scaling_part=2, student_batch=4, peak_sizes=(128,))
+
+
+@pytest.fixture(scope="module")
+def results(tiny_model_dir, glue_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    found = bench.run(quick=True, out=out, teacher=str(tiny_model_dir), data=str(glue_dir), threads=1,
+                      machine="smoke", skip={"scaling"}, sizes=TINY)
+    return found, out
+
+
+def test_writes_json_and_markdown(results):
+    found, out = results
+    on_disk = json.loads((out / "smoke.json").read_text(encoding="utf-8"))
+    assert on_disk["mode"] == "quick" and on_disk["machine"]["load_avg_1_5_15"]
+    table = (out / "smoke.md").read_text(encoding="utf-8")
+    assert "## Stage one" in table and "## Stage two" in table and "## Targets" in table
+
+
+def test_stage_one_fields(results):
+    found, _ = results
+    assert found["matmul_peak"]["flops_per_s"] > 0
+    one = found["stage_one"]
+    assert set(one) == {"input_x_gradient", "integrated_gradients", "occlusion", "feature_selection"}
+    for case, entry in one.items():
+        egkd = entry["egkd"]
+        for key in ("ex_per_s", "input_tokens_per_s", "model_tokens_per_s", "flops_per_s", "fraction_of_peak",
+                    "peak_rss_mib"):
+            assert math.isfinite(egkd[key]) and egkd[key] > 0, (case, key)
+        if case == "feature_selection":
+            assert "captum_tutorial" not in entry
+            continue
+        for run in ("captum_tutorial", "captum_best"):
+            assert entry[run]["ex_per_s"] > 0 and entry[run]["egkd_speedup"] > 0
+            # egkd and captum compute the same attributions.
+            assert entry[run]["agreement"]["allclose"], (case, run, entry[run]["agreement"])
+
+
+def test_stage_two_and_targets(results):
+    found, _ = results
+    two = found["stage_two"]
+    assert two["plain"]["step_s"] > 0
+    for method in ("gradient", "perturbation", "feature_selection"):
+        assert two[method]["cached"]["step_s"] > 0 and two[method]["online"]["teacher_s"] > 0
+        assert two[method]["vs_plain"] > 0 and two[method]["vs_online"] > 0
+    names = [check["name"] for check in found["targets"]]
+    assert any("fraction of matmul peak" in n for n in names) and any("online" in n for n in names)
+    assert all(isinstance(check["met"], bool) for check in found["targets"])
+
+
+def test_flop_model_counts_bert_weights(tiny_model_dir):
+    from benchmarks.measure import FlopModel
+    from pipeline.models import load_classifier
+
+    model = load_classifier(str(tiny_model_dir), 2)
+    flops = FlopModel.of(model)
+    # 2 layers of (4 H^2 attention + 2 H F feed-forward) weights, H = 32, F = 37.
+    assert flops.per_token == 2 * (4 * 32 * 32 + 2 * 32 * 37)
+    assert flops.per_sequence == 32 * 32 + 32 * 2  # pooler + classifier
+    assert flops.forward(1, 10) == 2 * flops.per_token * 10 + 4 * 2 * 100 * 32 + 2 * flops.per_sequence
