@@ -18,6 +18,7 @@ Stage two uses :func:`read_cache`, :func:`list_partitions` and
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import uuid
@@ -38,12 +39,16 @@ from pipeline.errors import EgkdError
 __all__ = [
     "Part", "PartInfo", "CacheInfo", "PartitionInfo", "CacheExpectation", "part_path", "partition_dir",
     "write_part", "read_part", "read_part_header", "read_cache", "list_partitions", "check_compatible",
-    "cache_info", "part_index", "temp_files",
+    "cache_info", "part_index", "temp_files", "SchemaVersionError",
 ]
 
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 _TEMP_RE = re.compile(r"^\.part-\d{5}\.parquet\.[0-9a-f]{32}\.tmp$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class SchemaVersionError(EgkdError):
+    """A part written with another cache schema version: whole, but not readable by this egkd."""
 
 
 @dataclass(frozen=True)
@@ -113,15 +118,25 @@ def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[Cache
 def _header(schema_metadata: dict[bytes, bytes] | None, path: Path) -> tuple[CacheMetadata, PartInfo]:
     if not schema_metadata or META_KEY not in schema_metadata or PART_KEY not in schema_metadata:
         raise EgkdError(f"{path}: not an egkd cache part (no egkd metadata)")
+    version = _schema_version(schema_metadata[META_KEY])
+    if version is not None and version != SCHEMA_VERSION:  # checked first: other versions have other fields
+        raise SchemaVersionError(f"{path}: cache field 'schema_version' differs: cache has {version}, this egkd "
+                                 f"reads {SCHEMA_VERSION}; recompute the cache with this egkd")
     try:
         meta = parse_metadata(schema_metadata[META_KEY])
         info = parse_part_info(schema_metadata[PART_KEY])
     except (ValueError, UnicodeDecodeError) as err:
         raise EgkdError(f"{path}: corrupt part metadata ({err})") from None
-    if meta.schema_version != SCHEMA_VERSION:
-        raise EgkdError(f"{path}: cache schema version {meta.schema_version}, this egkd reads "
-                        f"version {SCHEMA_VERSION}; recompute the cache with this egkd")
     return meta, info
+
+
+def _schema_version(raw: bytes) -> int | None:
+    """The ``schema_version`` of a metadata JSON, read before anything else of it; None if unreadable."""
+    try:
+        version = json.loads(raw.decode("utf-8")).get("schema_version")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def read_part_header(path: Path) -> tuple[CacheMetadata, PartInfo]:
@@ -185,13 +200,15 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
     for path in files:
         try:
             parts.append(read_part(path))
+        except SchemaVersionError:
+            raise
         except EgkdError as err:
             raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
     meta = parts[0].meta
     for part in parts[1:]:
         check_compatible(part.meta, meta, context=str(part.path))
-    if (meta.method, meta.split) != (method, split):
-        raise EgkdError(f"{files[0]}: holds method={meta.method} split={meta.split}, not {method}/{split}")
+    check_compatible(meta, CacheExpectation(method=method, split=split), context=str(files[0]),
+                     hint=f"the folder {directory.relative_to(root)} holds another partition's parts")
     present = {part.info.index for part in parts}
     missing = [i for i in range(meta.num_parts) if i not in present]
     if missing:

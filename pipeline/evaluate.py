@@ -153,6 +153,7 @@ class EvaluateRequest:
     out: Path | None = None
     limit: int | None = None
     max_length: int = 128
+    allow_pickle: bool = False  # let the model load from pickle weights (pytorch_model.bin)
 
 
 def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
@@ -165,7 +166,7 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     from pipeline.tasks import get_task
 
     task = get_task(request.task)
-    model = load_classifier(request.model, task.num_labels).eval()
+    model = load_classifier(request.model, task.num_labels, allow_pickle=request.allow_pickle).eval()
     tokenizer = load_tokenizer(request.model)
     pad = tokenizer.pad_token_id or 0
     dataset = load_dataset(request.data, task, request.split, request.limit)

@@ -36,6 +36,7 @@ class PartJob:
     method: Method
     params: ExplainParams
     torch_threads: int | None  # None: leave torch's thread count alone
+    allow_pickle: bool = False  # the teacher may load from pickle weights
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _teacher(job: PartJob) -> _Teacher:
         if weights_hash(job.teacher) != job.weights_hash:
             raise EgkdError(f"the teacher weights at {job.teacher} on this worker differ from the driver's")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_classifier(job.teacher, job.meta.num_labels).to(device).eval()
+        model = load_classifier(job.teacher, job.meta.num_labels, allow_pickle=job.allow_pickle).to(device).eval()
         _TEACHERS.clear()  # one teacher per worker at a time
         _TEACHERS[key] = _Teacher(model, load_tokenizer(job.teacher), device)
     return _TEACHERS[key]

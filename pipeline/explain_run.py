@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.cache import check_compatible, part_index, part_path, partition_dir, read_part, temp_files
+from pipeline.cache import (
+    SchemaVersionError, check_compatible, part_index, part_path, partition_dir, read_part, temp_files,
+)
 from pipeline.cache_schema import SCHEMA_VERSION, CacheMetadata
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
@@ -54,6 +56,7 @@ class ExplainRequest:
     scheduler: str | None = None  # address of a running dask scheduler
     overwrite: bool = False  # delete this (method, split) partition first
     progress: bool = False
+    allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def run_explain(request: ExplainRequest) -> RunSummary:
     kept, corrupt = _existing_parts(directory, meta)
     threads = _threads_per_worker(request)
     jobs = [PartJob(i, part_path(request.out, meta.method, meta.split, i), examples[i * size:(i + 1) * size],
-                    meta, request.teacher, meta.teacher_weights_hash, request.method, request.params, threads)
+                    meta, request.teacher, meta.teacher_weights_hash, request.method, request.params, threads,
+                    request.allow_pickle)
             for i in range(meta.num_parts) if i not in kept]
     computed = []
     if jobs:
@@ -151,6 +155,8 @@ def _existing_parts(directory: Path, meta: CacheMetadata) -> tuple[dict[int, int
     for path in sorted(p for p in directory.iterdir() if part_index(p) is not None):
         try:
             part = read_part(path)
+        except SchemaVersionError as err:  # whole, but another egkd's: never overwritten silently
+            raise EgkdError(f"{err}; {hint}") from None
         except EgkdError:
             corrupt.append(path.name)
             continue

@@ -80,12 +80,12 @@ def evaluate_model(model, items: list[EncodedExample], dataset: Dataset, pad_id:
 
 
 def finetune(model_ref: str, train: Dataset, dev: Dataset, params: FinetuneParams, max_length: int,
-             out: Path, progress: bool = True) -> FinetuneResult:
+             out: Path, progress: bool = True, allow_pickle: bool = False) -> FinetuneResult:
     """Fine-tune ``model_ref`` on ``train``, evaluate on ``dev`` and save the teacher to ``out``."""
     task = train.task
     generator = seed_everything(params.seed)
     tokenizer = load_tokenizer(model_ref)
-    model = load_classifier(model_ref, task.num_labels)
+    model = load_classifier(model_ref, task.num_labels, allow_pickle=allow_pickle)
     train_items = encode(tokenizer, train.examples, max_length)
     dev_items = encode(tokenizer, dev.examples, max_length)
     steps_per_epoch = math.ceil(len(train_items) / params.batch_size)

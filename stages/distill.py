@@ -26,6 +26,8 @@ def command(
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Also load pickle student weights "
+                                               "(pytorch_model.bin), which can run code: only for files you trust.")] = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Distill a student from the cache: alpha * KD + (1 - alpha) * CE + beta * explanation loss."""
@@ -36,8 +38,11 @@ def command(
         raise EgkdError(f"unknown method {method!r}; methods: gradient, perturbation, feature_selection, none")
     distill_params = override(params.distill, method=method, student=student, layers=layers, alpha=alpha,
                               beta=beta, temperature=temperature, epochs=epochs, seed=seed)
-    report = distill(DistillRequest(cache, out, distill_params, params.evaluate, resume, progress_enabled()))
+    report = distill(DistillRequest(cache, out, distill_params, params.evaluate, resume, progress_enabled(),
+                                     allow_pickle))
     for note in report.notes:
         typer.echo(note, err=True)
+    if report.training.resumed_from:
+        typer.echo(f"resumed from the checkpoint at step {report.training.resumed_from}")
     dev = "" if report.dev is None else f"; dev {report.dev.main_name} {report.dev.main:.4f}"
     typer.echo(f"student saved to {report.out} ({report.training.steps} steps{dev})")

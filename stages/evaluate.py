@@ -20,13 +20,15 @@ def command(
     cache: Annotated[Path | None, typer.Option("--cache", help="Explanation cache to compare with.")] = None,
     method: Annotated[str | None, typer.Option("--method", help="Explanation method of the cache.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the report.")] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Also load pickle weights "
+                                               "(pytorch_model.bin), which can run code: only for files you trust.")] = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Evaluate a model on a GLUE split (and its explanations against a cache)."""
     params = read_params(params_file)
     limit = params.data.dev_limit if split != "train" else params.data.train_limit
     report = run_evaluation(EvaluateRequest(model, task, data, split, params.evaluate, params.explain, cache,
-                                            method, out, limit, params.data.max_length))
+                                            method, out, limit, params.data.max_length, allow_pickle))
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
     typer.echo(f"{report.task} {report.split}: {line} ({report.metrics.count} examples)")
     if report.agreement is not None and report.faithfulness is not None:

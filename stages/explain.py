@@ -28,6 +28,8 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Examples per explainer batch (results do not depend on it).")] = None,
     partition_size: Annotated[int, typer.Option(help="Examples per cache part.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this method/split partition first.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Also load pickle teacher weights "
+                                               "(pytorch_model.bin), which can run code: only for files you trust.")] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
@@ -45,6 +47,7 @@ def command(
         method=Method.parse(explain.method), teacher=teacher, data=data, task=data_params.task,
         split=explain.split, out=out, limit=limit, max_length=data_params.max_length, params=explain,
         scheduler=scheduler, overwrite=overwrite, progress=progress_enabled(),
+        allow_pickle=allow_pickle,
     )
     summary = run_explain(request)
     for line in summary.lines():

@@ -26,6 +26,8 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Examples per step.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (data order, head initialisation).")] = None,
     out: Annotated[Path, typer.Option(help="Directory to save the fine-tuned teacher to.")] = Path("models/teacher"),
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Also load pickle weights (pytorch_model.bin), "
+                                               "which can run code: only for files you trust.")] = False,
     params: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Fine-tune a teacher and save it in Hugging Face format with its dev metrics."""
@@ -35,7 +37,8 @@ def command(
     spec = get_task(data_params.task)
     train = load_dataset(data, spec, "train", data_params.train_limit)
     dev = load_dataset(data, spec, "dev", data_params.dev_limit)
-    result = finetune(ft.model, train, dev, ft, data_params.max_length, out, progress=progress_enabled())
+    result = finetune(ft.model, train, dev, ft, data_params.max_length, out, progress=progress_enabled(),
+                      allow_pickle=allow_pickle)
     typer.echo(
         f"teacher saved to {result.out}: {result.train_examples} training examples, {result.steps} steps "
         f"in {result.seconds:.0f} s; dev {result.dev.main_name} {result.dev.main:.4f}"

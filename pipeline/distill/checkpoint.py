@@ -6,7 +6,9 @@
   back with ``weights_only=True`` (plain tensors and containers only).
 
 A checkpoint is written into a temporary directory that is then renamed over
-the previous one, so an interruption never leaves a half-written checkpoint.
+the previous one, so an interruption never leaves a half-written checkpoint; one
+that falls between the two renames leaves the previous checkpoint as
+``.last.old``, which :func:`load_checkpoint` then uses.
 """
 
 from __future__ import annotations
@@ -62,12 +64,27 @@ def load_checkpoint(out: Path, settings: str, model: torch.nn.Module,
     """Restore the last checkpoint into the given objects; None when there is none."""
     final = last_dir(out)
     if not (final / "state.pt").is_file():
-        return None
-    state = torch.load(final / "state.pt", weights_only=True)
+        previous = final.with_name(".last.old")  # interrupted between save_checkpoint's two renames
+        if not (previous / "state.pt").is_file():
+            return None
+        final = previous
+    try:
+        state = torch.load(final / "state.pt", weights_only=True)  # plain tensors and containers only
+        if not isinstance(state, dict) or not isinstance(state.get("settings"), str):
+            raise ValueError("not an egkd training state")
+    except Exception as err:  # a damaged file or one holding arbitrary objects: never unpickled
+        raise EgkdError(f"cannot resume: {final / 'state.pt'} is not a readable egkd checkpoint "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "rerun without --resume") from None
     if state["settings"] != settings:
         raise EgkdError(f"cannot resume: the checkpoint in {final} was made with other settings "
                         f"({_first_difference(state['settings'], settings)}); rerun without --resume")
-    load_model(model, str(final / "model.safetensors"))
+    try:
+        load_model(model, str(final / "model.safetensors"))
+    except Exception as err:
+        raise EgkdError(f"cannot resume: the weights in {final} do not load "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "rerun without --resume") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

@@ -38,6 +38,7 @@ class DistillRequest:
     evaluate: EvaluateParams
     resume: bool = False
     progress: bool = False
+    allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,13 @@ def load_rows(cache: Path, method: str) -> tuple[CacheMetadata, list[CachedExamp
     return meta, train_rows, dev_rows
 
 
-def build_student(meta: CacheMetadata, params: DistillParams):
+def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool = False):
     """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible."""
     ref = params.student or meta.teacher_base
     layers = params.layers if params.student is None else None
     seed_everything(params.seed)
     try:
-        model = load_classifier(ref, meta.num_labels, num_layers=layers)
+        model = load_classifier(ref, meta.num_labels, num_layers=layers, allow_pickle=allow_pickle)
     except EgkdError as err:
         raise EgkdError(f"student {ref}: {err}") from None
     return model, load_tokenizer(ref), ref, layers or model.config.num_hidden_layers
@@ -96,7 +97,7 @@ def distill(request: DistillRequest) -> DistillReport:
     method = _explanation_method(params.method)
     meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
     task = get_task(meta.task)
-    student, tokenizer, ref, layers = build_student(meta, params)
+    student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
     if not same:
         notes.append(f"student tokenizer differs from the teacher's: teacher maps re-projected onto {ref} tokens")

@@ -84,11 +84,20 @@ def _run_settings(params: DistillParams, size: int, method: str) -> str:
 
 
 def _restart_log(path: Path, keep_until: int) -> None:
-    """Drop log lines of steps after ``keep_until`` (a resumed run rewrites them)."""
+    """Drop log lines of steps after ``keep_until`` (a resumed run rewrites them).
+
+    A run killed while writing may leave a partial last line; it is dropped too.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= keep_until]
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, TypeError, KeyError):
+            continue
+        if isinstance(step, int) and step <= keep_until:
+            kept.append(line)
     path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
