@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import cache, explain
-from stages import distill, evaluate, finetune
-from stages import report
+from stages import cache, distill, evaluate, explain, finetune, report
 
 app = typer.Typer(
     name="egkd",
@@ -17,17 +15,20 @@ app = typer.Typer(
 )
 
 
-
-@app.callback()
-def main(
-    version: bool = typer.Option(False, "--version", help="Print the egkd version and exit.", is_eager=True),
-) -> None:
-    """Explanation Guided Knowledge Distillation."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from pipeline import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", help="Print the egkd version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Explanation Guided Knowledge Distillation."""
 
 
 app.command("finetune")(finetune.command)

@@ -48,16 +48,6 @@ runner = CliRunner()
 # --- shared fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread here and in the subprocesses: results do not depend on it, and on a busy 2-core
-    machine two spinning OpenMP threads per process make these tiny models ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     """A tiny seeded teacher whose tokenizer knows real words (so sentences are not all [UNK])."""
