@@ -29,14 +29,15 @@ def glue_dir() -> Path:
     return GLUE_DIR
 
 
-def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2) -> Path:
+def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2,
+                        vocab: list[str] = VOCAB) -> Path:
     """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(VOCAB)}, do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=layers,
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=37, max_position_embeddings=128,
                         num_labels=num_labels)
     model = BertForSequenceClassification(config).eval()

@@ -18,20 +18,6 @@ from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash, wei
 from pipeline.tasks import get_task
 
 
-def fix_tokenizer(path: Path, vocab: list[str]) -> Path:
-    """Save a WordPiece tokenizer built from ``vocab`` (a dict) into a tiny model folder.
-
-    Works around the conftest tokenizer, which under transformers 5 ends up with the
-    special tokens only (every word becomes [UNK]).
-    """
-    from transformers import BertTokenizer
-
-    (path / "tokenizer.json").unlink(missing_ok=True)
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(path)
-    return path
-
-
 def build_cache(root: Path, teacher: Path, base: Path, glue_dir: Path, train: int = 24, dev: int = 12) -> Path:
     task = get_task("sst2")
     model = load_classifier(str(teacher), 2).eval()

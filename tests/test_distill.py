@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from distill_cache import build_cache, fix_tokenizer
+from distill_cache import build_cache
 from conftest import make_tiny_model_dir, VOCAB
 from pipeline.cache_schema import CachedExample
 from pipeline.config import DistillParams, EvaluateParams
@@ -30,8 +30,8 @@ FAST = DistillParams(epochs=2, batch_size=8, checkpoint_every=2, lr=1e-3)
 def cache(tmp_path_factory, glue_dir) -> Path:
     """A cache of every method (train 24, dev 12) whose teacher directory is deleted afterwards."""
     root = tmp_path_factory.mktemp("stage2")
-    teacher = fix_tokenizer(make_tiny_model_dir(root / "teacher", seed=0), VOCAB)
-    fix_tokenizer(make_tiny_model_dir(root / "base", seed=1), VOCAB)
+    teacher = make_tiny_model_dir(root / "teacher", seed=0)
+    make_tiny_model_dir(root / "base", seed=1)
     build_cache(root / "cache", teacher, root / "base", glue_dir)
     shutil.rmtree(teacher)
     return root / "cache"
@@ -110,11 +110,11 @@ def test_resume_refuses_other_settings(cache, tmp_path):
 def _other_tokenizer_model(path: Path) -> Path:
     """A tiny student whose vocabulary differs (``films`` is one token), so its tokenizer hash differs."""
     vocab = [{"an": "films", "one": "movies"}.get(w, w) for w in VOCAB]
-    return fix_tokenizer(make_tiny_model_dir(path, seed=2), vocab)
+    return make_tiny_model_dir(path, seed=2, vocab=vocab)
 
 
 def test_reprojection_onto_another_tokenizer_exact(tmp_path):
-    teacher_tok = load_tokenizer(str(fix_tokenizer(make_tiny_model_dir(tmp_path / "t"), VOCAB)))
+    teacher_tok = load_tokenizer(str(make_tiny_model_dir(tmp_path / "t")))
     student_tok = load_tokenizer(str(_other_tokenizer_model(tmp_path / "other")))
     enc = teacher_tok("good films", "films", return_offsets_mapping=True, return_special_tokens_mask=True)
     assert teacher_tok.convert_ids_to_tokens(enc["input_ids"]) == \

@@ -12,8 +12,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import VOCAB, make_tiny_model_dir
-from distill_cache import build_cache, fix_tokenizer
+from conftest import make_tiny_model_dir
+from distill_cache import build_cache
 from pipeline.encoding import TokenBatch
 from pipeline.faithfulness import aopc, rank_agreement, top_k_overlap
 from pipeline.metrics import compute_metrics, predictions_from_logits
@@ -69,7 +69,7 @@ def test_agreement_measures():
 def test_cli_evaluate_with_cache(tmp_path_factory, glue_dir, method):
     root = tmp_path_factory.getbasetemp() / "evaluate-cache"
     if not (root / "cache").is_dir():
-        teacher = fix_tokenizer(make_tiny_model_dir(root / "teacher", seed=0), VOCAB)
+        teacher = make_tiny_model_dir(root / "teacher", seed=0)
         build_cache(root / "cache", teacher, teacher, glue_dir, train=8, dev=12)
         shutil.copytree(teacher, root / "student")
     params = root / "params.yaml"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import VOCAB, make_tiny_model_dir
-from distill_cache import build_cache, fix_tokenizer
+from conftest import make_tiny_model_dir
+from distill_cache import build_cache
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
 from pipeline.report import ReportRequest, build_report, format_table
@@ -150,11 +150,11 @@ def test_smoothing_and_ticks():
 
 def test_report_with_heatmaps_from_real_caches(glue_dir, tmp_path):
     """Teacher maps from the cache's dev partition beside each student's own, computed by the explainers."""
-    teacher = fix_tokenizer(make_tiny_model_dir(tmp_path / "teacher", seed=1), VOCAB)
+    teacher = make_tiny_model_dir(tmp_path / "teacher", seed=1)
     cache = build_cache(tmp_path / "cache.parquet", teacher, teacher, glue_dir, train=8, dev=6)
     evals = tmp_path / "eval"
     for name, seed in (("kd", 0), ("gradient", 0)):
-        student = fix_tokenizer(make_tiny_model_dir(tmp_path / "students" / f"{name}-s{seed}", seed=seed + 2), VOCAB)
+        student = make_tiny_model_dir(tmp_path / "students" / f"{name}-s{seed}", seed=seed + 2)
         write_evaluation(evals / f"{name}-s{seed}.json", student, 0.5, "gradient", 0.1)
     result = build_report(ReportRequest(evals=(evals,), out=tmp_path / "report.html", caches=(cache,), examples=2))
     assert result.sentences == 2

@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 from pipeline.cache import CacheExpectation, check_compatible, list_partitions, read_cache
 from pipeline.cache_schema import CachedExample, CacheMetadata
