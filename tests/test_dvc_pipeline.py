@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import VOCAB, make_tiny_model_dir
-from distill_cache import fix_tokenizer
+from conftest import make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -72,13 +71,50 @@ def tiny_params(base_model: Path) -> dict:
     return params
 
 
+def test_dvc_yaml_resolves_with_the_repository_params():
+    """Every stage calls egkd with params.yaml; paths only in dvc.yaml; one stage per variant and seed."""
+    from dvc.repo import Repo
+
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    stages = {stage.name: stage for stage in Repo(str(REPO)).index.stages}
+    runs = len(params.experiment.variants) * len(params.experiment.seeds)
+    assert len([n for n in stages if n.startswith("distill@")]) == runs
+    assert len([n for n in stages if n.startswith("evaluate@")]) == runs
+    assert {"finetune", "report", "explain@gradient", "explain@perturbation", "explain@feature_selection"} <= set(stages)
+    for stage in stages.values():
+        commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
+        assert all(c.startswith("egkd ") and "--params params.yaml" in c for c in commands), stage.name
+        assert stage.params, f"{stage.name} lists no params"
+    glue = "shared/data/glue"
+    assert (REPO / "dvc.yaml").read_text().count(glue) == 1
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("params*.yaml")]:
+        assert glue not in path.read_text(encoding="utf-8"), path
+
+
+def test_full_profile_has_the_same_keys_as_the_default():
+    from pipeline.config import load_params
+
+    def keys(tree, prefix=""):
+        if not isinstance(tree, dict):
+            return {prefix}
+        return set().union(*(keys(v, f"{prefix}{k}.") for k, v in tree.items()))
+
+    default, full = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", "params-full.yaml"))
+    assert keys(default) == keys(full)
+    profile = load_params(REPO / "params-full.yaml")
+    assert profile.data.train_limit is None and profile.distill.layers == 6
+
+
 @pytest.mark.slow
 def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     tiny_glue(tmp_path, glue_dir)
-    base = fix_tokenizer(make_tiny_model_dir(tmp_path / "base"), VOCAB)
+    base = make_tiny_model_dir(tmp_path / "base")
     repo = tmp_path / "repo"
     init_repo(repo)
-    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore", ".dvc/config"):
+        shutil.copy(REPO / name, repo / name)
     for template in (REPO / ".dvc" / "plots").glob("*.json"):
         (repo / ".dvc" / "plots").mkdir(exist_ok=True)
         shutil.copy(template, repo / ".dvc" / "plots" / template.name)
@@ -116,7 +152,7 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
 
 def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, tmp_path):
     glue = tiny_glue(tmp_path, glue_dir)
-    base = fix_tokenizer(make_tiny_model_dir(tmp_path / "base"), VOCAB)
+    base = make_tiny_model_dir(tmp_path / "base")
     teacher, remote = tmp_path / "teacher", tmp_path / "remote"
     sh(BIN / "egkd", "finetune", "--model", base, "--data", glue, "--limit", "24", "--dev-limit", "8",
        "--epochs", "1", "--out", teacher, cwd=tmp_path)
