@@ -25,7 +25,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from conftest import VOCAB, make_tiny_model_dir
-from distill_cache import fix_tokenizer
 from pipeline.cache import part_path, read_cache, read_part, write_part
 from pipeline.cache_format import META_KEY
 from pipeline.cache_verify import verify_cache
@@ -51,7 +50,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     """A tiny seeded teacher whose tokenizer knows real words (so sentences are not all [UNK])."""
-    return fix_tokenizer(make_tiny_model_dir(tmp_path_factory.mktemp("rel-teacher") / "teacher"), VOCAB)
+    return make_tiny_model_dir(tmp_path_factory.mktemp("rel-teacher") / "teacher")
 
 
 def explain_request(teacher: Path, data: Path, out: Path, split: str, limit: int | None, max_length: int = 16,

@@ -25,7 +25,7 @@ from pipeline.errors import EgkdError
 from pipeline.models import load_classifier, load_tokenizer
 from stages.cli import app
 from test_cli import _one_line_error
-from test_reliability import cache, cache_copy, distill_params_file, one_torch_thread, rewrite_meta, teacher  # noqa: F401
+from test_reliability import cache, cache_copy, distill_params_file, rewrite_meta, teacher  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
