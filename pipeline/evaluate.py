@@ -57,13 +57,21 @@ class FaithfulnessReport:
 
 
 @dataclass(frozen=True)
+class ExplanationReport:
+    """The model's explanations of one method against one cache's teacher maps."""
+
+    cache: str
+    agreement: AgreementReport
+    faithfulness: FaithfulnessReport
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     model: str
     task: str
     split: str
     metrics: TaskMetrics
-    agreement: AgreementReport | None = None
-    faithfulness: FaithfulnessReport | None = None
+    explanations: tuple[ExplanationReport, ...] = ()  # one per (cache, method) compared
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +88,11 @@ def predict_logits(model: torch.nn.Module, batches: Iterable[TokenBatch]) -> np.
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), np.float32)
 
 
+def by_length(examples: Sequence[StudentExample]) -> list[StudentExample]:
+    """The examples longest first (stable): consecutive batches then hold little padding."""
+    return sorted(examples, key=lambda e: -len(e.input_ids))
+
+
 def student_batches(examples: Sequence[StudentExample], batch_size: int, pad_token_id: int):
     for start in range(0, len(examples), batch_size):
         yield collate_students(examples[start:start + batch_size], pad_token_id)
@@ -88,6 +101,7 @@ def student_batches(examples: Sequence[StudentExample], batch_size: int, pad_tok
 def evaluate_examples(model: torch.nn.Module, examples: Sequence[StudentExample], task: TaskSpec,
                       batch_size: int, pad_token_id: int) -> TaskMetrics:
     """The task metrics of ``model`` on labelled student examples (e.g. the cache's dev rows)."""
+    examples = by_length(examples)
     logits = predict_logits(model, (b.tokens for b in student_batches(examples, batch_size, pad_token_id)))
     labels = np.array([e.label for e in examples])
     return compute_metrics(task, predictions_from_logits(task, logits), labels)
@@ -100,7 +114,7 @@ def explanation_reports(model: torch.nn.Module, examples: Sequence[StudentExampl
     explainer = make_explainer(method, model, explain, mask_token_id)
     generator = torch.Generator().manual_seed(seed)
     spearmans, overlaps, comp, suff, rcomp, rsuff = [], [], [], [], [], []
-    for batch in student_batches(examples, params.batch_size, pad_token_id):
+    for batch in student_batches(by_length(examples), params.batch_size, pad_token_id):
         scores = explainer.explain(batch.tokens).attribution.detach().float().cpu()
         real = batch.real_tokens
         for b in range(batch.tokens.size):
@@ -148,52 +162,86 @@ class EvaluateRequest:
     split: str
     params: EvaluateParams
     explain: ExplainParams
-    cache: Path | None = None
-    method: str | None = None
+    caches: tuple[Path, ...] = ()  # explanation caches to compare the model's explanations with
+    methods: tuple[str, ...] = ()  # which of their methods; empty: every method each cache holds
     out: Path | None = None
     limit: int | None = None
     max_length: int = 128
     allow_pickle: bool = False  # let the model load from pickle weights (pytorch_model.bin)
 
 
-def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
-    """``egkd evaluate``: the task metric on the data; with a cache, explanation agreement and AOPC."""
-    from pipeline.cache import read_cache
-    from pipeline.data import load_dataset
-    from pipeline.encoding import collate, encode
+def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> list[tuple[Path, Method]]:
+    """The (cache, method) pairs to compare: every requested method (default: all) each cache holds."""
+    from pipeline.cache import list_partitions
     from pipeline.errors import EgkdError
-    from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash
+
+    if methods and not caches:
+        raise EgkdError("--method needs --cache: the explanations are compared with a cache's teacher maps")
+    wanted = [Method.parse(m) for m in methods if m != "none"]
+    if methods and not wanted:
+        raise EgkdError("--method none has no explanations to compare; name gradient, perturbation or "
+                        "feature_selection, or leave --method out to compare every method of the caches")
+    pairs = []
+    for cache in caches:
+        if not Path(cache).is_dir():
+            raise EgkdError(f"explanation cache not found: {cache}")
+        held = [Method.parse(m) for m, s in list_partitions(cache) if s == split]
+        if not held:
+            raise EgkdError(f"cache {cache} holds no {split} split (run egkd explain --split {split})")
+        pairs += [(Path(cache), m) for m in held if not wanted or m in wanted]
+    for method in wanted:
+        if not any(m is method for _, m in pairs):
+            raise EgkdError(f"no cache given holds method {method.value} for the {split} split")
+    return pairs
+
+
+def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
+    """``egkd evaluate``: the task metric on the data; with caches, explanation agreement and AOPC."""
+    from pipeline.data import load_dataset
+    from pipeline.encoding import bucketed_batches, collate, encode
+    from pipeline.errors import EgkdError
+    from pipeline.models import load_classifier, load_tokenizer
     from pipeline.tasks import get_task
 
     task = get_task(request.task)
+    pairs = comparisons(request.caches, request.methods, request.split)
     model = load_classifier(request.model, task.num_labels, allow_pickle=request.allow_pickle).eval()
     tokenizer = load_tokenizer(request.model)
     pad = tokenizer.pad_token_id or 0
     dataset = load_dataset(request.data, task, request.split, request.limit)
     if any(e.label is None for e in dataset.examples):
         raise EgkdError(f"split {request.split} of {task.name} has no labels; evaluate on a labelled split")
+    if pairs and tokenizer.mask_token_id is None:
+        raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
     encoded = encode(tokenizer, dataset.examples, request.max_length)
-    batches = (collate(encoded[i:i + request.params.batch_size], pad)
-               for i in range(0, len(encoded), request.params.batch_size))
+    order = [i for batch in bucketed_batches(encoded, request.params.batch_size) for i in batch]
+    batches = (collate([encoded[i] for i in order[start:start + request.params.batch_size]], pad)
+               for start in range(0, len(order), request.params.batch_size))
     logits = predict_logits(model, batches)
-    metrics = compute_metrics(task, predictions_from_logits(task, logits), np.array([e.label for e in encoded]))
-    agreement = faithfulness = None
-    if request.cache is not None:
-        if request.method is None or request.method == "none":
-            raise EgkdError("--cache needs --method gradient, perturbation or feature_selection")
-        method = Method.parse(request.method)
-        meta, rows = read_cache(request.cache, method.value, request.split)
-        if meta.task != task.name:
-            raise EgkdError(f"cache field 'task' differs: cache has {meta.task!r}, expected {task.name!r}")
-        same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
-        examples = to_student_examples(rows, None if same else tokenizer, meta.max_length)
-        explain = explain_params_from_cache(request.explain, method, meta.method_params)
-        if tokenizer.mask_token_id is None:
-            raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
-        agreement, faithfulness = explanation_reports(model, examples, method, explain, request.params,
-                                                      tokenizer.mask_token_id, pad, explain.seed)
-    report = EvaluationReport(request.model, task.name, request.split, metrics, agreement, faithfulness)
+    labels = np.array([encoded[i].label for i in order])
+    metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
+    explanations = tuple(compare_with_cache(model, tokenizer, task, cache, method, request)
+                         for cache, method in pairs)
+    report = EvaluationReport(request.model, task.name, request.split, metrics, explanations)
     if request.out is not None:
         report.write(request.out)
     return report
 
+
+def compare_with_cache(model: torch.nn.Module, tokenizer, task: TaskSpec, cache: Path, method: Method,
+                       request: EvaluateRequest) -> ExplanationReport:
+    """Agreement and AOPC of the model's ``method`` explanations on the cache's rows of the split."""
+    from pipeline.cache import read_cache
+    from pipeline.errors import EgkdError
+    from pipeline.models import tokenizer_hash
+
+    meta, rows = read_cache(cache, method.value, request.split)
+    if meta.task != task.name:
+        raise EgkdError(f"cache field 'task' differs: cache has {meta.task!r}, expected {task.name!r}")
+    same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
+    examples = to_student_examples(rows, None if same else tokenizer, meta.max_length)
+    explain = explain_params_from_cache(request.explain, method, meta.method_params)
+    agreement, faithfulness = explanation_reports(model, examples, method, explain, request.params,
+                                                  tokenizer.mask_token_id, tokenizer.pad_token_id or 0,
+                                                  explain.seed)
+    return ExplanationReport(str(cache), agreement, faithfulness)

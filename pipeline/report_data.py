@@ -46,7 +46,7 @@ class Evaluation:
     main_name: str
     main: float
     count: int
-    agreement: Agreement | None
+    agreements: tuple[Agreement, ...]  # one per method compared
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,10 @@ def _load_json(path: Path) -> dict:
 def read_evaluation(path: Path) -> Evaluation:
     raw = _load_json(path)
     try:
-        metrics, agreement, faith = raw["metrics"], raw.get("agreement"), raw.get("faithfulness")
-        scores = None
-        if agreement is not None:
-            scores = Agreement(agreement["method"], agreement.get("spearman"), agreement["top_k_overlap"],
-                               faith and faith.get("comprehensiveness"), faith and faith.get("sufficiency"))
+        metrics = raw["metrics"]
+        scores = tuple(Agreement(e["agreement"]["method"], e["agreement"].get("spearman"),
+                                 e["agreement"]["top_k_overlap"], e["faithfulness"].get("comprehensiveness"),
+                                 e["faithfulness"].get("sufficiency")) for e in raw.get("explanations", ()))
         return Evaluation(path, raw["model"], raw["task"], metrics["main_name"], float(metrics["main"]),
                           int(metrics["count"]), scores)
     except (KeyError, TypeError, ValueError) as err:
@@ -205,7 +204,7 @@ def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
     for model, group in by_model.items():
         path = Path(model)
         variant, seed = split_name(path.name)
-        agreements = {e.agreement.method: e.agreement for e in group if e.agreement is not None}
+        agreements = {a.method: a for e in group for a in e.agreements}
         first = group[0]
         runs.append(StudentRun(path.name, variant, seed, path, first.main_name, first.main, agreements,
                                read_losses(path)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -65,32 +66,72 @@ def test_agreement_measures():
     assert top_k_overlap(np.array([0.9, 0.1, 0.8, 0.3]), np.array([True, True, False, False]), 2) == 0.5
 
 
-@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection"])
-def test_cli_evaluate_with_cache(tmp_path_factory, glue_dir, method):
-    root = tmp_path_factory.getbasetemp() / "evaluate-cache"
-    if not (root / "cache").is_dir():
-        teacher = make_tiny_model_dir(root / "teacher", seed=0)
-        build_cache(root / "cache", teacher, teacher, glue_dir, train=8, dev=12)
-        shutil.copytree(teacher, root / "student")
-    params = root / "params.yaml"
-    params.write_text("data:\n  dev_limit: 20\n", encoding="utf-8")
-    out = root / f"{method}.json"
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(root / "student"), "--task", "sst2",
-                                      "--data", str(glue_dir), "--cache", str(root / "cache"), "--method", method,
-                                      "--out", str(out), "--params", str(params)])
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    assert report["metrics"]["count"] == 20
-    agreement = report["agreement"]
+@pytest.fixture(scope="module")
+def evaluated_cache(tmp_path_factory, glue_dir) -> Path:
+    """A cache of every method made by a tiny teacher, and a "student" that is a copy of that teacher."""
+    root = tmp_path_factory.mktemp("evaluate-cache")
+    teacher = make_tiny_model_dir(root / "teacher", seed=0)
+    build_cache(root / "cache", teacher, teacher, glue_dir, train=8, dev=12)
+    shutil.copytree(teacher, root / "student")
+    (root / "params.yaml").write_text("data:\n  dev_limit: 20\n", encoding="utf-8")
+    return root
+
+
+def _evaluate(root: Path, glue_dir: Path, out: Path, *options: str):
+    return CliRunner().invoke(app, ["evaluate", "--model", str(root / "student"), "--task", "sst2",
+                                    "--data", str(glue_dir), "--cache", str(root / "cache"), *options,
+                                    "--out", str(out), "--params", str(root / "params.yaml")])
+
+
+def _check_self_agreement(explanation: dict, method: str) -> None:
+    agreement = explanation["agreement"]
     # the student is the teacher itself: its explanations agree with the cache
+    assert agreement["method"] == method
     assert agreement["examples"] == 12 and agreement["top_k_overlap"] == pytest.approx(1.0)
     if method != "feature_selection":
         assert agreement["spearman"] == pytest.approx(1.0)
-    assert set(report["faithfulness"]) >= {"comprehensiveness", "sufficiency", "random_comprehensiveness"}
+    assert set(explanation["faithfulness"]) >= {"comprehensiveness", "sufficiency", "random_comprehensiveness"}
 
 
-def test_cli_evaluate_cache_needs_method(tmp_path, glue_dir, tiny_model_dir):
+@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection"])
+def test_cli_evaluate_with_cache(evaluated_cache, glue_dir, method):
+    out = evaluated_cache / f"{method}.json"
+    result = _evaluate(evaluated_cache, glue_dir, out, "--method", method)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["metrics"]["count"] == 20
+    (explanation,) = report["explanations"]
+    _check_self_agreement(explanation, method)
+
+
+def test_cli_evaluate_compares_every_method_of_the_caches(evaluated_cache, glue_dir):
+    out = evaluated_cache / "all.json"
+    result = _evaluate(evaluated_cache, glue_dir, out)
+    assert result.exit_code == 0, result.output
+    explanations = json.loads(out.read_text())["explanations"]
+    assert [e["agreement"]["method"] for e in explanations] == ["feature_selection", "gradient", "perturbation"]
+    for explanation in explanations:
+        _check_self_agreement(explanation, explanation["agreement"]["method"])
+    # one method alone gives the same figures as within the run of all three
+    single = evaluated_cache / "gradient-only.json"
+    assert _evaluate(evaluated_cache, glue_dir, single, "--method", "gradient").exit_code == 0
+    assert json.loads(single.read_text())["explanations"][0] == explanations[1]
+
+
+def test_cli_evaluate_method_needs_a_cache(tmp_path, glue_dir, tiny_model_dir):
     (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 4\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model_dir), "--task", "sst2", "--data",
-                                      str(glue_dir), "--cache", str(tmp_path), "--params", str(tmp_path / "p.yaml")])
-    assert result.exit_code == 2 and "--cache needs --method" in result.output
+                                      str(glue_dir), "--method", "gradient", "--params", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 2 and "--method needs --cache" in result.output
+
+
+def test_cli_evaluate_names_a_method_no_cache_holds(evaluated_cache, glue_dir, tmp_path):
+    gradient_only = tmp_path / "cache"
+    shutil.copytree(evaluated_cache / "cache" / "method=gradient", gradient_only / "method=gradient")
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(evaluated_cache / "student"), "--task", "sst2",
+                                      "--data", str(glue_dir), "--cache", str(gradient_only), "--method",
+                                      "perturbation", "--params", str(evaluated_cache / "params.yaml")])
+    assert result.exit_code == 2
+    assert "no cache given holds method perturbation for the dev split" in result.output
+
+

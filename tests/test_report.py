@@ -38,12 +38,14 @@ RESULTS = {
 def write_evaluation(path: Path, model: Path, accuracy: float, method: str | None, spearman: float | None) -> None:
     report = {"model": str(model), "task": "sst2", "split": "dev",
               "metrics": {"main_name": "accuracy", "main": accuracy, "values": [["accuracy", accuracy]], "count": 872},
-              "agreement": None, "faithfulness": None}
+              "explanations": []}
     if method is not None:
-        report["agreement"] = {"method": method, "examples": 100, "spearman": spearman, "spearman_examples": 100,
-                               "top_k_overlap": spearman / 2, "top_k_fraction": 0.2}
-        report["faithfulness"] = {"method": method, "fractions": [0.1], "comprehensiveness": 0.3,
-                                  "sufficiency": 0.1, "random_comprehensiveness": 0.1, "random_sufficiency": 0.2}
+        report["explanations"].append({
+            "cache": f"data/cache/sst2-{method}.parquet",
+            "agreement": {"method": method, "examples": 100, "spearman": spearman, "spearman_examples": 100,
+                          "top_k_overlap": spearman / 2, "top_k_fraction": 0.2},
+            "faithfulness": {"method": method, "fractions": [0.1], "comprehensiveness": 0.3, "sufficiency": 0.1,
+                             "random_comprehensiveness": 0.1, "random_sufficiency": 0.2}})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report), encoding="utf-8")
 
