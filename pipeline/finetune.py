@@ -23,6 +23,7 @@ from pipeline.data import Dataset
 from pipeline.encoding import EncodedExample, bucketed_batches, collate, encode
 from pipeline.metrics import TaskMetrics, compute_metrics, predictions_from_logits
 from pipeline.models import ModelInfo, base_model_of, load_classifier, load_tokenizer, save_model
+from pipeline.optim import adamw
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,8 @@ def finetune(model_ref: str, train: Dataset, dev: Dataset, params: FinetuneParam
     total = steps_per_epoch * params.epochs
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": params.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=params.lr,
-    )
+    optimizer = adamw([{"params": decay, "weight_decay": params.weight_decay},
+                       {"params": no_decay, "weight_decay": 0.0}], params.lr)
     scheduler = linear_schedule(optimizer, int(params.warmup_ratio * total), total)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

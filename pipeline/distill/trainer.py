@@ -27,6 +27,7 @@ from pipeline.distill.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.distill.objectives import Objective
 from pipeline.distill.student_data import StudentExample, collate_students
 from pipeline.errors import EgkdError
+from pipeline.optim import adamw
 
 LOG_FILE = "train_log.jsonl"
 
@@ -67,8 +68,8 @@ def epoch_order(seed: int, epoch: int, size: int) -> list[int]:
 def _optimizer(model: torch.nn.Module, params: DistillParams, total: int):
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=params.lr)
+    optimizer = adamw([{"params": decay, "weight_decay": params.weight_decay},
+                       {"params": rest, "weight_decay": 0.0}], params.lr)
     warmup = int(params.warmup_ratio * total)
 
     def factor(step: int) -> float:
