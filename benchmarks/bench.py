@@ -30,8 +30,8 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "gl
 @dataclass(frozen=True)
 class Sizes:
     egkd: dict[str, int]  # examples per stage-one case
-    captum_tutorial: int  # examples for captum one at a time
-    captum_best: int  # examples for captum with batching
+    captum_tutorial: int  # at most this many of egkd's examples for captum one at a time
+    captum_best: int  # at most this many of egkd's examples for captum with batching
     captum_batch: int
     peak_repeats: int
     student_batches: int  # distinct batches of 32 the stage-two steps cycle through
@@ -42,6 +42,7 @@ class Sizes:
     scaling_examples: int
     scaling_part: int
     student_batch: int = 32  # stage-two batch size
+    repeats: int = 1  # stage-one runs: the fastest of this many
     peak_sizes: tuple[int, ...] = (1024, 1536, 2048)
 
 
@@ -50,22 +51,23 @@ QUICK = Sizes({"input_x_gradient": 32, "integrated_gradients": 4, "occlusion": 1
               step_repeats=3, online_repeats=1, scaling_method="input_x_gradient", scaling_examples=32,
               scaling_part=8, student_batch=16)
 FULL = Sizes({"input_x_gradient": 256, "integrated_gradients": 32, "occlusion": 96, "feature_selection": 64},
-             captum_tutorial=8, captum_best=16, captum_batch=16, peak_repeats=8, student_batches=2,
+             captum_tutorial=256, captum_best=256, captum_batch=16, peak_repeats=8, student_batches=2,
              step_warmup=2, step_repeats=10, online_repeats=3, scaling_method="occlusion",
-             scaling_examples=96, scaling_part=16)
+             scaling_examples=96, scaling_part=16, repeats=3)
 
 
 def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:
     results, explanations = {}, {}
     for case in cases(BATCH):
         examples = work.encoded[: sizes.egkd[case.name]]
-        egkd, explained = run_egkd(work, case, examples)
+        egkd, explained = run_egkd(work, case, examples, sizes.repeats)
         entry = {"egkd": egkd}
         if case.captum is not None:
             for label, best, count in (("captum_tutorial", False, sizes.captum_tutorial),
                                        ("captum_best", True, sizes.captum_best)):
-                subset = work.encoded[:count]
-                measured, attributions = run_captum(work, case.captum, subset, best, sizes.captum_batch)
+                subset = examples[:count]  # the same sentences as egkd's run, or its first ones in --quick
+                measured, attributions = run_captum(work, case.captum, subset, best, sizes.captum_batch,
+                                                    sizes.repeats)
                 measured["agreement"] = agreement(explained, attributions, subset)
                 measured["egkd_speedup"] = egkd["ex_per_s"] / measured["ex_per_s"]
                 entry[label] = measured

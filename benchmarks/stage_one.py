@@ -74,22 +74,43 @@ def egkd_batches(work: Workload, examples: Sequence[EncodedExample], batch_size:
     return [collate([examples[i] for i in idx], work.pad) for idx in bucketed_batches(examples, batch_size)]
 
 
-def run_egkd(work: Workload, case: Case, examples: Sequence[EncodedExample]) -> tuple[dict, dict[str, Explanation]]:
-    """Throughput of egkd's explainer over length-bucketed batches; also returns per-example explanations."""
+def _fastest(work: Workload, run_once: Callable[[], dict], repeats: int) -> tuple[float, FlopCounter, dict, dict]:
+    """Time ``run_once`` (it returns the per-example results) ``repeats`` times; keep the fastest run.
+
+    Returns its seconds, its FLOP counter and results, and the peak memory over all runs.
+    """
+    best = None
+    with section_memory() as memory:
+        for _ in range(repeats):
+            counter = FlopCounter(work.flops)
+            with counter.attached(work.model):
+                start = time.perf_counter()
+                results = run_once()
+                seconds = time.perf_counter() - start
+            if best is None or seconds < best[0]:
+                best = (seconds, counter, results)
+    return (*best, memory)
+
+
+def run_egkd(work: Workload, case: Case, examples: Sequence[EncodedExample],
+             repeats: int = 1) -> tuple[dict, dict[str, Explanation]]:
+    """Throughput of egkd's explainer over length-bucketed batches (fastest of ``repeats`` runs);
+    also returns per-example explanations."""
     explainer = make_explainer(case.method, work.model, case.params, work.tokenizer.mask_token_id)
     batches = egkd_batches(work, examples, case.params.batch_size)
     explainer.explain(batches[-1])  # warm-up (the shortest batch)
-    counter = FlopCounter(work.flops)
-    results: dict[str, Explanation] = {}
-    with section_memory() as memory, counter.attached(work.model):
-        start = time.perf_counter()
+
+    def run_once() -> dict[str, Explanation]:
+        results = {}
         for batch in batches:
             explanation = explainer.explain(batch)
             for row, example_id in enumerate(batch.example_ids):
                 results[example_id] = _row(explanation, row)
-        seconds = time.perf_counter() - start
+        return results
+
+    seconds, counter, results, memory = _fastest(work, run_once, repeats)
     return {**_rates(examples, seconds, counter, work.peak), "batch_size": case.params.batch_size,
-            **memory}, results
+            "repeats": repeats, **memory}, results
 
 
 def _row(explanation: Explanation, row: int) -> Explanation:
@@ -136,7 +157,7 @@ def _captum_attribute(work: Workload, kind: str, batch: TokenBatch, best: bool) 
 
 
 def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], best: bool,
-               batch_size: int) -> tuple[dict, dict[str, torch.Tensor]]:
+               batch_size: int, repeats: int = 1) -> tuple[dict, dict[str, torch.Tensor]]:
     """captum one example at a time (``best`` False, as in its tutorials) or with its batching options.
 
     ``best``: ``batch_size`` examples per call (length-bucketed), ``internal_batch_size``
@@ -147,19 +168,21 @@ def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], be
     batches = [collate([examples[i] for i in idx], work.pad) for idx in
                (bucketed_batches(examples, size) if best else ([i] for i in range(len(examples))))]
     _captum_attribute(work, kind, batches[-1], best)  # warm-up
-    counter = FlopCounter(work.flops)
-    results: dict[str, torch.Tensor] = {}
-    with section_memory() as memory, counter.attached(work.model):
-        start = time.perf_counter()
+
+    def run_once() -> dict[str, torch.Tensor]:
+        results = {}
         for batch in batches:
             attribution = _captum_attribute(work, kind, batch, best).detach().float()
             for row, example_id in enumerate(batch.example_ids):
                 results[example_id] = attribution[row].masked_fill(batch.special_mask[row], 0.0)
-        seconds = time.perf_counter() - start
+        return results
+
+    seconds, counter, results, memory = _fastest(work, run_once, repeats)
     options = ({"batch_size": size, "internal_batch_size": "~8192 tokens" if kind == "ig" else None,
                 "perturbations_per_eval": "seq length" if kind == "occlusion" else None} if best
                else {"batch_size": 1, "perturbations_per_eval": 1 if kind == "occlusion" else None})
-    return {**_rates(examples, seconds, counter, work.peak), "options": options, **memory}, results
+    return {**_rates(examples, seconds, counter, work.peak), "options": options, "repeats": repeats,
+            **memory}, results
 
 
 def agreement(ours: dict[str, Explanation], theirs: dict[str, torch.Tensor],

@@ -25,8 +25,8 @@ color:#222;padding:0 16px;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .meta{color:#555}.note{color:#666;font-size:.9em}
 table.cmp{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.6em 0}
-table.cmp th,table.cmp td{border:1px solid #ddd;padding:5px 10px;text-align:right}
-table.cmp th{background:#f4f5f7}table.cmp td:first-child,table.cmp th:first-child{text-align:left}
+table.cmp th,table.cmp td{border:1px solid #ddd;padding:5px 10px;text-align:right;white-space:nowrap}
+table.cmp th{background:#f4f5f7}table.cmp td:first-child,table.cmp th:first-child,table.cmp .name{text-align:left}
 table.cmp td.best{font-weight:700;background:#eef6ee}table.cmp tr.teacher td{color:#555;font-style:italic}
 .pm{color:#777;font-size:.88em}
 svg.chart{font-size:12px;max-width:100%;height:auto}svg .grid{stroke:#e6e6e6}svg .axis{stroke:#888}
@@ -84,14 +84,14 @@ def comparison_table(summary: ExperimentSummary) -> str:
             cells += (f'<td rowspan="{span}">{escape(v.variant)}</td><td rowspan="{span}">{len(v.runs)}</td>'
                       f'<td rowspan="{span}"{main_class}>{_stat(v.main)}</td>')
         stats = v.measures(method) if method else (None,) * len(MEASURES)
-        cells += f"<td>{escape(METHOD_TITLES.get(method, method)) if method else '–'}</td>"
+        cells += f'<td class="name">{escape(METHOD_TITLES.get(method, method)) if method else "–"}</td>'
         cells += "".join(f"<td{BEST if best.get((i, m)) else ''}>{_stat(stat)}</td>" for m, stat in enumerate(stats))
         body.append(f"<tr>{cells}</tr>")
     if summary.teacher is not None:
         body.append(f'<tr class="teacher"><td>teacher</td><td>1</td><td>{summary.teacher.main:.4f}</td>'
                     + "<td></td>" * (len(MEASURES) + 1) + "</tr>")
     return (f'<table class="cmp"><tr><th>variant</th><th>runs</th><th>dev {escape(summary.main_name)}</th>'
-            f'<th>agreement with</th>{head}</tr>{"".join(body)}</table>')
+            f'<th class="name">agreement with</th>{head}</tr>{"".join(body)}</table>')
 
 
 def accuracy_bars(summary: ExperimentSummary) -> str:
