@@ -53,7 +53,7 @@ QUICK = Sizes({"input_x_gradient": 32, "integrated_gradients": 4, "occlusion": 1
 FULL = Sizes({"input_x_gradient": 256, "integrated_gradients": 32, "occlusion": 96, "feature_selection": 64},
              captum_tutorial=256, captum_best=256, captum_batch=16, peak_repeats=8, student_batches=2,
              step_warmup=2, step_repeats=10, online_repeats=3, scaling_method="occlusion",
-             scaling_examples=96, scaling_part=16, repeats=3)
+             scaling_examples=192, scaling_part=16, repeats=3)
 
 
 def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:

@@ -178,7 +178,7 @@ def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], be
         return results
 
     seconds, counter, results, memory = _fastest(work, run_once, repeats)
-    options = ({"batch_size": size, "internal_batch_size": "~8192 tokens" if kind == "ig" else None,
+    options = ({"batch_size": size, "internal_batch_size": f"~{CHUNK_TOKENS} tokens" if kind == "ig" else None,
                 "perturbations_per_eval": "seq length" if kind == "occlusion" else None} if best
                else {"batch_size": 1, "perturbations_per_eval": 1 if kind == "occlusion" else None})
     return {**_rates(examples, seconds, counter, work.peak), "options": options, "repeats": repeats,

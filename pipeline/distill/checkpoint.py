@@ -5,14 +5,15 @@
   RNG states and the run's settings (JSON), saved with ``torch.save`` and read
   back with ``weights_only=True`` (plain tensors and containers only).
 
-A checkpoint is written into a temporary directory that is then renamed over
-the previous one, so an interruption never leaves a half-written checkpoint; one
+A checkpoint is written into a temporary directory, flushed to disk (fsync),
+then renamed over the previous one, so an interruption never leaves a half-written checkpoint; one
 that falls between the two renames leaves the previous checkpoint as
 ``.last.old``, which :func:`load_checkpoint` then uses.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -53,10 +54,22 @@ def save_checkpoint(out: Path, step: int, settings: str, model: torch.nn.Module,
         "numpy_rng": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])),
         "python_rng": random.getstate(),
     }, tmp / "state.pt")
+    for written in (tmp / "model.safetensors", tmp / "state.pt", tmp):
+        _fsync(written)  # on disk before the rename makes it the checkpoint (power loss, not just a kill)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
+    _fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's data and metadata to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load_checkpoint(out: Path, settings: str, model: torch.nn.Module,
