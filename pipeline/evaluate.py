@@ -214,11 +214,9 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     if pairs and tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
     encoded = encode(tokenizer, dataset.examples, request.max_length)
-    order = [i for batch in bucketed_batches(encoded, request.params.batch_size) for i in batch]
-    batches = (collate([encoded[i] for i in order[start:start + request.params.batch_size]], pad)
-               for start in range(0, len(order), request.params.batch_size))
-    logits = predict_logits(model, batches)
-    labels = np.array([encoded[i].label for i in order])
+    groups = list(bucketed_batches(encoded, request.params.batch_size))
+    logits = predict_logits(model, (collate([encoded[i] for i in group], pad) for group in groups))
+    labels = np.array([encoded[i].label for group in groups for i in group])
     metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
     explanations = tuple(compare_with_cache(model, tokenizer, task, cache, method, request)
                          for cache, method in pairs)

@@ -135,3 +135,11 @@ def test_cli_evaluate_names_a_method_no_cache_holds(evaluated_cache, glue_dir, t
     assert "no cache given holds method perturbation for the dev split" in result.output
 
 
+
+
+def test_cli_evaluate_names_a_missing_cache(evaluated_cache, glue_dir, tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(evaluated_cache / "student"), "--task", "sst2",
+                                      "--data", str(glue_dir), "--cache", str(tmp_path / "nowhere"),
+                                      "--params", str(evaluated_cache / "params.yaml")])
+    assert result.exit_code == 2
+    assert f"explanation cache not found: {tmp_path / 'nowhere'}" in result.output
