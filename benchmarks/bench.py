@@ -46,14 +46,36 @@ class Sizes:
     peak_sizes: tuple[int, ...] = (1024, 1536, 2048)
 
 
-QUICK = Sizes({"input_x_gradient": 32, "integrated_gradients": 4, "occlusion": 16, "feature_selection": 16},
-              captum_tutorial=2, captum_best=4, captum_batch=4, peak_repeats=3, student_batches=1, step_warmup=0,
-              step_repeats=3, online_repeats=1, scaling_method="input_x_gradient", scaling_examples=32,
-              scaling_part=8, student_batch=16)
-FULL = Sizes({"input_x_gradient": 256, "integrated_gradients": 32, "occlusion": 96, "feature_selection": 64},
-             captum_tutorial=256, captum_best=256, captum_batch=16, peak_repeats=8, student_batches=2,
-             step_warmup=2, step_repeats=10, online_repeats=3, scaling_method="occlusion",
-             scaling_examples=192, scaling_part=16, repeats=3)
+QUICK = Sizes(
+    {"input_x_gradient": 32, "integrated_gradients": 4, "occlusion": 16, "feature_selection": 16},
+    captum_tutorial=2,
+    captum_best=4,
+    captum_batch=4,
+    peak_repeats=3,
+    student_batches=1,
+    step_warmup=0,
+    step_repeats=3,
+    online_repeats=1,
+    scaling_method="input_x_gradient",
+    scaling_examples=32,
+    scaling_part=8,
+    student_batch=16,
+)
+FULL = Sizes(
+    {"input_x_gradient": 256, "integrated_gradients": 32, "occlusion": 96, "feature_selection": 64},
+    captum_tutorial=256,
+    captum_best=256,
+    captum_batch=16,
+    peak_repeats=8,
+    student_batches=2,
+    step_warmup=2,
+    step_repeats=10,
+    online_repeats=3,
+    scaling_method="occlusion",
+    scaling_examples=192,
+    scaling_part=16,
+    repeats=3,
+)
 
 
 def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:
@@ -63,29 +85,34 @@ def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:
         egkd, explained = run_egkd(work, case, examples, sizes.repeats)
         entry = {"egkd": egkd}
         if case.captum is not None:
-            for label, best, count in (("captum_tutorial", False, sizes.captum_tutorial),
-                                       ("captum_best", True, sizes.captum_best)):
+            for label, best, count in (
+                ("captum_tutorial", False, sizes.captum_tutorial),
+                ("captum_best", True, sizes.captum_best),
+            ):
                 subset = examples[:count]  # the same sentences as egkd's run, or its first ones in --quick
-                measured, attributions = run_captum(work, case.captum, subset, best, sizes.captum_batch,
-                                                    sizes.repeats)
+                measured, attributions = run_captum(work, case.captum, subset, best, sizes.captum_batch, sizes.repeats)
                 measured["agreement"] = agreement(explained, attributions, subset)
                 measured["egkd_speedup"] = egkd["ex_per_s"] / measured["ex_per_s"]
                 entry[label] = measured
         results[case.name] = entry
         explanations[case.name] = explained
-        print(f"stage one {case.name}: {egkd['ex_per_s']:.2f} ex/s, {egkd['flops_per_s'] / 1e9:.1f} GFLOP/s",
-              flush=True)
+        print(
+            f"stage one {case.name}: {egkd['ex_per_s']:.2f} ex/s, {egkd['flops_per_s'] / 1e9:.1f} GFLOP/s", flush=True
+        )
     return results, explanations
 
 
 def stage_two(work: Workload, explanations: dict, sizes: Sizes, student_ref: str) -> dict:
     from benchmarks.stage_two import batches_for, make_runner, online_explainer, time_interleaved
-    from pipeline.explain.base import Method
+    from pipeline.methods import Method
 
     mask, pad, size = work.tokenizer.mask_token_id, work.pad, sizes.student_batch
     by_case = {case.name: case for case in cases(BATCH)}
-    objectives = {Method.GRADIENT: "input_x_gradient", Method.PERTURBATION: "occlusion",
-                  Method.FEATURE_SELECTION: "feature_selection"}
+    objectives = {
+        Method.GRADIENT: "input_x_gradient",
+        Method.PERTURBATION: "occlusion",
+        Method.FEATURE_SELECTION: "feature_selection",
+    }
     plain_batches = batches_for(work.encoded, explanations["input_x_gradient"], size, sizes.student_batches, pad)
     runners = [make_runner("plain", student_ref, 2, None, plain_batches, mask)]
     repeats = {"plain": sizes.step_repeats}
@@ -93,20 +120,33 @@ def stage_two(work: Workload, explanations: dict, sizes: Sizes, student_ref: str
         batches = batches_for(work.encoded, explanations[case_name], size, sizes.student_batches, pad)
         case = by_case[case_name]
         teacher = online_explainer(case.method, work.model, case.params, mask)
-        runners += [make_runner(f"{method.value}/cached", student_ref, 2, method, batches, mask),
-                    make_runner(f"{method.value}/online", student_ref, 2, method, batches, mask, teacher)]
+        runners += [
+            make_runner(f"{method.value}/cached", student_ref, 2, method, batches, mask),
+            make_runner(f"{method.value}/online", student_ref, 2, method, batches, mask, teacher),
+        ]
         repeats.update({f"{method.value}/cached": sizes.step_repeats, f"{method.value}/online": sizes.online_repeats})
     timed = time_interleaved(runners, sizes.step_warmup, repeats)
     plain = timed["plain"]
-    out = {"batch_size": size, "student_layers": 2, "plain": plain,
-           "timing": "configurations interleaved step by step (round-robin); median step"}
+    out = {
+        "batch_size": size,
+        "student_layers": 2,
+        "plain": plain,
+        "timing": "configurations interleaved step by step (round-robin); median step",
+    }
     for method, case_name in objectives.items():
         cached, online = timed[f"{method.value}/cached"], timed[f"{method.value}/online"]
-        out[method.value] = {"cached": cached, "online": online, "teacher_explainer": case_name,
-                             "vs_plain": cached["step_s"] / plain["step_s"],
-                             "vs_online": cached["step_s"] / online["step_s"]}
-        print(f"stage two {method.value}: {cached['step_s'] * 1e3:.0f} ms/step, "
-              f"{out[method.value]['vs_plain']:.2f}x plain, {out[method.value]['vs_online']:.3f}x online", flush=True)
+        out[method.value] = {
+            "cached": cached,
+            "online": online,
+            "teacher_explainer": case_name,
+            "vs_plain": cached["step_s"] / plain["step_s"],
+            "vs_online": cached["step_s"] / online["step_s"],
+        }
+        print(
+            f"stage two {method.value}: {cached['step_s'] * 1e3:.0f} ms/step, "
+            f"{out[method.value]['vs_plain']:.2f}x plain, {out[method.value]['vs_online']:.3f}x online",
+            flush=True,
+        )
     return out
 
 
@@ -115,14 +155,23 @@ def scaling(teacher: str, data: str, sizes: Sizes) -> dict:
 
     case = {c.name: c for c in cases(sizes.scaling_part)}[sizes.scaling_method]
     params = dataclasses.replace(case.params, partition_size=sizes.scaling_part)
-    runs = [scale(teacher, data, TASK, SPLIT, sizes.scaling_examples, MAX_LENGTH, case.method, params, workers)
-            for workers in (1, 2)]
+    runs = [
+        scale(teacher, data, TASK, SPLIT, sizes.scaling_examples, MAX_LENGTH, case.method, params, workers)
+        for workers in (1, 2)
+    ]
     ratio = runs[1]["ex_per_s"] / runs[0]["ex_per_s"]
-    print(f"scaling {case.name}: 1 worker {runs[0]['ex_per_s']:.2f} ex/s, 2 workers {runs[1]['ex_per_s']:.2f} "
-          f"ex/s ({ratio:.2f}x)", flush=True)
-    return {"method": case.name, "runs": runs, "ratio": ratio,
-            "ratio_with_startup": runs[1]["ex_per_s_with_startup"] / runs[0]["ex_per_s_with_startup"],
-            "timing": "run_explain against a started, teacher-loaded cluster (start-up and load excluded)"}
+    print(
+        f"scaling {case.name}: 1 worker {runs[0]['ex_per_s']:.2f} ex/s, 2 workers {runs[1]['ex_per_s']:.2f} "
+        f"ex/s ({ratio:.2f}x)",
+        flush=True,
+    )
+    return {
+        "method": case.name,
+        "runs": runs,
+        "ratio": ratio,
+        "ratio_with_startup": runs[1]["ex_per_s_with_startup"] / runs[0]["ex_per_s_with_startup"],
+        "timing": "run_explain against a started, teacher-loaded cluster (start-up and load excluded)",
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,16 +180,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--teacher", default="builtin:minilm-l6", help="teacher model reference or directory")
     parser.add_argument("--data", default=DEFAULT_DATA, help="GLUE folder holding SST-2/dev.tsv")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch threads for the matmul peak, stage one and stage two")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch threads for the matmul peak, stage one and stage two",
+    )
     parser.add_argument("--machine", default=None, help="results file name (default: the host name)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["stage_two", "scaling"])
     args = parser.parse_args(argv)
     return run(args.quick, args.out, args.teacher, args.data, args.threads, args.machine, set(args.skip))
 
 
-def run(quick: bool, out: Path, teacher: str, data: str, threads: int, machine: str | None = None,
-        skip: set[str] = frozenset(), sizes: Sizes | None = None) -> dict:
+def run(
+    quick: bool,
+    out: Path,
+    teacher: str,
+    data: str,
+    threads: int,
+    machine: str | None = None,
+    skip: set[str] = frozenset(),
+    sizes: Sizes | None = None,
+) -> dict:
     from pipeline.data import load_dataset
     from pipeline.encoding import encode
     from pipeline.models import base_model_of, load_classifier, load_tokenizer
@@ -156,14 +217,27 @@ def run(quick: bool, out: Path, teacher: str, data: str, threads: int, machine: 
     torch.manual_seed(0)
     model = load_classifier(teacher, 2).eval()
     tokenizer = load_tokenizer(teacher)
-    needed = max([*sizes.egkd.values(), sizes.captum_best, sizes.captum_tutorial,
-                  sizes.student_batch * sizes.student_batches, sizes.scaling_examples])
+    needed = max(
+        [
+            *sizes.egkd.values(),
+            sizes.captum_best,
+            sizes.captum_tutorial,
+            sizes.student_batch * sizes.student_batches,
+            sizes.scaling_examples,
+        ]
+    )
     dataset = load_dataset(data, get_task(TASK), SPLIT, needed)
-    work = Workload(model, tokenizer, encode(tokenizer, dataset.examples, MAX_LENGTH), FlopModel.of(model),
-                    peak["flops_per_s"])
-    results = {"machine": info, "mode": "quick" if quick else "full", "teacher": teacher,
-               "data": f"{TASK} {SPLIT} (first examples in dataset order)", "matmul_peak": peak,
-               "flop_model": work.flops.__dict__}
+    work = Workload(
+        model, tokenizer, encode(tokenizer, dataset.examples, MAX_LENGTH), FlopModel.of(model), peak["flops_per_s"]
+    )
+    results = {
+        "machine": info,
+        "mode": "quick" if quick else "full",
+        "teacher": teacher,
+        "data": f"{TASK} {SPLIT} (first examples in dataset order)",
+        "matmul_peak": peak,
+        "flop_model": work.flops.__dict__,
+    }
     results["stage_one"], explanations = stage_one(work, sizes)
     # The peak again after stage one: on a shared machine the larger of the two is the better estimate.
     again = matmul_peak(sizes.peak_sizes, repeats=sizes.peak_repeats)

@@ -41,8 +41,9 @@ class FlopModel:
         return cls(per_token, per_sequence, config.num_hidden_layers, config.hidden_size)
 
     def forward(self, rows: int, length: int) -> float:
-        return rows * (2.0 * self.per_token * length + 4.0 * self.layers * length ** 2 * self.hidden
-                       + 2.0 * self.per_sequence)
+        return rows * (
+            2.0 * self.per_token * length + 4.0 * self.layers * length**2 * self.hidden + 2.0 * self.per_sequence
+        )
 
 
 @dataclass
@@ -93,7 +94,7 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), repeats: int = 5) -
         for _ in range(repeats):
             start = time.perf_counter()
             torch.mm(a, b)
-            size_best = max(size_best, 2.0 * n ** 3 / (time.perf_counter() - start))
+            size_best = max(size_best, 2.0 * n**3 / (time.perf_counter() - start))
         per_size[str(n)] = size_best
         best = max(best, size_best)
     return {"flops_per_s": best, "per_size": per_size, "threads": torch.get_num_threads()}
@@ -152,5 +153,10 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float
 
 def machine_info() -> dict:
     load = os.getloadavg()
-    return {"hostname": os.uname().nodename, "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "load_avg_1_5_15": [round(x, 2) for x in load]}
+    return {
+        "hostname": os.uname().nodename,
+        "cpus": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1_5_15": [round(x, 2) for x in load],
+    }

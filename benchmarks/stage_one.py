@@ -18,8 +18,9 @@ import torch
 from benchmarks.measure import FlopCounter, FlopModel, section_memory
 from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams
 from pipeline.encoding import EncodedExample, TokenBatch, bucketed_batches, collate
-from pipeline.explain.base import Explanation, Method, PerturbedViews, Selection, make_explainer
-from pipeline.explain.perturbation import CHUNK_TOKENS
+from pipeline.explain._ops import CHUNK_TOKENS
+from pipeline.explain.base import Explanation, make_explainer
+from pipeline.methods import Method
 
 IG_STEPS = 50
 
@@ -38,14 +39,21 @@ class Case:
 def cases(batch_size: int) -> list[Case]:
     base = ExplainParams(batch_size=batch_size)
     gradient = lambda variant: dataclasses.replace(  # noqa: E731
-        base, method="gradient", gradient=GradientParams(variant=variant, ig_steps=IG_STEPS))
+        base, method="gradient", gradient=GradientParams(variant=variant, ig_steps=IG_STEPS)
+    )
     return [
         Case("input_x_gradient", Method.GRADIENT, gradient("input_x_gradient")),
         Case("integrated_gradients", Method.GRADIENT, gradient("integrated_gradients")),
-        Case("occlusion", Method.PERTURBATION,
-             dataclasses.replace(base, method="perturbation", perturbation=PerturbationParams(variant="occlusion"))),
-        Case("feature_selection", Method.FEATURE_SELECTION,
-             dataclasses.replace(base, method="feature_selection", feature_selection=FeatureSelectionParams())),
+        Case(
+            "occlusion",
+            Method.PERTURBATION,
+            dataclasses.replace(base, method="perturbation", perturbation=PerturbationParams(variant="occlusion")),
+        ),
+        Case(
+            "feature_selection",
+            Method.FEATURE_SELECTION,
+            dataclasses.replace(base, method="feature_selection", feature_selection=FeatureSelectionParams()),
+        ),
     ]
 
 
@@ -64,10 +72,18 @@ class Workload:
 
 def _rates(examples: Sequence[EncodedExample], seconds: float, counter: FlopCounter, peak: float) -> dict:
     real = sum(len(e.input_ids) for e in examples)
-    return {"examples": len(examples), "seconds": round(seconds, 3), "ex_per_s": len(examples) / seconds,
-            "input_tokens_per_s": real / seconds, "model_tokens_per_s": counter.tokens / seconds,
-            "model_tokens": counter.tokens, "forward_calls": counter.calls, "flops": counter.total,
-            "flops_per_s": counter.total / seconds, "fraction_of_peak": counter.total / seconds / peak}
+    return {
+        "examples": len(examples),
+        "seconds": round(seconds, 3),
+        "ex_per_s": len(examples) / seconds,
+        "input_tokens_per_s": real / seconds,
+        "model_tokens_per_s": counter.tokens / seconds,
+        "model_tokens": counter.tokens,
+        "forward_calls": counter.calls,
+        "flops": counter.total,
+        "flops_per_s": counter.total / seconds,
+        "fraction_of_peak": counter.total / seconds / peak,
+    }
 
 
 def egkd_batches(work: Workload, examples: Sequence[EncodedExample], batch_size: int) -> list[TokenBatch]:
@@ -92,8 +108,9 @@ def _fastest(work: Workload, run_once: Callable[[], dict], repeats: int) -> tupl
     return (*best, memory)
 
 
-def run_egkd(work: Workload, case: Case, examples: Sequence[EncodedExample],
-             repeats: int = 1) -> tuple[dict, dict[str, Explanation]]:
+def run_egkd(
+    work: Workload, case: Case, examples: Sequence[EncodedExample], repeats: int = 1
+) -> tuple[dict, dict[str, Explanation]]:
     """Throughput of egkd's explainer over length-bucketed batches (fastest of ``repeats`` runs);
     also returns per-example explanations."""
     explainer = make_explainer(case.method, work.model, case.params, work.tokenizer.mask_token_id)
@@ -109,17 +126,21 @@ def run_egkd(work: Workload, case: Case, examples: Sequence[EncodedExample],
         return results
 
     seconds, counter, results, memory = _fastest(work, run_once, repeats)
-    return {**_rates(examples, seconds, counter, work.peak), "batch_size": case.params.batch_size,
-            "repeats": repeats, **memory}, results
+    return {
+        **_rates(examples, seconds, counter, work.peak),
+        "batch_size": case.params.batch_size,
+        "repeats": repeats,
+        **memory,
+    }, results
 
 
 def _row(explanation: Explanation, row: int) -> Explanation:
     """One example's explanation (every field, batch dimension dropped)."""
-    views, selection = explanation.views, explanation.selection
     return Explanation(
-        explanation.attribution[row].detach(), explanation.logits[row].detach(),
-        None if views is None else PerturbedViews(views.masks[row], views.logits[row]),
-        None if selection is None else Selection(selection.mask[row], selection.logits[row]))
+        explanation.attribution[row].detach(),
+        explanation.logits[row].detach(),
+        explanation.extras.map(lambda _, tensor: tensor[row].detach()),
+    )
 
 
 # --- captum ----------------------------------------------------------------------------------------
@@ -128,6 +149,7 @@ def _row(explanation: Explanation, row: int) -> Explanation:
 def _forward(model: torch.nn.Module) -> Callable[..., torch.Tensor]:
     def forward(input_ids, token_type_ids, attention_mask):
         return model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask).logits
+
     return forward
 
 
@@ -142,22 +164,40 @@ def _captum_attribute(work: Workload, kind: str, batch: TokenBatch, best: bool) 
     length = batch.input_ids.shape[1]
     embeddings = work.model.get_input_embeddings()
     if kind == "ixg":
-        return LayerGradientXActivation(forward, embeddings).attribute(
-            batch.input_ids, target=target, additional_forward_args=extra).sum(-1)
+        return (
+            LayerGradientXActivation(forward, embeddings)
+            .attribute(batch.input_ids, target=target, additional_forward_args=extra)
+            .sum(-1)
+        )
     if kind == "ig":
         baselines = batch.input_ids.masked_fill(~batch.special_mask, work.model.config.pad_token_id or 0)
         internal = max(batch.size, CHUNK_TOKENS // length) if best else None
-        return LayerIntegratedGradients(forward, embeddings).attribute(
-            batch.input_ids, baselines=baselines, target=target, additional_forward_args=extra,
-            n_steps=IG_STEPS, internal_batch_size=internal).sum(-1)
+        return (
+            LayerIntegratedGradients(forward, embeddings)
+            .attribute(
+                batch.input_ids,
+                baselines=baselines,
+                target=target,
+                additional_forward_args=extra,
+                n_steps=IG_STEPS,
+                internal_batch_size=internal,
+            )
+            .sum(-1)
+        )
     probabilities = lambda *args: forward(*args).softmax(-1)  # noqa: E731
     return Occlusion(probabilities).attribute(
-        batch.input_ids, sliding_window_shapes=(1,), baselines=work.tokenizer.mask_token_id, target=target,
-        additional_forward_args=extra, perturbations_per_eval=length if best else 1)
+        batch.input_ids,
+        sliding_window_shapes=(1,),
+        baselines=work.tokenizer.mask_token_id,
+        target=target,
+        additional_forward_args=extra,
+        perturbations_per_eval=length if best else 1,
+    )
 
 
-def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], best: bool,
-               batch_size: int, repeats: int = 1) -> tuple[dict, dict[str, torch.Tensor]]:
+def run_captum(
+    work: Workload, kind: str, examples: Sequence[EncodedExample], best: bool, batch_size: int, repeats: int = 1
+) -> tuple[dict, dict[str, torch.Tensor]]:
     """captum one example at a time (``best`` False, as in its tutorials) or with its batching options.
 
     ``best``: ``batch_size`` examples per call (length-bucketed), ``internal_batch_size``
@@ -165,8 +205,10 @@ def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], be
     sequence length for Occlusion (every window of every example in one forward).
     """
     size = batch_size if best else 1
-    batches = [collate([examples[i] for i in idx], work.pad) for idx in
-               (bucketed_batches(examples, size) if best else ([i] for i in range(len(examples))))]
+    batches = [
+        collate([examples[i] for i in idx], work.pad)
+        for idx in (bucketed_batches(examples, size) if best else ([i] for i in range(len(examples))))
+    ]
     _captum_attribute(work, kind, batches[-1], best)  # warm-up
 
     def run_once() -> dict[str, torch.Tensor]:
@@ -178,15 +220,21 @@ def run_captum(work: Workload, kind: str, examples: Sequence[EncodedExample], be
         return results
 
     seconds, counter, results, memory = _fastest(work, run_once, repeats)
-    options = ({"batch_size": size, "internal_batch_size": f"~{CHUNK_TOKENS} tokens" if kind == "ig" else None,
-                "perturbations_per_eval": "seq length" if kind == "occlusion" else None} if best
-               else {"batch_size": 1, "perturbations_per_eval": 1 if kind == "occlusion" else None})
-    return {**_rates(examples, seconds, counter, work.peak), "options": options, "repeats": repeats,
-            **memory}, results
+    options = (
+        {
+            "batch_size": size,
+            "internal_batch_size": f"~{CHUNK_TOKENS} tokens" if kind == "ig" else None,
+            "perturbations_per_eval": "seq length" if kind == "occlusion" else None,
+        }
+        if best
+        else {"batch_size": 1, "perturbations_per_eval": 1 if kind == "occlusion" else None}
+    )
+    return {**_rates(examples, seconds, counter, work.peak), "options": options, "repeats": repeats, **memory}, results
 
 
-def agreement(ours: dict[str, Explanation], theirs: dict[str, torch.Tensor],
-              examples: Sequence[EncodedExample]) -> dict:
+def agreement(
+    ours: dict[str, Explanation], theirs: dict[str, torch.Tensor], examples: Sequence[EncodedExample]
+) -> dict:
     """Max abs difference of attributions on real tokens, and allclose(atol=1e-4, rtol=1e-3)."""
     worst, scale, close = 0.0, 0.0, True
     for example in examples:

@@ -20,46 +20,49 @@ import numpy as np
 import torch
 
 from benchmarks.measure import section_memory
-from pipeline.config import DistillParams, ExplainParams
-from pipeline.distill import trainer
+from pipeline.cache.extras import Axis
+from pipeline.cache.project import StudentBatch, StudentExample, collate_students
+from pipeline.config import DistillParams, ExplainParams, TrainParams
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
-from pipeline.distill.student_data import StudentBatch, StudentExample, collate_students
+from pipeline.distill.trainer import DistillLoss
 from pipeline.encoding import EncodedExample
-from pipeline.explain.base import Explainer, Explanation, Method
+from pipeline.explain.base import Explainer, Explanation
+from pipeline.methods import Method
+from pipeline.training import Trainer, optimizer_for
 
 
 def student_example(encoded: EncodedExample, explanation: Explanation) -> StudentExample:
     """The in-memory equivalent of a cache row read back for a student with the teacher's tokenizer."""
     n = len(encoded.input_ids)
-    views, selection = explanation.views, explanation.selection
 
     def host(tensor):
-        return tensor.detach().cpu().numpy()
+        return tensor.detach().float().cpu().numpy() if tensor.is_floating_point() else tensor.detach().cpu().numpy()
 
+    extras = explanation.extras.map(lambda spec, t: host(t)[..., :n] if Axis.TOKEN in spec.axes else host(t))
     return StudentExample(
-        encoded.example_id, encoded.label, encoded.input_ids, encoded.token_type_ids, encoded.special_mask,
-        host(explanation.attribution[:n]).astype(np.float32), host(explanation.logits).astype(np.float32),
-        None if views is None else host(views.masks[:, :n]), None if views is None else host(views.logits),
-        None if selection is None else host(selection.mask[:n]),
-        None if selection is None else host(selection.logits))
+        encoded.example_id,
+        encoded.label,
+        encoded.input_ids,
+        encoded.token_type_ids,
+        encoded.special_mask,
+        host(explanation.attribution[:n]).astype(np.float32),
+        host(explanation.logits).astype(np.float32),
+        extras,
+    )
 
 
-def batches_for(encoded: Sequence[EncodedExample], explanations: dict[str, Explanation], batch_size: int,
-                count: int, pad: int) -> list[StudentBatch]:
+def batches_for(
+    encoded: Sequence[EncodedExample], explanations: dict[str, Explanation], batch_size: int, count: int, pad: int
+) -> list[StudentBatch]:
     rows = [student_example(e, explanations[e.example_id]) for e in encoded[: batch_size * count]]
-    return [collate_students(rows[i:i + batch_size], pad) for i in range(0, len(rows), batch_size)]
+    return [collate_students(rows[i : i + batch_size], pad) for i in range(0, len(rows), batch_size)]
 
 
 def _with_explanation(batch: StudentBatch, explanation: Explanation) -> StudentBatch:
     """``batch`` with the cached fields replaced by a freshly computed teacher explanation."""
-    views, selection = explanation.views, explanation.selection
-    fields = {"teacher_logits": explanation.logits, "attribution": explanation.attribution}
-    if views is not None:
-        fields.update(view_masks=views.masks, view_logits=views.logits,
-                      view_counts=torch.full((batch.tokens.size,), views.masks.shape[1], dtype=torch.long))
-    if selection is not None:
-        fields.update(selection_mask=selection.mask, selection_logits=selection.logits)
-    return dataclasses.replace(batch, **fields)
+    return dataclasses.replace(
+        batch, teacher_logits=explanation.logits, attribution=explanation.attribution, extras=explanation.extras
+    )
 
 
 @dataclass
@@ -67,9 +70,7 @@ class StepRunner:
     """One configuration (objective, cached or online) with its own student and optimizer."""
 
     name: str
-    student: torch.nn.Module
-    objective: object
-    params: DistillParams
+    trainer: Trainer
     optimizer: object
     scheduler: object
     batches: Sequence[StudentBatch]
@@ -84,23 +85,34 @@ class StepRunner:
         if self.teacher is not None:
             batch = _with_explanation(batch, self.teacher.explain(batch.tokens))
             teacher_s = time.perf_counter() - start
-        trainer._step(self.student, self.objective, batch, self.params, self.optimizer, self.scheduler,
-                      self.step_count, 0)
+        self.trainer._step(batch, self.optimizer, self.scheduler, self.step_count, 0)
         self.step_count += 1
         return time.perf_counter() - start, teacher_s
 
 
-def make_runner(name: str, student_ref: str, layers: int, method: Method | None,
-                batches: Sequence[StudentBatch], mask_token_id: int, teacher: Explainer | None = None) -> StepRunner:
+def make_runner(
+    name: str,
+    student_ref: str,
+    layers: int,
+    method: Method | None,
+    batches: Sequence[StudentBatch],
+    mask_token_id: int,
+    teacher: Explainer | None = None,
+) -> StepRunner:
     from pipeline.models import load_classifier
 
     torch.manual_seed(0)
     student = load_classifier(student_ref, 2, num_layers=layers).train()
-    params = DistillParams(alpha=0.0 if method is None else 0.5, beta=0.0 if method is None else 1.0,
-                           batch_size=batches[0].tokens.size)
-    optimizer, scheduler = trainer._optimizer(student, params, total=10_000)
+    params = DistillParams(
+        alpha=0.0 if method is None else 0.5,
+        beta=0.0 if method is None else 1.0,
+        method=method or "none",
+        train=TrainParams(batch_size=batches[0].tokens.size),
+    )
+    optimizer, scheduler = optimizer_for(student, params.train, total=10_000)
     objective = make_objective(method, ObjectiveSettings(params.temperature, params.t2_scaling, mask_token_id))
-    return StepRunner(name, student, objective, params, optimizer, scheduler, batches, teacher)
+    trainer = Trainer(student, params.train, list, DistillLoss(objective, params), desc=name)
+    return StepRunner(name, trainer, optimizer, scheduler, batches, teacher)
 
 
 def time_interleaved(runners: Sequence[StepRunner], warmup: int, repeats: dict[str, int]) -> dict[str, dict]:

@@ -2,8 +2,13 @@
 
 Each section of ``params.yaml`` maps onto a frozen dataclass below. Loading is
 strict: an unknown key or a value of the wrong type is an :class:`EgkdError`
-that names the key. Command-line options override single values through
-:func:`override`.
+that names the key. A field's constraint (positive, non-negative, a fraction)
+lives in its own declaration (:func:`positive`, :func:`non_negative`,
+:func:`fraction`), and :func:`override`, which applies command-line options,
+checks types and constraints exactly as loading does.
+
+Finetuning and distillation share one :class:`TrainParams` section (``finetune.train``,
+``distill.train``): the knobs of :mod:`pipeline.training`, the loop both use.
 """
 
 from __future__ import annotations
@@ -13,92 +18,142 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
 
 from pipeline.errors import EgkdError
+from pipeline.methods import NO_METHOD, Method
+
+_CHECK = "check"
+
+
+class Check(Enum):
+    """A constraint on a numeric field; ``None`` values (where allowed) are never checked."""
+
+    POSITIVE = "must be positive"
+    NON_NEGATIVE = "must not be negative"
+    FRACTION = "must be between 0 and 1"
+
+    def holds(self, value: float) -> bool:
+        if self is Check.POSITIVE:
+            return value > 0
+        if self is Check.NON_NEGATIVE:
+            return value >= 0
+        return 0.0 <= value <= 1.0
+
+
+def positive(default: Any) -> Any:
+    return field(default=default, metadata={_CHECK: Check.POSITIVE})
+
+
+def non_negative(default: Any) -> Any:
+    return field(default=default, metadata={_CHECK: Check.NON_NEGATIVE})
+
+
+def fraction(default: Any) -> Any:
+    return field(default=default, metadata={_CHECK: Check.FRACTION})
 
 
 @dataclass(frozen=True)
 class DataParams:
     task: str = "sst2"
     source: Literal["local", "hub"] = "local"  # a GLUE TSV folder (its path is in dvc.yaml) or the hub
-    train_limit: int | None = 4000  # first N training examples; null for the whole split
-    dev_limit: int | None = None
-    max_length: int = 128
+    train_limit: int | None = positive(4000)  # first N training examples; null for the whole split
+    dev_limit: int | None = positive(None)
+    max_length: int = positive(128)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """How a model is trained (teacher fine-tuning and student distillation alike)."""
+
+    epochs: int = positive(3)
+    batch_size: int = positive(16)
+    lr: float = positive(1e-3)
+    weight_decay: float = non_negative(0.01)
+    warmup_ratio: float = fraction(0.1)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class FinetuneParams:
     model: str = "builtin:minilm-l6"
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 0
+    train: TrainParams = field(default_factory=lambda: TrainParams(epochs=1, lr=1e-4))
 
 
 @dataclass(frozen=True)
 class GradientParams:
     variant: Literal["input_x_gradient", "integrated_gradients"] = "input_x_gradient"
-    ig_steps: int = 20
+    ig_steps: int = positive(20)
 
 
 @dataclass(frozen=True)
 class PerturbationParams:
     variant: Literal["occlusion", "shapley"] = "occlusion"
-    shapley_samples: int = 8
-    mask_fraction: float = 0.2  # share of tokens masked in each cached perturbed input
-    random_views: int = 2  # cached perturbed inputs with random masks, beside the top-scored one
+    shapley_samples: int = positive(8)
+    mask_fraction: float = fraction(0.2)  # share of tokens masked in each cached perturbed input
+    random_views: int = non_negative(2)  # cached perturbed inputs with random masks, beside the top-scored one
 
 
 @dataclass(frozen=True)
 class FeatureSelectionParams:
-    k_fraction: float = 0.2  # tokens selected, as a share of the sentence (at least one)
-    samples: int = 48  # random keep-masks the surrogate is fitted on
-    keep_probability: float = 0.5
-    ridge: float = 1.0  # L2 penalty of the surrogate
+    k_fraction: float = fraction(0.2)  # tokens selected, as a share of the sentence (at least one)
+    samples: int = positive(48)  # random keep-masks the surrogate is fitted on
+    keep_probability: float = fraction(0.5)
+    ridge: float = non_negative(1.0)  # L2 penalty of the surrogate
 
 
 @dataclass(frozen=True)
 class ExplainParams:
-    method: Literal["gradient", "perturbation", "feature_selection"] = "gradient"
+    method: Method = Method.GRADIENT
     split: str = "train"
-    batch_size: int = 32
-    partition_size: int = 256
-    workers: int = 0  # 0: a single process, no dask cluster
+    batch_size: int = positive(32)
+    partition_size: int = positive(256)
+    workers: int = non_negative(0)  # 0: a single process, no dask cluster
     seed: int = 0
     gradient: GradientParams = field(default_factory=GradientParams)
     perturbation: PerturbationParams = field(default_factory=PerturbationParams)
     feature_selection: FeatureSelectionParams = field(default_factory=FeatureSelectionParams)
 
+    def method_params(self, method: Method | None = None) -> Any:
+        """The section of ``method`` (default: this run's method), e.g. :class:`GradientParams`."""
+        return getattr(self, (method or self.method).value)
+
+
+DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
+
 
 @dataclass(frozen=True)
 class DistillParams:
-    method: Literal["gradient", "perturbation", "feature_selection", "none"] = "gradient"
+    method: DistillMethod = Method.GRADIENT
     student: str | None = None  # None: the first `layers` layers of the teacher's base model
-    layers: int = 2
-    alpha: float = 0.5  # weight of the KD term; (1 - alpha) weighs cross-entropy
-    beta: float = 1.0  # weight of the explanation term
-    temperature: float = 2.0
+    layers: int = positive(2)
+    alpha: float = fraction(0.5)  # weight of the KD term; (1 - alpha) weighs cross-entropy
+    beta: float = non_negative(1.0)  # weight of the explanation term
+    temperature: float = positive(2.0)
     t2_scaling: bool = True
-    explain_every: int = 1  # compute the explanation term every N steps
-    epochs: int = 2
-    batch_size: int = 32
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    checkpoint_every: int = 50
+    explain_every: int = positive(1)  # compute the explanation term every N steps
+    checkpoint_every: int = positive(50)
+    train: TrainParams = field(default_factory=TrainParams)
+
+    @property
+    def explanation(self) -> Method | None:
+        """The explanation family of the objective; None for the baselines."""
+        return None if self.method == NO_METHOD else Method(self.method)
+
+    @property
+    def method_name(self) -> str:
+        """``gradient``, ..., or ``none``."""
+        return self.method.value if isinstance(self.method, Method) else self.method
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = 64
-    top_k_fraction: float = 0.2
+    batch_size: int = positive(64)
+    top_k_fraction: float = fraction(0.2)
     aopc_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 
 
@@ -112,12 +167,12 @@ class VariantOptions:
     Options left out come from the ``distill`` section.
     """
 
-    method: Literal["gradient", "perturbation", "feature_selection", "none"] | None = None
-    alpha: float | None = None
-    beta: float | None = None
-    temperature: float | None = None
-    epochs: int | None = None
-    layers: int | None = None
+    method: DistillMethod | None = None
+    alpha: float | None = fraction(None)
+    beta: float | None = non_negative(None)
+    temperature: float | None = positive(None)
+    epochs: int | None = positive(None)
+    layers: int | None = positive(None)
     student: str | None = None
 
 
@@ -126,7 +181,7 @@ class VariantParams:
     """A named kind of student in the experiment (dvc.yaml trains one per seed)."""
 
     name: str
-    cache: Literal["gradient", "perturbation", "feature_selection"]  # the stage-one cache it trains from
+    cache: Method  # the stage-one cache it trains from
     options: VariantOptions = field(default_factory=VariantOptions)
 
     def __post_init__(self) -> None:
@@ -135,25 +190,33 @@ class VariantParams:
         method = self.options.method
         if method is None:
             raise EgkdError(f"variant {self.name!r}: options.method is required (none for the baselines)")
-        if method != "none" and method != self.cache:
-            raise EgkdError(f"variant {self.name!r}: method {method} trains from the {method} cache, "
-                            f"not {self.cache}; set cache: {method}")
+        if method != NO_METHOD and method != self.cache:
+            raise EgkdError(
+                f"variant {self.name!r}: method {method} trains from the {method} cache, "
+                f"not {self.cache}; set cache: {method}"
+            )
 
 
 @dataclass(frozen=True)
 class ExperimentParams:
     """What ``dvc repro`` runs: the student variants, the seeds, the dev subset explained for agreement."""
 
+    methods: tuple[Method, ...] = tuple(Method)  # the stage-one caches dvc.yaml builds, one per method
     seeds: tuple[int, ...] = (0,)
     variants: tuple[VariantParams, ...] = ()
-    train_examples: int = 1000  # training sentences explained in stage one: the students' training set
-    agreement_examples: int = 100  # dev sentences explained in stage one: agreement is measured on them
-    report_examples: int = 4  # dev sentences shown as explanation heatmaps in the report
+    train_examples: int = positive(1000)  # training sentences explained in stage one: the students' training set
+    agreement_examples: int = positive(100)  # dev sentences explained in stage one: agreement is measured on them
+    report_examples: int = positive(4)  # dev sentences shown as explanation heatmaps in the report
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
-        for label, values in (("variant name", names), ("seed", list(self.seeds))):
-            repeated = sorted({str(x) for x in values if values.count(x) > 1})
+        missing = [v.cache.value for v in self.variants if v.cache not in self.methods]
+        if missing:
+            raise EgkdError(
+                f"experiment: a variant trains from the {missing[0]} cache, which experiment.methods does not build"
+            )
+        for label, values in (("variant name", names), ("seed", [str(s) for s in self.seeds])):
+            repeated = sorted({x for x in values if values.count(x) > 1})
             if repeated:
                 raise EgkdError(f"experiment: {label} {repeated[0]} appears twice")
 
@@ -170,17 +233,9 @@ class Params:
 
 T = TypeVar("T")
 
-# Sizes and rates that must be strictly positive; checked after loading and overriding.
-_POSITIVE = {
-    "max_length", "epochs", "batch_size", "lr", "ig_steps", "shapley_samples", "partition_size",
-    "samples", "temperature", "explain_every", "checkpoint_every", "layers", "train_limit", "dev_limit",
-    "train_examples", "agreement_examples", "report_examples",
-}
-_FRACTIONS = {"mask_fraction", "k_fraction", "keep_probability", "warmup_ratio", "top_k_fraction", "alpha"}
-
 
 def load_params(path: str | Path | None) -> Params:
-    """Read ``params.yaml`` (defaults when ``path`` is None or the file is absent)."""
+    """Read ``params.yaml`` (defaults when ``path`` is None or the default file is absent)."""
     if path is None or not Path(path).exists():
         if path is not None and str(path) != "params.yaml":
             raise EgkdError(f"params file not found: {path}")
@@ -189,7 +244,9 @@ def load_params(path: str | Path | None) -> Params:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise EgkdError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    # DVC keeps other tools' keys in params.yaml too; egkd reads only its own sections.
+    if not isinstance(raw, dict):
+        raise EgkdError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    # DVC keeps other tools' keys in params.yaml too (prefix them with x_); egkd reads only its own sections.
     own = {k: v for k, v in raw.items() if k in {f.name for f in dataclasses.fields(Params)}}
     unknown_top = [k for k in raw if k not in own and not str(k).startswith("x_")]
     if unknown_top:
@@ -200,17 +257,34 @@ def load_params(path: str | Path | None) -> Params:
 
 
 def override(section: T, **values: Any) -> T:
-    """Return ``section`` with the non-None ``values`` replaced (command-line options win)."""
+    """Return ``section`` with the non-None ``values`` replaced (command-line options win).
+
+    Each value is type-checked and constrained exactly as :func:`load_params` does.
+    """
     chosen = {k: v for k, v in values.items() if v is not None}
     if not chosen:
         return section
-    updated = dataclasses.replace(section, **chosen)
+    assert dataclasses.is_dataclass(section) and not isinstance(section, type)
+    hints = typing.get_type_hints(type(section))
+    names = {f.name for f in dataclasses.fields(section)}
+    unknown = sorted(set(chosen) - names)
+    if unknown:
+        raise TypeError(f"{type(section).__name__} has no field {unknown[0]!r}")  # a caller's bug, not user input
+    coerced = {k: v if dataclasses.is_dataclass(v) else _coerce(hints[k], v, k, "option") for k, v in chosen.items()}
+    updated = dataclasses.replace(section, **coerced)
     validate(updated)
     return updated
 
 
+def section_from_dict(cls: type[T], raw: Any, key: str) -> T:
+    """One section built from a mapping and checked exactly as loading ``params.yaml`` does."""
+    section = _build(cls, raw, prefix=f"{key}.")
+    validate(section, prefix=f"{key}.")
+    return section
+
+
 def validate(obj: Any, prefix: str = "") -> None:
-    """Refuse zero or negative sizes and fractions outside [0, 1], naming the key."""
+    """Refuse values that break their field's :class:`Check`, naming the key (``distill.train.lr``)."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         key = f"{prefix}{f.name}"
@@ -219,56 +293,90 @@ def validate(obj: Any, prefix: str = "") -> None:
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             for index, item in enumerate(value):
                 validate(item, prefix=f"{key}[{index}].")
-        elif value is None:
-            continue
-        elif f.name in _POSITIVE and value <= 0:
-            raise EgkdError(f"{key} must be positive, got {value}")
-        elif f.name in _FRACTIONS and not 0.0 <= value <= 1.0:
-            raise EgkdError(f"{key} must be between 0 and 1, got {value}")
-        elif f.name in {"beta", "weight_decay", "random_views", "workers", "ridge"} and value < 0:
-            raise EgkdError(f"{key} must not be negative, got {value}")
+        check = f.metadata.get(_CHECK)
+        if check is not None and value is not None and not check.holds(value):
+            raise EgkdError(f"{key} {check.value}, got {value}")
 
 
 def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    """``cls`` from a mapping; a nested section that gives only some keys keeps its own defaults for the rest
+    (``finetune: {train: {lr: ...}}`` keeps finetune's default epochs, not those of a bare TrainParams)."""
     if not isinstance(raw, dict):
         raise EgkdError(f"params key {prefix.rstrip('.') or '<top>'!r} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
-        if key not in names:
-            raise EgkdError(f"unknown params key {prefix}{key!r}" if not prefix
-                            else f"unknown params key '{prefix}{key}'")
-    values = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in raw.items()}
+        if key not in fields:
+            raise EgkdError(f"unknown params key '{prefix}{key}'")
+    values = {}
+    for key, value in raw.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            default = _default(fields[key])
+            built = _build(hint, value, prefix=f"{prefix}{key}.")  # type: ignore[arg-type]
+            values[key] = (
+                built if default is None else dataclasses.replace(default, **{k: getattr(built, k) for k in value})
+            )
+        else:
+            values[key] = _coerce(hint, value, f"{prefix}{key}")
     return cls(**values)
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _choices(hint: Any) -> list[Any] | None:
+    """The allowed values of a Literal, an Enum, or a union of them; None for other types."""
+    if typing.get_origin(hint) is Literal:
+        return list(typing.get_args(hint))
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return [member.value for member in hint]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_choices(option) for option in typing.get_args(hint) if option is not type(None)]
+        if parts and all(p is not None for p in parts):
+            return [value for part in parts for value in part]  # type: ignore[union-attr]
+    return None
+
+
+def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
+    """``value`` as the type ``hint`` asks for; ``label`` names what it is in errors (a params key, an option)."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, prefix=f"{key}.")
+        return _build(hint, value, prefix=f"{key}.")  # type: ignore[arg-type]
+    choices = _choices(hint)
+    if choices is not None:
+        options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+        if value is None and type(None) in options:
+            return None
+        if isinstance(value, Enum):
+            value = value.value
+        if value not in choices:
+            raise EgkdError(f"{label} '{key}' must be one of {choices}, got {value!r}")
+        for option in options:  # an Enum member where the value is one, else the literal itself
+            if isinstance(option, type) and issubclass(option, Enum) and value in [m.value for m in option]:
+                return option(value)
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
         (inner,) = [o for o in options if o is not type(None)]
-        return _coerce(inner, value, key)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise EgkdError(f"params key '{key}' must be one of {list(allowed)}, got {value!r}")
-        return value
+        return _coerce(inner, value, key, label)
     if origin is tuple:
         (inner, _) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise EgkdError(f"params key '{key}' must be a list, got {value!r}")
-        return tuple(_coerce(inner, v, key) for v in value)
+        if not isinstance(value, list | tuple):
+            raise EgkdError(f"{label} '{key}' must be a list, got {value!r}")
+        return tuple(_coerce(inner, v, key, label) for v in value)
     if hint is bool:
         if not isinstance(value, bool):
-            raise EgkdError(f"params key '{key}' must be true or false, got {value!r}")
+            raise EgkdError(f"{label} '{key}' must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise EgkdError(f"params key '{key}' must be an integer, got {value!r}")
+            raise EgkdError(f"{label} '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
@@ -276,11 +384,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EgkdError(f"params key '{key}' must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EgkdError(f"{label} '{key}' must be a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise EgkdError(f"params key '{key}' must be a string, got {value!r}")
+            raise EgkdError(f"{label} '{key}' must be a string, got {value!r}")
         return value
     raise TypeError(f"unsupported params type {hint} for {key}")  # a bug in this module, not user input

@@ -39,6 +39,11 @@ class Dataset:
         return len(self.examples)
 
 
+def resolve_source(data: str | Path, source: str) -> str:
+    """What to load from: ``data`` (a GLUE folder), or the hub when ``data`` is "hub" or ``data.source`` is hub."""
+    return HUB if str(data) == HUB or source == HUB else str(data)
+
+
 def load_dataset(source: str | Path, task: TaskSpec, split: str, limit: int | None = None) -> Dataset:
     """Load ``split`` of ``task`` from a GLUE folder, or from the hub when ``source == "hub"``.
 
@@ -141,8 +146,7 @@ def _load_hub(task: TaskSpec, split: str, limit: int | None) -> Dataset:
         raw = row["label"]
         label = None if raw is None or raw == -1 else raw
         fields = [row[f] for f in task.hub.text_fields]
-        examples.append(Example(f"{split}-{row['idx']}", split, fields[0],
-                                fields[1] if task.is_pair else None, label))
+        examples.append(Example(f"{split}-{row['idx']}", split, fields[0], fields[1] if task.is_pair else None, label))
         if limit is not None and len(examples) >= limit:
             break
     return Dataset(task, split, examples, table._fingerprint, f"hub:glue/{task.hub.config}/{hub_split}")

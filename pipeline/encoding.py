@@ -22,8 +22,9 @@ from pipeline.data import Example
 class EncodedExample:
     example_id: str
     input_ids: np.ndarray  # (T,) int32
-    token_type_ids: np.ndarray  # (T,) int8: segment of each token (0 first sentence, 1 second)
+    token_type_ids: np.ndarray  # (T,) int8: what the model is given (all 0 for RoBERTa-style tokenizers)
     special_mask: np.ndarray  # (T,) bool: [CLS], [SEP] and the like
+    segments: np.ndarray  # (T,) int8: the text each token comes from (0 first, 1 second), -1 special tokens
     offsets: np.ndarray  # (T, 2) int32: character span of each token within its own segment's text
     label: float | int | None
     truncated: bool
@@ -43,13 +44,24 @@ class TokenBatch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device: torch.device | str) -> TokenBatch:
-        return TokenBatch(self.example_ids, self.input_ids.to(device), self.attention_mask.to(device),
-                          self.token_type_ids.to(device), self.special_mask.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenBatch:
+        def move(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, non_blocking=non_blocking)
+
+        return TokenBatch(
+            self.example_ids,
+            move(self.input_ids),
+            move(self.attention_mask),
+            move(self.token_type_ids),
+            move(self.special_mask),
+        )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                "token_type_ids": self.token_type_ids}
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "token_type_ids": self.token_type_ids,
+        }
 
 
 def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
@@ -60,22 +72,44 @@ def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[Enco
     pairs = examples[0].text_b is not None
     second = [e.text_b or "" for e in examples] if pairs else None
     full = tokenizer(first, second, add_special_tokens=True, truncation=False, return_length=True)
-    enc = tokenizer(first, second, add_special_tokens=True, truncation=True, max_length=max_length,
-                    return_offsets_mapping=True, return_special_tokens_mask=True,
-                    return_token_type_ids=True)
+    enc = tokenizer(
+        first,
+        second,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_token_type_ids=True,
+    )
     out = []
     for i, example in enumerate(examples):
         ids = np.asarray(enc["input_ids"][i], dtype=np.int32)
-        out.append(EncodedExample(
-            example_id=example.example_id,
-            input_ids=ids,
-            token_type_ids=np.asarray(enc["token_type_ids"][i], dtype=np.int8),
-            special_mask=np.asarray(enc["special_tokens_mask"][i], dtype=bool),
-            offsets=np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2),
-            label=example.label,
-            truncated=full["length"][i] > max_length,
-        ))
+        special = np.asarray(enc["special_tokens_mask"][i], dtype=bool)
+        types = np.asarray(enc["token_type_ids"][i], dtype=np.int8)
+        out.append(
+            EncodedExample(
+                example_id=example.example_id,
+                input_ids=ids,
+                token_type_ids=types,
+                special_mask=special,
+                segments=_segments(enc, i, special, types),
+                offsets=np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2),
+                label=example.label,
+                truncated=full["length"][i] > max_length,
+            )
+        )
     return out
+
+
+def _segments(enc, index: int, special: np.ndarray, types: np.ndarray) -> np.ndarray:
+    """Which text each token comes from, from the fast tokenizer's sequence ids (token type ids otherwise)."""
+    try:
+        ids = enc.sequence_ids(index)
+    except (ValueError, AttributeError):  # a slow tokenizer: its token type ids are all there is
+        return np.where(special, -1, types).astype(np.int8)
+    segments = np.array([-1 if s is None else s for s in ids], dtype=np.int8)
+    return np.where(special, -1, segments).astype(np.int8)
 
 
 def collate(items: Sequence[EncodedExample], pad_token_id: int) -> TokenBatch:
@@ -98,4 +132,4 @@ def bucketed_batches(items: Sequence[EncodedExample], batch_size: int) -> Iterat
     """Indices of ``items`` in batches of similar length (longest first, stable order within a length)."""
     order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]

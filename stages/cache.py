@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cache import cache_info
-from pipeline.cache_verify import verify_cache
+from pipeline.cache.store import cache_info
+from pipeline.cache.verify import verify_cache
 from stages.common import user_errors
 
 app = typer.Typer(help="Inspect and check an explanation cache.", no_args_is_help=True)
@@ -18,10 +18,11 @@ CachePath = Annotated[Path, typer.Argument(help="The cache folder (the --out of 
 
 
 def _size(count: int) -> str:
+    size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     return ""
 
 
@@ -30,13 +31,14 @@ def _size(count: int) -> str:
 def info(path: CachePath) -> None:
     """Methods, splits, parts, rows, sizes and metadata of a cache (reads part footers only)."""
     summary = cache_info(path)
-    typer.echo(f"{summary.path}: {len(summary.partitions)} partition(s), {summary.rows} rows, "
-               f"{_size(summary.bytes)}")
+    typer.echo(f"{summary.path}: {len(summary.partitions)} partition(s), {summary.rows} rows, {_size(summary.bytes)}")
     for part in summary.partitions:
         expected = "?" if part.parts_expected is None else str(part.parts_expected)
         state = "complete" if part.complete else "INCOMPLETE (rerun egkd explain to finish it)"
-        typer.echo(f"\nmethod={part.method} split={part.split}: {part.parts_present}/{expected} parts, "
-                   f"{part.rows} rows, {part.truncated} truncated, {_size(part.bytes)}, {state}")
+        typer.echo(
+            f"\nmethod={part.method} split={part.split}: {part.parts_present}/{expected} parts, "
+            f"{part.rows} rows, {part.truncated} truncated, {_size(part.bytes)}, {state}"
+        )
         if part.unreadable:
             typer.echo(f"  unreadable parts: {', '.join(part.unreadable)} (see egkd cache verify)")
         if part.metadata is not None:
@@ -54,8 +56,11 @@ def verify(path: CachePath) -> None:
     if not report.ok:
         for problem in report.problems:
             typer.echo(f"bad: {problem}", err=True)
-        typer.echo(f"error: {len(report.problems)} problem(s) in {len(report.bad_parts)} part file(s); "
-                   "rerun egkd explain with the same options to recompute bad or missing parts", err=True)
+        typer.echo(
+            f"error: {len(report.problems)} problem(s) in {len(report.bad_parts)} part file(s); "
+            "rerun egkd explain with the same options to recompute bad or missing parts",
+            err=True,
+        )
         raise typer.Exit(code=2)
     parts = sum(p.parts for p in report.partitions)
     rows = sum(p.rows for p in report.partitions)

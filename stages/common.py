@@ -1,4 +1,9 @@
-"""What every command shares: params loading with overrides, and one-line errors."""
+"""What every command shares: the options every command spells alike, params loading, one-line errors.
+
+One rule for options: a path (what to read, where to write) is a required option, since paths live in
+``dvc.yaml`` and on the command line, never in code; every other option defaults to ``None``, which means
+"the value in ``params.yaml``" (``--params`` names another file), so options given here always win.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,37 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.config import Params, load_params
+from pipeline.config import DataParams, Params, load_params, override
+from pipeline.data import resolve_source
 from pipeline.errors import EgkdError
 
-F = TypeVar("F", bound=Callable)
+F = TypeVar("F", bound=Callable[..., Any])
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="params.yaml to read defaults from (options given here win).")
+]
+DataOption = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        help="The GLUE data: a folder in the GLUE TSV layout (<dir>/SST-2/train.tsv), or 'hub'. "
+        "With data.source: hub in the params, the hub is used and the folder is not read.",
+    ),
+]
+TaskOption = Annotated[
+    str | None,
+    typer.Option("--task", help="GLUE task: sst2, cola, mrpc, qqp, stsb, mnli, qnli, rte, wnli (default: data.task)."),
+]
+AllowPickleOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle",
+        help="Also load pickle weights (pytorch_model.bin), which can run code: only for files you trust.",
+    ),
 ]
 
 
@@ -24,7 +49,7 @@ def user_errors(func: F) -> F:
     """Report EgkdError as one line on stderr with exit code 2, never a traceback."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except EgkdError as err:
@@ -39,6 +64,14 @@ def user_errors(func: F) -> F:
 
 def read_params(path: Path) -> Params:
     return load_params(path)
+
+
+def data_source(data: str, params: DataParams) -> str:
+    return resolve_source(data, params.source)
+
+
+def with_task(params: Params, task: str | None) -> DataParams:
+    return override(params.data, task=task)
 
 
 def progress_enabled() -> bool:

@@ -7,41 +7,69 @@ from typing import Annotated
 
 import typer
 
-from pipeline.report import ReportRequest, build_report, format_table
+from pipeline.report.build import ReportRequest, build_report, format_table
 from stages.common import ParamsOption, read_params, user_errors
 
 
 @user_errors
 def command(
-    evals: Annotated[list[Path], typer.Option(
-        "--evals", help="Evaluation JSONs (egkd evaluate --out) or folders of them; repeat for more. "
-                        "Students are named after their model folders, <variant>-s<seed>.")],
-    out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")] = Path("reports/report.html"),
-    summary: Annotated[Path | None, typer.Option(
-        "--summary", help="Write the metrics aggregated over seeds to this JSON file.")] = None,
-    loss_csv: Annotated[Path | None, typer.Option(
-        "--loss-csv", help="Write every student's training loss per step to this CSV (for dvc plots).")] = None,
-    comparison_csv: Annotated[Path | None, typer.Option(
-        "--comparison-csv", help="Write mean and std per variant and measure to this CSV (for dvc plots).")] = None,
-    cache: Annotated[list[Path] | None, typer.Option(
-        "--cache", help="An explanation cache, or a folder of caches, whose dev partitions give the heatmaps' teacher "
-                        "maps; repeatable.")] = None,
-    teacher: Annotated[Path | None, typer.Option(
-        "--teacher", help="The teacher folder: its dev metric is shown beside the students'.")] = None,
-    examples: Annotated[int | None, typer.Option(
-        "--examples", help="Dev sentences shown as heatmaps (default: experiment.report_examples).")] = None,
+    evals: Annotated[
+        list[Path],
+        typer.Option(
+            "--evals",
+            help="Evaluation JSONs (egkd evaluate --out) or folders of them; repeat for more. "
+            "Students are named after their model folders, <variant>-s<seed>.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")],
+    summary: Annotated[
+        Path | None, typer.Option("--summary", help="Write the metrics aggregated over seeds to this JSON file.")
+    ] = None,
+    loss_csv: Annotated[
+        Path | None,
+        typer.Option("--loss-csv", help="Write every student's training loss per step to this CSV (for dvc plots)."),
+    ] = None,
+    comparison_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--comparison-csv", help="Write mean and std per variant and measure to this CSV (for dvc plots)."
+        ),
+    ] = None,
+    cache: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--cache",
+            help="An explanation cache, or a folder of caches, whose dev partitions give the heatmaps' teacher "
+            "maps; repeatable.",
+        ),
+    ] = None,
+    teacher: Annotated[
+        Path | None, typer.Option("--teacher", help="The teacher folder: its dev metric is shown beside the students'.")
+    ] = None,
+    examples: Annotated[
+        int | None,
+        typer.Option("--examples", help="Dev sentences shown as heatmaps (default: experiment.report_examples)."),
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compare the students (mean ± std over seeds), plot their training, show their explanations."""
     params = read_params(params_file)
     request = ReportRequest(
-        evals=tuple(evals), out=out, summary=summary, loss_csv=loss_csv, comparison_csv=comparison_csv,
-        caches=tuple(cache or ()), teacher=teacher,
+        evals=tuple(evals),
+        out=out,
+        summary=summary,
+        loss_csv=loss_csv,
+        comparison_csv=comparison_csv,
+        caches=tuple(cache or ()),
+        teacher=teacher,
         variant_order=tuple(v.name for v in params.experiment.variants),
-        examples=params.experiment.report_examples if examples is None else examples, explain=params.explain,
+        examples=params.experiment.report_examples if examples is None else examples,
+        explain=params.explain,
     )
     result = build_report(request)
     for line in format_table(result.summary):
         typer.echo(line)
-    typer.echo(f"report of {result.students} students ({result.sentences} heatmap sentences): "
-               + ", ".join(str(p) for p in result.written))
+    typer.echo(
+        f"report of {result.students} students ({result.sentences} heatmap sentences): "
+        + ", ".join(str(p) for p in result.written)
+    )

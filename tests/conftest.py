@@ -17,9 +17,45 @@ torch.set_num_threads(1)
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
-    "the", "a", "an", "film", "movie", "is", "was", "good", "bad", "great", "awful", "not", "very",
-    "and", "but", "it", "this", "of", "to", "with", "story", "fun", "boring", ",", ".", "!", "'s",
-    "funny", "dull", "best", "worst", "love", "hate", "acting", "plot", "##s", "##ly", "one", "no",
+    "the",
+    "a",
+    "an",
+    "film",
+    "movie",
+    "is",
+    "was",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "not",
+    "very",
+    "and",
+    "but",
+    "it",
+    "this",
+    "of",
+    "to",
+    "with",
+    "story",
+    "fun",
+    "boring",
+    ",",
+    ".",
+    "!",
+    "'s",
+    "funny",
+    "dull",
+    "best",
+    "worst",
+    "love",
+    "hate",
+    "acting",
+    "plot",
+    "##s",
+    "##ly",
+    "one",
+    "no",
 ]
 
 
@@ -29,17 +65,24 @@ def glue_dir() -> Path:
     return GLUE_DIR
 
 
-def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2,
-                        vocab: list[str] = VOCAB) -> Path:
+def make_tiny_model_dir(
+    path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2, vocab: list[str] = VOCAB
+) -> Path:
     """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers,
-                        num_attention_heads=4, intermediate_size=37, max_position_embeddings=128,
-                        num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
     model = BertForSequenceClassification(config).eval()
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
@@ -49,3 +92,8 @@ def make_tiny_model_dir(path: Path, num_labels: int = 2, seed: int = 0, layers: 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Fast tests first, the end-to-end ones (marked slow) last: a broken unit fails the run in seconds."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)

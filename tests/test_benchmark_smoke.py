@@ -10,17 +10,37 @@ import pytest
 
 from benchmarks import bench
 
-TINY = bench.Sizes({"input_x_gradient": 4, "integrated_gradients": 2, "occlusion": 4, "feature_selection": 4},
-                   captum_tutorial=2, captum_best=2, captum_batch=2, peak_repeats=1, student_batches=1,
-                   step_warmup=0, step_repeats=1, online_repeats=1, scaling_method="input_x_gradient",
-                   scaling_examples=4, scaling_part=2, student_batch=4, peak_sizes=(128,))
+TINY = bench.Sizes(
+    {"input_x_gradient": 4, "integrated_gradients": 2, "occlusion": 4, "feature_selection": 4},
+    captum_tutorial=2,
+    captum_best=2,
+    captum_batch=2,
+    peak_repeats=1,
+    student_batches=1,
+    step_warmup=0,
+    step_repeats=1,
+    online_repeats=1,
+    scaling_method="input_x_gradient",
+    scaling_examples=4,
+    scaling_part=2,
+    student_batch=4,
+    peak_sizes=(128,),
+)
 
 
 @pytest.fixture(scope="module")
 def results(tiny_model_dir, glue_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    found = bench.run(quick=True, out=out, teacher=str(tiny_model_dir), data=str(glue_dir), threads=1,
-                      machine="smoke", skip={"scaling"}, sizes=TINY)
+    found = bench.run(
+        quick=True,
+        out=out,
+        teacher=str(tiny_model_dir),
+        data=str(glue_dir),
+        threads=1,
+        machine="smoke",
+        skip={"scaling"},
+        sizes=TINY,
+    )
     return found, out
 
 
@@ -39,8 +59,14 @@ def test_stage_one_fields(results):
     assert set(one) == {"input_x_gradient", "integrated_gradients", "occlusion", "feature_selection"}
     for case, entry in one.items():
         egkd = entry["egkd"]
-        for key in ("ex_per_s", "input_tokens_per_s", "model_tokens_per_s", "flops_per_s", "fraction_of_peak",
-                    "peak_rss_mib"):
+        for key in (
+            "ex_per_s",
+            "input_tokens_per_s",
+            "model_tokens_per_s",
+            "flops_per_s",
+            "fraction_of_peak",
+            "peak_rss_mib",
+        ):
             assert math.isfinite(egkd[key]) and egkd[key] > 0, (case, key)
         if case == "feature_selection":
             assert "captum_tutorial" not in entry

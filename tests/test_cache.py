@@ -8,68 +8,30 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from rows import assert_rows_equal, make_meta, make_rows
 
-from pipeline import cache as cache_module
-from pipeline.cache import (
-    CacheExpectation, cache_info, check_compatible, list_partitions, part_path, read_cache, read_part,
-    read_part_header, temp_files, write_part,
+from pipeline.cache import store as cache_module
+from pipeline.cache.schema import CacheMetadata
+from pipeline.cache.store import (
+    CacheExpectation,
+    cache_info,
+    check_compatible,
+    list_partitions,
+    part_path,
+    read_cache,
+    read_part,
+    read_part_header,
+    temp_files,
+    write_part,
 )
-from pipeline.cache_schema import SCHEMA_VERSION, CachedExample, CacheMetadata
-from pipeline.cache_verify import verify_cache
+from pipeline.cache.verify import verify_cache
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
 
 
-def make_meta(method: str = "perturbation", num_examples: int = 10, partition_size: int = 4, **changes) -> CacheMetadata:
-    meta = CacheMetadata(
-        schema_version=SCHEMA_VERSION, egkd_version="test", task="mrpc", split="dev", method=method,
-        method_params='{"seed": 0}', teacher="t", teacher_base="b", teacher_weights_hash="w" * 64,
-        tokenizer_hash="k" * 64, dataset_fingerprint="f" * 64, dataset_source="src", limit=None,
-        max_length=32, num_labels=2, label_names=("0", "1"), partition_size=partition_size,
-        num_parts=-(-num_examples // partition_size), num_examples=num_examples,
-    )
-    return dataclasses.replace(meta, **changes)
-
-
-def make_rows(method: str, start: int, count: int, seed: int = 0) -> list[CachedExample]:
-    rng = np.random.default_rng(seed + start)
-    rows = []
-    for i in range(start, start + count):
-        tokens = 5 + i % 4
-        special = np.zeros(tokens, dtype=bool)
-        special[[0, -1]] = True
-        attribution = rng.normal(size=tokens).astype(np.float32)
-        attribution[special] = 0.0
-        extras = {}
-        if method == "perturbation":
-            extras = {"view_masks": rng.random((3, tokens)) < 0.3,
-                      "view_logits": rng.normal(size=(3, 2)).astype(np.float32)}
-        elif method == "feature_selection":
-            extras = {"selection_mask": rng.random(tokens) < 0.5,
-                      "selection_logits": rng.normal(size=2).astype(np.float32)}
-        rows.append(CachedExample(
-            example_id=f"dev-{i}", split="dev", label=None if i == start else i % 2,
-            text_a=f"sentence é {i}", text_b=None if i % 3 == 0 else f"second {i}",
-            input_ids=rng.integers(0, 1000, tokens).astype(np.int32),
-            token_type_ids=(np.arange(tokens) > tokens // 2).astype(np.int8), special_mask=special,
-            offsets=np.stack([np.arange(tokens), np.arange(tokens) + 1], axis=1).astype(np.int32),
-            attribution=attribution, teacher_logits=rng.normal(size=2).astype(np.float32), **extras,
-        ))
-    return rows
-
-
-def assert_rows_equal(left: list[CachedExample], right: list[CachedExample]) -> None:
-    assert len(left) == len(right)
-    for a, b in zip(left, right):
-        for field in dataclasses.fields(CachedExample):
-            x, y = getattr(a, field.name), getattr(b, field.name)
-            if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
-                assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), field.name
-            else:
-                assert x == y and type(x) is type(y), field.name
-
-
-def write_partition(root: Path, method: str = "perturbation", num_examples: int = 10, size: int = 4,
-                    **meta_changes) -> CacheMetadata:
+def write_partition(
+    root: Path, method: str = "perturbation", num_examples: int = 10, size: int = 4, **meta_changes
+) -> CacheMetadata:
     meta = make_meta(method, num_examples, size, **meta_changes)
     for index in range(meta.num_parts):
         count = min(size, num_examples - index * size)
@@ -77,7 +39,7 @@ def write_partition(root: Path, method: str = "perturbation", num_examples: int 
     return meta
 
 
-@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection"])
+@pytest.mark.parametrize("method", [m.value for m in Method])
 def test_round_trip(tmp_path: Path, method: str) -> None:
     meta = make_meta(method)
     rows = make_rows(method, 0, 4)
@@ -146,7 +108,8 @@ def test_missing_part_says_incomplete_and_how_to_finish(tmp_path: Path) -> None:
         read_cache(tmp_path, "perturbation", "dev")
     report = verify_cache(tmp_path)
     assert [str(p) for p in report.problems] == [
-        f"{part_path(tmp_path, 'perturbation', 'dev', 0).parent}: incomplete: missing part-00001 of 3 parts"]
+        f"{part_path(tmp_path, 'perturbation', 'dev', 0).parent}: incomplete: missing part-00001 of 3 parts"
+    ]
     with pytest.raises(EgkdError, match="no cache for method=gradient split=dev.*perturbation/dev"):
         read_cache(tmp_path, "gradient", "dev")
 
@@ -156,8 +119,7 @@ def test_check_compatible_names_the_field() -> None:
     check_compatible(meta, meta)
     check_compatible(meta, CacheExpectation(task="mrpc", method="perturbation"))
     other = dataclasses.replace(meta, tokenizer_hash="x")
-    with pytest.raises(EgkdError, match=f"cache field 'tokenizer_hash' differs: cache has '{'k' * 64}', "
-                                        "expected 'x'"):
+    with pytest.raises(EgkdError, match=f"cache field 'tokenizer_hash' differs: cache has '{'k' * 64}', expected 'x'"):
         check_compatible(meta, other)
     check_compatible(meta, other, fields=["task", "method"])
     with pytest.raises(EgkdError, match="cache field 'split' differs"):
@@ -185,13 +147,17 @@ def test_verify_finds_row_level_problems(tmp_path: Path) -> None:
     nan = rows[2].teacher_logits.copy()
     nan[0] = np.nan
     write_part(part_path(tmp_path, "feature_selection", "dev", 0), meta, 0, [rows[0], bad_length], 0)
-    write_part(part_path(tmp_path, "feature_selection", "dev", 1), meta, 1,
-               [dataclasses.replace(rows[2], teacher_logits=nan, example_id="dev-0"), rows[3]], 0)
+    write_part(
+        part_path(tmp_path, "feature_selection", "dev", 1),
+        meta,
+        1,
+        [dataclasses.replace(rows[2], teacher_logits=nan, example_id="dev-0"), rows[3]],
+        0,
+    )
     problems = [str(p) for p in verify_cache(tmp_path).problems]
     assert any("part-00000.parquet: row 'dev-1': attribution has" in p for p in problems)
     assert any("part-00001.parquet: duplicate example id 'dev-0'" in p for p in problems)
-    assert any("part-00001.parquet: row 'dev-0': teacher_logits has values that are not finite" in p
-               for p in problems)
+    assert any("part-00001.parquet: row 'dev-0': teacher_logits has values that are not finite" in p for p in problems)
 
 
 def test_verify_finds_metadata_that_differs_between_parts(tmp_path: Path) -> None:
@@ -199,8 +165,10 @@ def test_verify_finds_metadata_that_differs_between_parts(tmp_path: Path) -> Non
     other = make_meta(teacher_weights_hash="other")
     write_part(part_path(tmp_path, "perturbation", "dev", 1), other, 1, make_rows("perturbation", 4, 4), 0)
     problems = [str(p) for p in verify_cache(tmp_path).problems]
-    assert problems == [f"{part_path(tmp_path, 'perturbation', 'dev', 1)}: metadata field "
-                        f"'teacher_weights_hash' is 'other', part-00000.parquet has '{'w' * 64}'"]
+    assert problems == [
+        f"{part_path(tmp_path, 'perturbation', 'dev', 1)}: metadata field "
+        f"'teacher_weights_hash' is 'other', part-00000.parquet has '{'w' * 64}'"
+    ]
     with pytest.raises(EgkdError, match="part-00001.parquet: cache field 'teacher_weights_hash' differs"):
         read_cache(tmp_path, "perturbation", "dev")
 

@@ -27,19 +27,25 @@ def _one_line_error(result, text: str) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("make_args, text", [
-    (lambda d, t: ["--data", str(t / "missing")], "data folder not found"),
-    (lambda d, t: ["--data", str(d), "--task", "sst3"], "unknown task 'sst3'"),
-])
+@pytest.mark.parametrize(
+    "make_args, text",
+    [
+        (lambda d, t: ["--data", str(t / "missing")], "data folder not found"),
+        (lambda d, t: ["--data", str(d), "--task", "sst3"], "unknown task 'sst3'"),
+    ],
+)
 def test_finetune_bad_inputs(glue_dir, tmp_path, tiny_model_dir, make_args, text):
     args = ["finetune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")] + make_args(glue_dir, tmp_path)
     _one_line_error(runner.invoke(app, args), text)
 
 
-@pytest.mark.parametrize("content, text", [
-    (b"sentence\tscore\na film\t1\n", "missing column(s) 'label'"),
-    (b"sentence\tlabel\na film\tpositive\n", "train.tsv:2: label 'positive' not in ['0', '1']"),
-])
+@pytest.mark.parametrize(
+    "content, text",
+    [
+        (b"sentence\tscore\na film\t1\n", "missing column(s) 'label'"),
+        (b"sentence\tlabel\na film\tpositive\n", "train.tsv:2: label 'positive' not in ['0', '1']"),
+    ],
+)
 def test_finetune_bad_files(tmp_path, tiny_model_dir, content, text):
     (tmp_path / "SST-2").mkdir()
     (tmp_path / "SST-2" / "train.tsv").write_bytes(content)
@@ -50,17 +56,54 @@ def test_finetune_bad_files(tmp_path, tiny_model_dir, content, text):
 
 def test_finetune_bad_params_file(tmp_path, tiny_model_dir, glue_dir):
     params = tmp_path / "params.yaml"
-    params.write_text("finetune:\n  epochs: 0\n")
-    args = ["finetune", "--model", str(tiny_model_dir), "--data", str(glue_dir), "--params", str(params)]
-    _one_line_error(runner.invoke(app, args), "finetune.epochs must be positive, got 0")
+    params.write_text("finetune:\n  train:\n    epochs: 0\n")
+    args = [
+        "finetune",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(glue_dir),
+        "--params",
+        str(params),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    _one_line_error(runner.invoke(app, args), "finetune.train.epochs must be positive, got 0")
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["finetune", "--data", "x"], "Missing option '--out'"),
+        (["distill", "--out", "x"], "Missing option '--cache'"),
+        (["finetune", "--data", "x", "--out", "y", "--epochs", "many"], "Invalid value for '--epochs'"),
+        (["cache", "verify"], "Missing argument 'path'"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)
+def test_usage_errors_are_one_line(args, text):
+    _one_line_error(runner.invoke(app, args), text)
 
 
 def test_finetune_tiny_teacher_is_reproducible(glue_dir, tiny_model_dir, tmp_path):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        args = ["finetune", "--model", str(tiny_model_dir), "--data", str(glue_dir), "--limit", "48",
-                "--dev-limit", "32", "--batch-size", "16", "--out", str(out)]
+        args = [
+            "finetune",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(glue_dir),
+            "--limit",
+            "48",
+            "--dev-limit",
+            "32",
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         outs.append(out)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import Params, load_params, override
+from pipeline.config import Check, Params, TrainParams, load_params, override
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,35 +27,73 @@ def test_repository_params_load():
 
 
 def test_values_and_nested_sections(tmp_path):
-    params = load_params(write(tmp_path, "data:\n  train_limit: 100\nexplain:\n  gradient:\n    ig_steps: 7\n"
-                                         "finetune:\n  lr: 1e-4\n"))
+    params = load_params(
+        write(
+            tmp_path,
+            "data:\n  train_limit: 100\nexplain:\n  gradient:\n    ig_steps: 7\nfinetune:\n  train:\n    lr: 2e-4\n",
+        )
+    )
     assert params.data.train_limit == 100
     assert params.explain.gradient.ig_steps == 7
-    assert params.finetune.lr == pytest.approx(1e-4)
+    assert params.finetune.train.lr == pytest.approx(2e-4) and params.finetune.train.epochs == 1
     assert params.distill == Params().distill
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data:\n  trian_limit: 5\n", "unknown params key 'data.trian_limit'"),
-    ("nonsense: 1\n", "unknown params key 'nonsense'"),
-    ("data:\n  max_length: long\n", "params key 'data.max_length' must be an integer, got 'long'"),
-    ("distill:\n  t2_scaling: 3\n", "params key 'distill.t2_scaling' must be true or false"),
-    ("distill:\n  method: magic\n", "params key 'distill.method' must be one of"),
-    ("distill:\n  batch_size: 0\n", "distill.batch_size must be positive, got 0"),
-    ("explain:\n  feature_selection:\n    k_fraction: 1.5\n", "explain.feature_selection.k_fraction must be between 0 and 1"),
-    ("data: [1, 2]\n", "params key 'data' must be a mapping"),
-    ("data: {\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  trian_limit: 5\n", "unknown params key 'data.trian_limit'"),
+        ("nonsense: 1\n", "unknown params key 'nonsense'"),
+        ("data:\n  max_length: long\n", "params key 'data.max_length' must be an integer, got 'long'"),
+        ("distill:\n  t2_scaling: 3\n", "params key 'distill.t2_scaling' must be true or false"),
+        ("distill:\n  method: magic\n", "params key 'distill.method' must be one of"),
+        ("distill:\n  train:\n    batch_size: 0\n", "distill.train.batch_size must be positive, got 0"),
+        ("distill:\n  lr: 0.1\n", "unknown params key 'distill.lr'"),
+        (
+            "explain:\n  method: lime\n",
+            "params key 'explain.method' must be one of ['gradient', 'perturbation', 'feature_selection'], got 'lime'",
+        ),
+        (
+            "experiment:\n  methods: [gradient]\n  variants: [{name: p, cache: perturbation, options: {method: none}}]\n",
+            "trains from the perturbation cache, which experiment.methods does not build",
+        ),
+        (
+            "explain:\n  feature_selection:\n    k_fraction: 1.5\n",
+            "explain.feature_selection.k_fraction must be between 0 and 1",
+        ),
+        ("data: [1, 2]\n", "params key 'data' must be a mapping"),
+        ("data: {\n", "not valid YAML"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, text, message):
-    with pytest.raises(EgkdError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(EgkdError, match=re.escape(message)):
         load_params(write(tmp_path, text))
 
 
 def test_override_wins_and_is_validated():
     params = Params()
     assert override(params.distill, alpha=0.9, beta=None).alpha == 0.9
-    with pytest.raises(EgkdError, match="distill|epochs must be positive"):
-        override(params.distill, epochs=-1)
+    assert override(params.distill, method="none").method == "none"
+    assert override(params.distill, method="perturbation").method is Method.PERTURBATION
+    with pytest.raises(EgkdError, match="epochs must be positive"):
+        override(params.distill.train, epochs=-1)
+    with pytest.raises(EgkdError, match="option 'lr' must be a number, got 'fast'"):
+        override(params.distill.train, lr="fast")
+    with pytest.raises(EgkdError, match="option 'method' must be one of"):
+        override(params.explain, method="none")
+
+
+def test_every_numeric_field_declares_its_check():
+    """Sizes, rates and fractions carry their constraint in the field itself (TrainParams as an example)."""
+    checks = {f.name: f.metadata.get("check") for f in dataclasses.fields(TrainParams)}
+    assert checks == {
+        "epochs": Check.POSITIVE,
+        "batch_size": Check.POSITIVE,
+        "lr": Check.POSITIVE,
+        "weight_decay": Check.NON_NEGATIVE,
+        "warmup_ratio": Check.FRACTION,
+        "seed": None,
+    }
 
 
 def test_missing_params_file_other_than_default(tmp_path):

@@ -45,11 +45,15 @@ def test_real_sst2_rows(glue_dir):
 
 
 def test_pair_task_with_index_column(tmp_path):
-    content = b"index\tsentence1\tsentence2\tlabel\n7\tA man runs.\tSomeone moves.\tentailment\n9\tX\tY\tnot_entailment\n"
+    content = (
+        b"index\tsentence1\tsentence2\tlabel\n7\tA man runs.\tSomeone moves.\tentailment\n9\tX\tY\tnot_entailment\n"
+    )
     root = write_task(tmp_path, "RTE", "dev", content)
     ds = load_dataset(root, get_task("rte"), "dev")
     assert [(e.example_id, e.text_a, e.text_b, e.label) for e in ds.examples] == [
-        ("dev-7", "A man runs.", "Someone moves.", 0), ("dev-9", "X", "Y", 1)]
+        ("dev-7", "A man runs.", "Someone moves.", 0),
+        ("dev-9", "X", "Y", 1),
+    ]
 
 
 def test_cola_has_no_header(tmp_path):
@@ -61,17 +65,20 @@ def test_cola_has_no_header(tmp_path):
 def test_bom_crlf_blank_lines_and_quotes_are_read_correctly(tmp_path):
     content = '\ufeffsentence\tlabel\r\n"quoted" start\t1\r\n\r\nit \'s a "film\t0\r\n'.encode()
     ds = load_dataset(write_task(tmp_path, "SST-2", "dev", content), get_task("sst2"), "dev")
-    assert [(e.text_a, e.label) for e in ds.examples] == [('"quoted" start', 1), ('it \'s a "film', 0)]
+    assert [(e.text_a, e.label) for e in ds.examples] == [('"quoted" start', 1), ("it 's a \"film", 0)]
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"sentence\n a film\n", r"missing column\(s\) 'label'"),
-    (b"sentence\tlabel\na film\t2\n", r"dev.tsv:2: label '2' not in \['0', '1'\]"),
-    (b"sentence\tlabel\na film\t1\nshort\n", r"dev.tsv:3: 1 fields, expected 2"),
-    (b"sentence\tlabel\na film\t1\textra\n", r"dev.tsv:2: 3 fields, expected 2"),
-    (b"sentence\tlabel\na film\t1\nbad \xff byte\t0\n", r"dev.tsv:3: bytes that are not UTF-8"),
-    (b"sentence\tlabel\n", r"no examples"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"sentence\n a film\n", r"missing column\(s\) 'label'"),
+        (b"sentence\tlabel\na film\t2\n", r"dev.tsv:2: label '2' not in \['0', '1'\]"),
+        (b"sentence\tlabel\na film\t1\nshort\n", r"dev.tsv:3: 1 fields, expected 2"),
+        (b"sentence\tlabel\na film\t1\textra\n", r"dev.tsv:2: 3 fields, expected 2"),
+        (b"sentence\tlabel\na film\t1\nbad \xff byte\t0\n", r"dev.tsv:3: bytes that are not UTF-8"),
+        (b"sentence\tlabel\n", r"no examples"),
+    ],
+)
 def test_malformed_sst2_is_refused_with_file_and_line(tmp_path, content, message):
     root = write_task(tmp_path, "SST-2", "dev", content)
     with pytest.raises(EgkdError, match=message):
@@ -96,8 +103,10 @@ def test_missing_folder_file_and_split(tmp_path):
 
 
 def test_regression_scores(tmp_path):
-    content = (b"index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-               b"0\tmain\tf\t2012\t1\tnone\tnone\tA plane.\tAn air plane.\t5.000\n")
+    content = (
+        b"index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+        b"0\tmain\tf\t2012\t1\tnone\tnone\tA plane.\tAn air plane.\t5.000\n"
+    )
     ds = load_dataset(write_task(tmp_path, "STS-B", "dev", content), get_task("stsb"), "dev")
     assert ds.examples[0].label == 5.0
     bad = content.replace(b"5.000", b"7.5")

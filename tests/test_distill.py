@@ -10,20 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import VOCAB, make_tiny_model_dir
+from distill_cache import build_cache
 from typer.testing import CliRunner
 
-from distill_cache import build_cache
-from conftest import make_tiny_model_dir, VOCAB
-from pipeline.cache_schema import CachedExample
-from pipeline.config import DistillParams, EvaluateParams
-from pipeline.distill import trainer
+from pipeline import training
+from pipeline.cache.extras import Extras, Selection, Views
+from pipeline.cache.project import to_student_examples
+from pipeline.cache.schema import CachedExample
+from pipeline.config import DistillParams, EvaluateParams, TrainParams
 from pipeline.distill.job import DistillRequest, distill
-from pipeline.distill.student_data import to_student_examples
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer
 from stages.cli import app
 
-FAST = DistillParams(epochs=2, batch_size=8, checkpoint_every=2, lr=1e-3)
+FAST = DistillParams(checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3))
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainParams)}
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +41,17 @@ def cache(tmp_path_factory, glue_dir) -> Path:
 
 
 def run(cache: Path, out: Path, resume: bool = False, **changes):
-    return distill(DistillRequest(cache, out, dataclasses.replace(FAST, **changes), EvaluateParams(), resume))
+    """Distill with FAST params, ``changes`` to distill or its training section (``epochs=1``)."""
+    train = dataclasses.replace(FAST.train, **{k: v for k, v in changes.items() if k in TRAIN_KEYS})
+    params = dataclasses.replace(FAST, train=train, **{k: v for k, v in changes.items() if k not in TRAIN_KEYS})
+    return distill(DistillRequest(cache, out, params, EvaluateParams(), resume))
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
     return load_classifier(str(out), 2).state_dict()
 
 
-@pytest.mark.parametrize("method", ["gradient", "perturbation", "feature_selection", "none"])
+@pytest.mark.parametrize("method", [m.value for m in Method] + ["none"])
 def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
     report = run(cache, tmp_path / "s", method=method)
     assert report.training.steps == 6 and report.dev is not None and report.dev.count == 12
@@ -83,17 +89,17 @@ def test_two_runs_give_identical_weights(cache, tmp_path, method):
 
 def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch):
     run(cache, tmp_path / "full", method="perturbation")
-    original = trainer._step
+    original = training.Trainer._step
 
-    def crash_at_step_4(*args, **kwargs):
-        if args[6] == 3:  # 0-based step index: steps 1..3 are done, the checkpoint holds step 2
+    def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
+        if step == 3:  # 0-based step index: steps 1..3 are done, the checkpoint holds step 2
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return original(self, batch, optimizer, scheduler, step, epoch)
 
-    monkeypatch.setattr(trainer, "_step", crash_at_step_4)
+    monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         run(cache, tmp_path / "resumed", method="perturbation")
-    monkeypatch.setattr(trainer, "_step", original)
+    monkeypatch.setattr(training.Trainer, "_step", original)
     report = run(cache, tmp_path / "resumed", resume=True, method="perturbation")
     assert report.training.resumed_from == 2
     first, second = weights(tmp_path / "full"), weights(tmp_path / "resumed")
@@ -117,23 +123,56 @@ def test_reprojection_onto_another_tokenizer_exact(tmp_path):
     teacher_tok = load_tokenizer(str(make_tiny_model_dir(tmp_path / "t")))
     student_tok = load_tokenizer(str(_other_tokenizer_model(tmp_path / "other")))
     enc = teacher_tok("good films", "films", return_offsets_mapping=True, return_special_tokens_mask=True)
-    assert teacher_tok.convert_ids_to_tokens(enc["input_ids"]) == \
-        ["[CLS]", "good", "film", "##s", "[SEP]", "film", "##s", "[SEP]"]
+    assert teacher_tok.convert_ids_to_tokens(enc["input_ids"]) == [
+        "[CLS]",
+        "good",
+        "film",
+        "##s",
+        "[SEP]",
+        "film",
+        "##s",
+        "[SEP]",
+    ]
     n = len(enc["input_ids"])
+    special = np.array(enc["special_tokens_mask"], bool)
+    types = np.array(enc["token_type_ids"], np.int8)
+    extras = Extras(
+        (
+            Views(np.eye(n, dtype=bool)[[3, 5]], np.zeros((2, 2), np.float32)),
+            Selection(np.arange(n) == 6, np.zeros(2, np.float32)),
+        )
+    )
     row = CachedExample(
-        "dev-0", "dev", 1, "good films", "films", np.array(enc["input_ids"], np.int32),
-        np.array(enc["token_type_ids"], np.int8), np.array(enc["special_tokens_mask"], bool),
-        np.array(enc["offset_mapping"], np.int32), np.array([0, 1, 2, 4, 0, 8, 16, 0], np.float32),
-        np.array([0.0, 1.0], np.float32), view_masks=np.eye(n, dtype=bool)[[3, 5]],
-        view_logits=np.zeros((2, 2), np.float32), selection_mask=np.arange(n) == 6,
+        "dev-0",
+        "dev",
+        1,
+        "good films",
+        "films",
+        np.array(enc["input_ids"], np.int32),
+        types,
+        np.where(special, -1, types).astype(np.int8),
+        special,
+        np.array(enc["offset_mapping"], np.int32),
+        np.array([0, 1, 2, 4, 0, 8, 16, 0], np.float32),
+        np.array([0.0, 1.0], np.float32),
+        extras,
     )
     (example,) = to_student_examples([row], student_tok, 64)
-    assert student_tok.convert_ids_to_tokens(example.input_ids.tolist()) == \
-        ["[CLS]", "good", "films", "[SEP]", "films", "[SEP]"]
+    assert student_tok.convert_ids_to_tokens(example.input_ids.tolist()) == [
+        "[CLS]",
+        "good",
+        "films",
+        "[SEP]",
+        "films",
+        "[SEP]",
+    ]
     assert example.attribution.tolist() == [0, 1, 6, 0, 24, 0]
-    assert example.view_masks.tolist() == [[False, False, True, False, False, False],
-                                           [False, False, False, False, True, False]]
-    assert example.selection_mask.tolist() == [False, False, False, False, True, False]
+    views, selection = example.extras.get(Views), example.extras.get(Selection)
+    assert views.masks.tolist() == [
+        [False, False, True, False, False, False],
+        [False, False, False, False, True, False],
+    ]
+    assert selection.mask.tolist() == [False, False, False, False, True, False]
 
 
 def test_distill_with_a_student_of_another_tokenizer(cache, tmp_path):
@@ -143,7 +182,7 @@ def test_distill_with_a_student_of_another_tokenizer(cache, tmp_path):
 
 
 def test_dev_partition_of_another_teacher_is_refused(cache, tmp_path):
-    from pipeline.cache import part_path, read_part, write_part
+    from pipeline.cache.store import part_path, read_part, write_part
 
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
@@ -156,18 +195,41 @@ def test_dev_partition_of_another_teacher_is_refused(cache, tmp_path):
 
 def test_cli_distill(cache, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("distill:\n  epochs: 1\n  batch_size: 8\n  checkpoint_every: 100\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["distill", "--cache", str(cache), "--method", "feature_selection",
-                                      "--alpha", "0.8", "--out", str(tmp_path / "s"), "--params", str(params)])
+    params.write_text(
+        "distill:\n  checkpoint_every: 100\n  train:\n    epochs: 1\n    batch_size: 8\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "distill",
+            "--cache",
+            str(cache),
+            "--method",
+            "feature_selection",
+            "--alpha",
+            "0.8",
+            "--out",
+            str(tmp_path / "s"),
+            "--params",
+            str(params),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "student saved to" in result.output
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["steps"] == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--method", "saliency"], "unknown method 'saliency'"),
-    (["--alpha", "1.5"], "alpha must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--method", "saliency"],
+            "option 'method' must be one of ['gradient', 'perturbation', 'feature_selection', 'none'], got 'saliency'",
+        ),
+        (["--alpha", "1.5"], "alpha must be between 0 and 1"),
+        (["--lr", "0"], "lr must be positive"),
+    ],
+)
 def test_cli_distill_errors(cache, tmp_path, args, message):
     result = CliRunner().invoke(app, ["distill", "--cache", str(cache), "--out", str(tmp_path / "s"), *args])
     assert result.exit_code == 2 and message in result.output

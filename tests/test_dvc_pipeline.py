@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,9 +25,15 @@ BIN = Path(sys.executable).parent
 
 def sh(*args: str | Path, cwd: Path) -> str:
     """Run a command with this venv's bin first on PATH; fail with its output."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(map(str, args))} failed ({done.returncode}):\n{output[-6000:]}"
@@ -60,14 +65,21 @@ def tiny_params(base_model: Path) -> dict:
     """The repository's params.yaml shrunk to tiny sizes: every key stays, so dvc.yaml resolves."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params["data"].update(train_limit=40, dev_limit=16, max_length=32)
-    params["finetune"].update(model=str(base_model), epochs=1, batch_size=8, lr=1e-3)
+    params["finetune"]["model"] = str(base_model)
+    params["finetune"]["train"].update(epochs=1, batch_size=8, lr=1e-3)
     params["explain"].update(batch_size=16, partition_size=16)
     params["explain"]["feature_selection"]["samples"] = 8
-    params["distill"].update(layers=1, epochs=1, batch_size=8, checkpoint_every=100)
+    params["distill"].update(layers=1, checkpoint_every=100)
+    params["distill"]["train"].update(epochs=1, batch_size=8)
     params["evaluate"].update(batch_size=16)
     variants = {v["name"]: v for v in params["experiment"]["variants"]}
-    params["experiment"].update(seeds=[0], train_examples=24, agreement_examples=8, report_examples=2,
-                                variants=[variants["kd"], variants["gradient"]])
+    params["experiment"].update(
+        seeds=[0],
+        train_examples=24,
+        agreement_examples=8,
+        report_examples=2,
+        variants=[variants["kd"], variants["gradient"]],
+    )
     return params
 
 
@@ -82,7 +94,9 @@ def test_dvc_yaml_resolves_with_the_repository_params():
     runs = len(params.experiment.variants) * len(params.experiment.seeds)
     assert len([n for n in stages if n.startswith("distill@")]) == runs
     assert len([n for n in stages if n.startswith("evaluate@")]) == runs
-    assert {"finetune", "report", "explain@gradient", "explain@perturbation", "explain@feature_selection"} <= set(stages)
+    assert {"finetune", "report", "explain@gradient", "explain@perturbation", "explain@feature_selection"} <= set(
+        stages
+    )
     for stage in stages.values():
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         assert all(c.startswith("egkd ") and "--params params.yaml" in c for c in commands), stage.name
@@ -146,7 +160,7 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     again = sh(BIN / "dvc", "repro", cwd=repo)
     assert ran_stages(again) == set(), again
 
-    params["distill"]["lr"] = 5e-4
+    params["distill"]["train"]["lr"] = 5e-4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     rerun = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
     assert rerun == {*students, *evaluations, "report"}
@@ -156,15 +170,45 @@ def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, 
     glue = tiny_glue(tmp_path, glue_dir)
     base = make_tiny_model_dir(tmp_path / "base")
     teacher, remote = tmp_path / "teacher", tmp_path / "remote"
-    sh(BIN / "egkd", "finetune", "--model", base, "--data", glue, "--limit", "24", "--dev-limit", "8",
-       "--epochs", "1", "--out", teacher, cwd=tmp_path)
+    sh(
+        BIN / "egkd",
+        "finetune",
+        "--model",
+        base,
+        "--data",
+        glue,
+        "--limit",
+        "24",
+        "--dev-limit",
+        "8",
+        "--epochs",
+        "1",
+        "--out",
+        teacher,
+        cwd=tmp_path,
+    )
 
     first = tmp_path / "first"
     init_repo(first)
     cache = "data/cache/sst2-gradient.parquet"
     for split, limit in (("train", "24"), ("dev", "8")):
-        sh(BIN / "egkd", "explain", "--method", "gradient", "--teacher", teacher, "--data", glue, "--split", split,
-           "--limit", limit, "--out", cache, cwd=first)
+        sh(
+            BIN / "egkd",
+            "explain",
+            "--method",
+            "gradient",
+            "--teacher",
+            teacher,
+            "--data",
+            glue,
+            "--split",
+            split,
+            "--limit",
+            limit,
+            "--out",
+            cache,
+            cwd=first,
+        )
     sh(BIN / "dvc", "add", "-q", cache, cwd=first)
     sh(BIN / "dvc", "remote", "add", "-d", "store", remote, cwd=first)
     sh("git", "add", "-A", cwd=first)
@@ -177,8 +221,21 @@ def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, 
     assert not (second / cache).exists()
     sh(BIN / "dvc", "pull", "-q", cwd=second)
     assert "OK: 2 partition(s)" in sh(BIN / "egkd", "cache", "verify", cache, cwd=second)
-    sh(BIN / "egkd", "distill", "--cache", cache, "--method", "gradient", "--layers", "1", "--epochs", "1",
-       "--out", "models/student", cwd=second)
+    sh(
+        BIN / "egkd",
+        "distill",
+        "--cache",
+        cache,
+        "--method",
+        "gradient",
+        "--layers",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        "models/student",
+        cwd=second,
+    )
     metrics = json.loads((second / "models" / "student" / "metrics.json").read_text())
     assert metrics["method"] == "gradient" and metrics["train_examples"] == 24
     assert metrics["dev"]["count"] == 8

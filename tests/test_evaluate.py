@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from conftest import make_tiny_model_dir
 from distill_cache import build_cache
+from typer.testing import CliRunner
+
 from pipeline.encoding import TokenBatch
-from pipeline.faithfulness import aopc, rank_agreement, top_k_overlap
-from pipeline.metrics import compute_metrics, predictions_from_logits
+from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap
+from pipeline.evaluate.metrics import compute_metrics, predictions_from_logits
 from pipeline.tasks import get_task
 from stages.cli import app
 
@@ -45,8 +45,13 @@ class CountModel(torch.nn.Module):
 
 def test_aopc_exact_with_a_counting_model():
     ids = torch.tensor([[2, 7, 7, 8, 9, 3]])
-    batch = TokenBatch(["e"], ids, torch.ones_like(ids), torch.zeros_like(ids),
-                       torch.tensor([[True, False, False, False, False, True]]))
+    batch = TokenBatch(
+        ["e"],
+        ids,
+        torch.ones_like(ids),
+        torch.zeros_like(ids),
+        torch.tensor([[True, False, False, False, False, True]]),
+    )
     scores = torch.tensor([[0.0, 0.9, 0.8, 0.1, 0.2, 0.0]])
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     result = aopc(CountModel(), batch, scores, [0.25, 0.5], mask_token_id=4)
@@ -78,9 +83,25 @@ def evaluated_cache(tmp_path_factory, glue_dir) -> Path:
 
 
 def _evaluate(root: Path, glue_dir: Path, out: Path, *options: str):
-    return CliRunner().invoke(app, ["evaluate", "--model", str(root / "student"), "--task", "sst2",
-                                    "--data", str(glue_dir), "--cache", str(root / "cache"), *options,
-                                    "--out", str(out), "--params", str(root / "params.yaml")])
+    return CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(root / "student"),
+            "--task",
+            "sst2",
+            "--data",
+            str(glue_dir),
+            "--cache",
+            str(root / "cache"),
+            *options,
+            "--out",
+            str(out),
+            "--params",
+            str(root / "params.yaml"),
+        ],
+    )
 
 
 def _check_self_agreement(explanation: dict, method: str) -> None:
@@ -120,26 +141,66 @@ def test_cli_evaluate_compares_every_method_of_the_caches(evaluated_cache, glue_
 
 def test_cli_evaluate_method_needs_a_cache(tmp_path, glue_dir, tiny_model_dir):
     (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 4\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(tiny_model_dir), "--task", "sst2", "--data",
-                                      str(glue_dir), "--method", "gradient", "--params", str(tmp_path / "p.yaml")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(tiny_model_dir),
+            "--task",
+            "sst2",
+            "--data",
+            str(glue_dir),
+            "--method",
+            "gradient",
+            "--params",
+            str(tmp_path / "p.yaml"),
+        ],
+    )
     assert result.exit_code == 2 and "--method needs --cache" in result.output
 
 
 def test_cli_evaluate_names_a_method_no_cache_holds(evaluated_cache, glue_dir, tmp_path):
     gradient_only = tmp_path / "cache"
     shutil.copytree(evaluated_cache / "cache" / "method=gradient", gradient_only / "method=gradient")
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(evaluated_cache / "student"), "--task", "sst2",
-                                      "--data", str(glue_dir), "--cache", str(gradient_only), "--method",
-                                      "perturbation", "--params", str(evaluated_cache / "params.yaml")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(evaluated_cache / "student"),
+            "--task",
+            "sst2",
+            "--data",
+            str(glue_dir),
+            "--cache",
+            str(gradient_only),
+            "--method",
+            "perturbation",
+            "--params",
+            str(evaluated_cache / "params.yaml"),
+        ],
+    )
     assert result.exit_code == 2
     assert "no cache given holds method perturbation for the dev split" in result.output
 
 
-
-
 def test_cli_evaluate_names_a_missing_cache(evaluated_cache, glue_dir, tmp_path):
-    result = CliRunner().invoke(app, ["evaluate", "--model", str(evaluated_cache / "student"), "--task", "sst2",
-                                      "--data", str(glue_dir), "--cache", str(tmp_path / "nowhere"),
-                                      "--params", str(evaluated_cache / "params.yaml")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(evaluated_cache / "student"),
+            "--task",
+            "sst2",
+            "--data",
+            str(glue_dir),
+            "--cache",
+            str(tmp_path / "nowhere"),
+            "--params",
+            str(evaluated_cache / "params.yaml"),
+        ],
+    )
     assert result.exit_code == 2
     assert f"explanation cache not found: {tmp_path / 'nowhere'}" in result.output

@@ -7,19 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cache import flip_byte_in_column
 from typer.testing import CliRunner
 
-from pipeline.cache import cache_info, part_path, read_cache, read_part_header
-from pipeline.cache_schema import CachedExample
-from pipeline.cache_verify import verify_cache
+from pipeline.cache.schema import CachedExample
+from pipeline.cache.store import cache_info, part_path, read_cache, read_part_header
+from pipeline.cache.verify import verify_cache
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
-from pipeline.explain import REGISTRY, Method
-from pipeline.explain_run import ExplainRequest, run_explain
+from pipeline.explain import REGISTRY
+from pipeline.explain.run import ExplainRequest, run_explain
+from pipeline.methods import Method
 from pipeline.tasks import get_task
 from stages.cli import app
-from test_cache import flip_byte_in_column
 
 METHODS = sorted(REGISTRY, key=lambda m: m.value)
 LIMIT, PART = 24, 8
@@ -28,8 +29,17 @@ LIMIT, PART = 24, 8
 def request(teacher: Path, glue: Path, out: Path, method: Method = Method.GRADIENT, **changes) -> ExplainRequest:
     params = ExplainParams(method=method.value, split="dev", batch_size=8, partition_size=PART, workers=0)
     param_changes = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in dataclasses.fields(params)}}
-    base = ExplainRequest(method=method, teacher=str(teacher), data=str(glue), task="sst2", split="dev",
-                          out=out, limit=LIMIT, max_length=16, params=dataclasses.replace(params, **param_changes))
+    base = ExplainRequest(
+        method=method,
+        teacher=str(teacher),
+        data=str(glue),
+        task="sst2",
+        split="dev",
+        out=out,
+        limit=LIMIT,
+        max_length=16,
+        params=dataclasses.replace(params, **param_changes),
+    )
     return dataclasses.replace(base, **changes)
 
 
@@ -39,16 +49,17 @@ def digests(out: Path, method: Method) -> list[str]:
 
 def assert_close(left: list[CachedExample], right: list[CachedExample]) -> None:
     assert [r.example_id for r in left] == [r.example_id for r in right]
-    for a, b in zip(left, right):
-        assert np.array_equal(a.input_ids, b.input_ids)
-        for name in ("attribution", "teacher_logits", "view_logits", "selection_logits"):
-            x, y = getattr(a, name), getattr(b, name)
-            assert (x is None) == (y is None), name
-            if x is not None:
-                np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
-        for name in ("view_masks", "selection_mask"):
-            x, y = getattr(a, name), getattr(b, name)
-            assert (x is None and y is None) or np.array_equal(x, y), name
+    for a, b in zip(left, right, strict=True):
+        assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.segments, b.segments)
+        for name in ("attribution", "teacher_logits"):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-5, err_msg=name)
+        assert a.extras.kinds == b.extras.kinds
+        for x, y in zip(a.extras.items, b.extras.items, strict=True):
+            for (spec, u), (_, v) in zip(x.arrays(), y.arrays(), strict=True):
+                if spec.dtype == np.bool_:
+                    assert np.array_equal(u, v), spec.name
+                else:
+                    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5, err_msg=spec.name)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +147,25 @@ def test_dask_workers_give_the_same_cache(finished, tiny_model_dir, glue_dir, tm
 def test_cli_explain_info_verify(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # no params.yaml here: defaults
     out = tmp_path / "cache"
-    args = ["explain", "--method", "feature_selection", "--teacher", str(tiny_model_dir), "--data", str(glue_dir),
-            "--task", "sst2", "--split", "dev", "--limit", "12", "--partition-size", "8", "--out", str(out)]
+    args = [
+        "explain",
+        "--method",
+        "feature_selection",
+        "--teacher",
+        str(tiny_model_dir),
+        "--data",
+        str(glue_dir),
+        "--task",
+        "sst2",
+        "--split",
+        "dev",
+        "--limit",
+        "12",
+        "--partition-size",
+        "8",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "computed 2 part(s), skipped 0" in result.output and "12 of 12 rows" in result.output
@@ -151,15 +179,31 @@ def test_cli_explain_info_verify(tiny_model_dir, glue_dir, tmp_path, monkeypatch
     assert result.exit_code == 0 and "OK: 1 partition(s), 2 part(s), 12 rows" in result.output
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--method", "lime"], "error: unknown method 'lime'"),
-    (["--data", "/nonexistent/glue"], "error: data folder not found: /nonexistent/glue"),
-    (["--workers", "-1"], "error: workers must not be negative, got -1"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--method", "lime"],
+            "error: option 'method' must be one of ['gradient', 'perturbation', 'feature_selection'], got 'lime'",
+        ),
+        (["--data", "/nonexistent/glue"], "error: data folder not found: /nonexistent/glue"),
+        (["--workers", "-1"], "error: workers must not be negative, got -1"),
+    ],
+)
 def test_cli_errors_are_one_line(tiny_model_dir, tmp_path, monkeypatch, extra, message) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["explain", "--teacher", str(tiny_model_dir), "--data", str(tmp_path), "--split", "dev",
-            "--out", str(tmp_path / "c"), *extra]
+    args = [
+        "explain",
+        "--teacher",
+        str(tiny_model_dir),
+        "--data",
+        str(tmp_path),
+        "--split",
+        "dev",
+        "--out",
+        str(tmp_path / "c"),
+        *extra,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()

@@ -6,24 +6,44 @@ import dataclasses
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import LayerGradientXActivation, LayerIntegratedGradients, Occlusion
 from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
+from pipeline.cache.extras import Axis, Selection, Views
 from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams
 from pipeline.data import Example
 from pipeline.encoding import TokenBatch, collate, encode
-from pipeline.explain import REGISTRY, Method, make_explainer
+from pipeline.explain import REGISTRY, explainer_class, make_explainer
+from pipeline.methods import Method
 
-SINGLES = ["the film is good", "a very boring movie , not fun", "great !", "the worst plot and dull acting",
-           "it was one of the best stories", "no", "this movie is funny but the story is bad", "love it"]
-PAIRS = [("the film is good", "it was great"), ("boring", "not fun and very dull acting"),
-         ("the plot", "the story"), ("a great movie", "awful")]
+SINGLES = [
+    "the film is good",
+    "a very boring movie , not fun",
+    "great !",
+    "the worst plot and dull acting",
+    "it was one of the best stories",
+    "no",
+    "this movie is funny but the story is bad",
+    "love it",
+]
+PAIRS = [
+    ("the film is good", "it was great"),
+    ("boring", "not fun and very dull acting"),
+    ("the plot", "the story"),
+    ("a great movie", "awful"),
+]
 
 # (method, variant) for every registered method; small sizes keep the file fast.
-CASES = [(Method.GRADIENT, "input_x_gradient"), (Method.GRADIENT, "integrated_gradients"),
-         (Method.PERTURBATION, "occlusion"), (Method.PERTURBATION, "shapley"), (Method.FEATURE_SELECTION, None)]
+CASES = [
+    (Method.GRADIENT, "input_x_gradient"),
+    (Method.GRADIENT, "integrated_gradients"),
+    (Method.PERTURBATION, "occlusion"),
+    (Method.PERTURBATION, "shapley"),
+    (Method.FEATURE_SELECTION, None),
+]
 
 
 def make_params(method: Method, variant: str | None, **overrides) -> ExplainParams:
@@ -55,14 +75,14 @@ def model(tiny_model_dir):
 
 
 def make_batch(tokenizer, texts) -> TokenBatch:
-    examples = [Example(f"dev-{i}", "dev", *(t if isinstance(t, tuple) else (t, None)), 0)
-                for i, t in enumerate(texts)]
+    examples = [Example(f"dev-{i}", "dev", *(t if isinstance(t, tuple) else (t, None)), 0) for i, t in enumerate(texts)]
     return collate(encode(tokenizer, examples, 64), tokenizer.pad_token_id)
 
 
 def explain(model, tokenizer, batch, method, variant, **overrides):
-    return make_explainer(method, model, make_params(method, variant, **overrides),
-                          tokenizer.mask_token_id).explain(batch)
+    return make_explainer(method, model, make_params(method, variant, **overrides), tokenizer.mask_token_id).explain(
+        batch
+    )
 
 
 def test_cases_cover_every_registered_method():
@@ -84,26 +104,28 @@ def test_contract(model, tokenizer, texts, method, variant):
     assert (batch.token_type_ids[~batch.special_mask] == 1).any() or texts is SINGLES  # pairs: both segments
     torch.testing.assert_close(first.logits, model(**batch.model_inputs()).logits, atol=1e-5, rtol=0)
     assert torch.equal(attribution, second.attribution)
-    extras = [first.views, first.selection]
-    tensors = [attribution, first.logits] + [t for e in extras if e is not None for t in dataclasses.astuple(e)]
-    assert not any(t.is_inference() for t in tensors)  # usable outside inference mode
-    if method is Method.PERTURBATION:
-        views = first.views
-        assert views.masks.shape == (size, 3, length) and views.logits.shape == (size, 3, 2)
-        assert not views.masks[batch.special_mask[:, None].expand_as(views.masks)].any()
+    assert first.extras.kinds == tuple(kind.kind for kind in explainer_class(method).extras)
+    assert not any(t.is_inference() for t in (attribution, first.logits))  # usable outside inference mode
+    for item, again in zip(first.extras.items, second.extras.items, strict=True):
+        for (spec, tensor), (_, repeat) in zip(item.arrays(), again.arrays(), strict=True):
+            sizes = [
+                {Axis.TOKEN: length, Axis.CLASS: 2}.get(axis, tensor.shape[1 + i]) for i, axis in enumerate(spec.axes)
+            ]
+            assert tuple(tensor.shape) == (size, *sizes), spec.name
+            assert tensor.dtype == torch.from_numpy(np.zeros(0, spec.dtype)).dtype or spec.dtype != bool, spec.name
+            assert not tensor.is_inference() and torch.equal(tensor, repeat), spec.name
+            if spec.dtype == bool and Axis.TOKEN in spec.axes:  # masks never touch special tokens or padding
+                special = batch.special_mask.view(size, *[1] * (tensor.ndim - 2), length).expand_as(tensor)
+                assert not tensor[special].any(), spec.name
+    views = first.extras.get(Views)
+    if views is not None:
+        assert views.masks.shape[1] == 3
         n = (~batch.special_mask).sum(1)
         expected = torch.tensor([math.ceil(0.2 * int(m) - 1e-9) for m in n])
         assert (views.masks.sum(2) == expected[:, None]).all()
-        assert torch.equal(views.masks, second.views.masks)
-    else:
-        assert first.views is None
-    if method is Method.FEATURE_SELECTION:
-        selection = first.selection
-        assert selection.mask.shape == (size, length) and selection.logits.shape == (size, 2)
-        assert not selection.mask[batch.special_mask].any() and (selection.mask.sum(1) >= 1).all()
-        assert torch.equal(selection.mask, second.selection.mask)
-    else:
-        assert first.selection is None
+    selection = first.extras.get(Selection)
+    if selection is not None:
+        assert (selection.mask.sum(1) >= 1).all()
 
 
 @pytest.mark.parametrize("method,variant", CASES)
@@ -116,12 +138,13 @@ def test_same_result_for_batch_of_one_and_of_eight(model, tokenizer, method, var
         n = alone_batch.input_ids.shape[1]
         torch.testing.assert_close(alone.attribution[0], together.attribution[i, :n], atol=1e-5, rtol=1e-4)
         assert (together.attribution[i, n:] == 0).all()
-        if alone.views is not None:
-            assert torch.equal(alone.views.masks[0], together.views.masks[i, :, :n])
-            torch.testing.assert_close(alone.views.logits[0], together.views.logits[i], atol=1e-5, rtol=0)
-        if alone.selection is not None:
-            assert torch.equal(alone.selection.mask[0], together.selection.mask[i, :n])
-            torch.testing.assert_close(alone.selection.logits[0], together.selection.logits[i], atol=1e-5, rtol=0)
+        for item, whole in zip(alone.extras.items, together.extras.items, strict=True):
+            for (spec, mine), (_, theirs) in zip(item.arrays(), whole.arrays(), strict=True):
+                theirs = theirs[i][..., :n] if Axis.TOKEN in spec.axes else theirs[i]
+                if spec.dtype == bool:
+                    assert torch.equal(mine[0], theirs), spec.name
+                else:
+                    torch.testing.assert_close(mine[0], theirs, atol=1e-5, rtol=0)
 
 
 def captum_inputs(model, batch):
@@ -149,8 +172,9 @@ def test_integrated_gradients_matches_captum(model, tokenizer, texts):
     forward, target, extra = captum_inputs(model, batch)
     baselines = batch.input_ids.masked_fill(~batch.special_mask, tokenizer.pad_token_id)
     layer = LayerIntegratedGradients(forward, model.get_input_embeddings())
-    expected = layer.attribute(batch.input_ids, baselines=baselines, target=target,
-                               additional_forward_args=extra, n_steps=8).sum(-1)
+    expected = layer.attribute(
+        batch.input_ids, baselines=baselines, target=target, additional_forward_args=extra, n_steps=8
+    ).sum(-1)
     ours = explain(model, tokenizer, batch, Method.GRADIENT, "integrated_gradients").attribution
     real = ~batch.special_mask
     torch.testing.assert_close(ours[real], expected[real], atol=1e-5, rtol=1e-4)
@@ -161,8 +185,14 @@ def test_occlusion_matches_captum(model, tokenizer, texts):
     batch = make_batch(tokenizer, texts)
     forward, target, extra = captum_inputs(model, batch)
     occlusion = Occlusion(lambda *args: forward(*args).softmax(-1))
-    expected = occlusion.attribute(batch.input_ids, sliding_window_shapes=(1,), baselines=tokenizer.mask_token_id,
-                                   target=target, additional_forward_args=extra, perturbations_per_eval=64)
+    expected = occlusion.attribute(
+        batch.input_ids,
+        sliding_window_shapes=(1,),
+        baselines=tokenizer.mask_token_id,
+        target=target,
+        additional_forward_args=extra,
+        perturbations_per_eval=64,
+    )
     ours = explain(model, tokenizer, batch, Method.PERTURBATION, "occlusion").attribution
     real = ~batch.special_mask
     torch.testing.assert_close(ours[real], expected[real].float(), atol=1e-5, rtol=1e-4)
@@ -176,8 +206,9 @@ def test_shapley_sampling_is_efficient(model, tokenizer):
         full = model(**batch.model_inputs()).logits.softmax(-1)
         target = full.argmax(-1, keepdim=True)
         empty_ids = batch.input_ids.masked_fill(~batch.special_mask, tokenizer.mask_token_id)
-        empty = model(input_ids=empty_ids, attention_mask=batch.attention_mask,
-                      token_type_ids=batch.token_type_ids).logits.softmax(-1)
+        empty = model(
+            input_ids=empty_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids
+        ).logits.softmax(-1)
     expected = (full.gather(1, target) - empty.gather(1, target))[:, 0]
     torch.testing.assert_close(ours.sum(1), expected, atol=1e-5, rtol=0)
 
@@ -215,12 +246,13 @@ def test_exact_values_on_an_additive_regression_model(tokenizer, method, variant
     result = explain(model, tokenizer, batch, method, variant, **overrides)
     expected = torch.tensor([[0.0, 2.0, 0.5, 0.0, -1.0, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0, 0.0]])
     torch.testing.assert_close(result.attribution, expected, atol=1e-4, rtol=0)
+    views, selection = result.extras.get(Views), result.extras.get(Selection)
     if method is Method.PERTURBATION:  # view 0 masks the top ceil(0.2 * n) tokens: "good", then "bad"
-        assert result.views.masks[:, 0].nonzero().tolist() == [[0, 1], [1, 1]]
-        torch.testing.assert_close(result.views.logits[:, 0, 0], torch.tensor([-0.5, 0.0]))
+        assert views.masks[:, 0].nonzero().tolist() == [[0, 1], [1, 1]]
+        torch.testing.assert_close(views.logits[:, 0, 0], torch.tensor([-0.5, 0.0]))
     if method is Method.FEATURE_SELECTION:  # the one selected token keeps only its own value
-        assert result.selection.mask.nonzero().tolist() == [[0, 1], [1, 1]]
-        torch.testing.assert_close(result.selection.logits[:, 0], torch.tensor([2.0, -1.0]))
+        assert selection.mask.nonzero().tolist() == [[0, 1], [1, 1]]
+        torch.testing.assert_close(selection.logits[:, 0], torch.tensor([2.0, -1.0]))
 
 
 def test_occlusion_exact_values_on_a_toy_classifier(tokenizer):

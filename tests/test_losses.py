@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.distill import losses
-from pipeline.distill.student_data import TokenLayout, overlap_matrix, project_masks, project_scores
+from pipeline import losses
+from pipeline.cache.extras import Extras, Views, project
+from pipeline.cache.project import TokenLayout, overlap_matrix, project_scores
 
 
 def test_kd_loss_exact_with_and_without_t2_scaling():
@@ -37,8 +38,9 @@ def test_attribution_loss_is_one_minus_cosine_over_real_tokens():
     assert losses.attribution_loss(torch.tensor([[0.0, -2.0, 0.0, 0.0]]), teacher, mask).item() == pytest.approx(2.0)
     assert losses.attribution_loss(torch.tensor([[0.0, 0.0, 1.0, 0.0]]), teacher, mask).item() == pytest.approx(1.0)
     # 45 degrees: 1 - 1/sqrt(2); scale does not matter
-    assert losses.attribution_loss(torch.tensor([[0.0, 100.0, 100.0, 0.0]]), teacher, mask).item() == \
-        pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+    assert losses.attribution_loss(torch.tensor([[0.0, 100.0, 100.0, 0.0]]), teacher, mask).item() == pytest.approx(
+        1 - 1 / math.sqrt(2), abs=1e-6
+    )
 
 
 def test_attribution_loss_skips_examples_without_teacher_signal():
@@ -60,17 +62,24 @@ def test_total_loss_and_mask_tokens():
 
 def test_reprojection_sums_scores_and_ors_masks_within_segments():
     # teacher: [CLS] play ##ing | well [SEP] good [SEP]; text_a "playing well", text_b "good"
-    teacher = TokenLayout(np.array([-1, 0, 0, 0, -1, 1, -1]),
-                          np.array([[0, 0], [0, 4], [4, 7], [8, 12], [0, 0], [0, 4], [0, 0]]))
+    teacher = TokenLayout(
+        np.array([-1, 0, 0, 0, -1, 1, -1]), np.array([[0, 0], [0, 4], [4, 7], [8, 12], [0, 0], [0, 4], [0, 0]])
+    )
     # student: <s> playing we ll </s> go od </s>
-    student = TokenLayout(np.array([-1, 0, 0, 0, -1, 1, 1, -1]),
-                          np.array([[0, 0], [0, 7], [8, 10], [10, 12], [0, 0], [0, 2], [2, 4], [0, 0]]))
+    student = TokenLayout(
+        np.array([-1, 0, 0, 0, -1, 1, 1, -1]),
+        np.array([[0, 0], [0, 7], [8, 10], [10, 12], [0, 0], [0, 2], [2, 4], [0, 0]]),
+    )
     overlap = overlap_matrix(teacher, student)
     scores = np.array([0.0, 0.5, 0.25, -1.0, 0.0, 2.0, 0.0], dtype=np.float32)
     assert project_scores(scores, overlap).tolist() == [0.0, 0.75, -1.0, -1.0, 0.0, 2.0, 2.0, 0.0]
-    views = np.array([[False, False, True, False, False, False, False],
-                      [False, False, False, False, False, True, False]])
-    assert project_masks(views, overlap).tolist() == [
+    views = np.array(
+        [[False, False, True, False, False, False, False], [False, False, False, False, False, True, False]]
+    )
+    logits = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    (projected,) = project(Extras((Views(views, logits),)), overlap).items
+    assert projected.masks.tolist() == [
         [False, True, False, False, False, False, False, False],
         [False, False, False, False, False, True, True, False],
     ]
+    assert projected.logits is logits  # no token axis: unchanged

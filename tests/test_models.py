@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from pipeline.errors import EgkdError
-from pipeline.models import (ModelInfo, base_model_of, load_classifier, load_tokenizer, resolve, save_model,
-                             tokenizer_hash, weights_hash)
+from pipeline.models import (
+    ModelInfo,
+    base_model_of,
+    load_classifier,
+    load_tokenizer,
+    resolve,
+    save_model,
+    tokenizer_hash,
+    weights_hash,
+)
 
 
 def test_builtin_model_resolves_to_the_packaged_files():

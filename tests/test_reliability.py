@@ -21,24 +21,25 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import make_tiny_model_dir
 from safetensors.torch import load_file
-from typer.testing import CliRunner
-
-from conftest import VOCAB, make_tiny_model_dir
-from pipeline.cache import part_path, read_cache, read_part, write_part
-from pipeline.cache_format import META_KEY
-from pipeline.cache_verify import verify_cache
-from pipeline.config import DistillParams, EvaluateParams, ExplainParams, load_params
-from pipeline.distill import trainer
-from pipeline.distill.checkpoint import last_dir
-from pipeline.distill.job import DistillRequest, distill
-from pipeline.errors import EgkdError
-from pipeline.explain import Method
-from pipeline.explain_run import ExplainRequest, run_explain
-from pipeline.models import load_tokenizer
-from stages.cli import app
 from test_cache import flip_byte_in_column
 from test_cli import _one_line_error
+from typer.testing import CliRunner
+
+from pipeline import training
+from pipeline.cache.format import META_KEY
+from pipeline.cache.schema import SCHEMA_VERSION
+from pipeline.cache.store import part_path, read_cache, read_part, write_part
+from pipeline.cache.verify import verify_cache
+from pipeline.checkpoint import last_dir
+from pipeline.config import DistillParams, EvaluateParams, ExplainParams, TrainParams, load_params
+from pipeline.distill.job import DistillRequest, distill
+from pipeline.errors import EgkdError
+from pipeline.explain.run import ExplainRequest, run_explain
+from pipeline.methods import Method
+from pipeline.models import load_tokenizer
+from stages.cli import app
 
 EGKD = Path(sys.executable).parent / "egkd"
 runner = CliRunner()
@@ -53,9 +54,17 @@ def teacher(tmp_path_factory) -> Path:
     return make_tiny_model_dir(tmp_path_factory.mktemp("rel-teacher") / "teacher")
 
 
-def explain_request(teacher: Path, data: Path, out: Path, split: str, limit: int | None, max_length: int = 16,
-                    method: Method = Method.GRADIENT, params: ExplainParams | None = None,
-                    **changes) -> ExplainRequest:
+def explain_request(
+    teacher: Path,
+    data: Path,
+    out: Path,
+    split: str,
+    limit: int | None,
+    max_length: int = 16,
+    method: Method = Method.GRADIENT,
+    params: ExplainParams | None = None,
+    **changes,
+) -> ExplainRequest:
     params = params or ExplainParams()
     values = {"method": method.value, "split": split, "batch_size": 8, "partition_size": 8, "workers": 0, **changes}
     params = dataclasses.replace(params, **values)
@@ -80,14 +89,30 @@ def cache_copy(cache, tmp_path) -> Path:
 
 def distill_params_file(folder: Path, **distill) -> Path:
     values = {"epochs": 1, "batch_size": 8, "checkpoint_every": 100, **distill}
+    train_keys = {f.name for f in dataclasses.fields(TrainParams)}
+    own = "".join(f"  {k}: {v}\n" for k, v in values.items() if k not in train_keys)
+    train = "".join(f"    {k}: {v}\n" for k, v in values.items() if k in train_keys)
     path = folder / "params.yaml"
-    path.write_text("distill:\n" + "".join(f"  {k}: {v}\n" for k, v in values.items()), encoding="utf-8")
+    path.write_text(f"distill:\n{own}  train:\n{train}", encoding="utf-8")
     return path
 
 
 def cli_distill(cache: Path, out: Path, *extra: str):
-    return runner.invoke(app, ["distill", "--cache", str(cache), "--out", str(out), "--method", "gradient",
-                               "--params", str(distill_params_file(out.parent)), *extra])
+    return runner.invoke(
+        app,
+        [
+            "distill",
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--method",
+            "gradient",
+            "--params",
+            str(distill_params_file(out.parent)),
+            *extra,
+        ],
+    )
 
 
 def rewrite_meta(path: Path, **changes) -> None:
@@ -107,7 +132,7 @@ def _group_members(pgid: int) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        state, _, group = text[text.rfind(")") + 2:].split()[:3]
+        state, _, group = text[text.rfind(")") + 2 :].split()[:3]
         if int(group) == pgid and state not in ("Z", "X"):
             members.append(int(stat.parent.name))
     return members
@@ -123,8 +148,14 @@ def assert_no_orphans(pgid: int, timeout: float = 20.0) -> None:
 
 def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     with log.open("wb") as handle:
-        return subprocess.Popen([str(EGKD), *args], cwd=cwd, stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.Popen(
+            [str(EGKD), *args],
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
 
 def kill_group_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 240.0) -> None:
@@ -133,8 +164,10 @@ def kill_group_when(proc: subprocess.Popen, ready, log: Path, timeout: float = 2
     try:
         while not ready():
             if proc.poll() is not None:
-                pytest.fail(f"the run ended (exit {proc.returncode}) before it could be interrupted:\n"
-                            + log.read_text(errors="replace"))
+                pytest.fail(
+                    f"the run ended (exit {proc.returncode}) before it could be interrupted:\n"
+                    + log.read_text(errors="replace")
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the run made no progress in time:\n" + log.read_text(errors="replace"))
             time.sleep(0.02)
@@ -164,7 +197,7 @@ def run_to_end(args: list[str], cwd: Path, log: Path, timeout: float = 300.0) ->
 
 def assert_same_rows(left, right) -> None:
     assert [r.example_id for r in left] == [r.example_id for r in right]
-    for a, b in zip(left, right):
+    for a, b in zip(left, right, strict=False):
         for field in dataclasses.fields(a):
             x, y = getattr(a, field.name), getattr(b, field.name)
             if isinstance(x, np.ndarray) and x.dtype.kind == "f":
@@ -182,12 +215,34 @@ def test_explain_killed_with_sigkill_resumes_to_the_same_cache(teacher, glue_dir
     """kill -9 of `egkd explain --workers 2` mid-run: only whole parts remain, no worker survives, and the
     same command computes just the missing parts into the cache an uninterrupted run writes."""
     params = tmp_path / "params.yaml"  # integrated gradients: slow enough parts to stop the run half-way
-    params.write_text("data:\n  max_length: 32\nexplain:\n  gradient:\n    variant: integrated_gradients\n"
-                      "    ig_steps: 12\n", encoding="utf-8")
+    params.write_text(
+        "data:\n  max_length: 32\nexplain:\n  gradient:\n    variant: integrated_gradients\n    ig_steps: 12\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "cache"
-    args = ["explain", "--method", "gradient", "--teacher", str(teacher), "--data", str(glue_dir), "--task", "sst2",
-            "--split", "dev", "--limit", "32", "--partition-size", "4", "--batch-size", "4", "--workers", "2",
-            "--out", str(out)]
+    args = [
+        "explain",
+        "--method",
+        "gradient",
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(glue_dir),
+        "--task",
+        "sst2",
+        "--split",
+        "dev",
+        "--limit",
+        "32",
+        "--partition-size",
+        "4",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    ]
     partition = out / "method=gradient" / "split=dev"
 
     def parts() -> list[Path]:
@@ -206,8 +261,19 @@ def test_explain_killed_with_sigkill_resumes_to_the_same_cache(teacher, glue_dir
     assert not list(partition.glob(".part-*.tmp")) and verify_cache(out).ok
 
     reference = tmp_path / "reference"
-    run_explain(explain_request(teacher, glue_dir, reference, "dev", 32, max_length=32,
-                                params=load_params(params).explain, batch_size=4, partition_size=4))
+    run_explain(
+        explain_request(
+            teacher,
+            glue_dir,
+            reference,
+            "dev",
+            32,
+            max_length=32,
+            params=load_params(params).explain,
+            batch_size=4,
+            partition_size=4,
+        )
+    )
     meta, rows = read_cache(out, "gradient", "dev")
     ref_meta, ref_rows = read_cache(reference, "gradient", "dev")
     assert meta == dataclasses.replace(ref_meta, teacher=meta.teacher)
@@ -234,8 +300,11 @@ def test_distill_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path
     assert "resumed from the checkpoint at step" in output and "(24 steps" in output, output
 
     reference = tmp_path / "reference"
-    distill(DistillRequest(cache, reference, dataclasses.replace(load_params(params).distill, method="gradient"),
-                           EvaluateParams()))
+    distill(
+        DistillRequest(
+            cache, reference, dataclasses.replace(load_params(params).distill, method="gradient"), EvaluateParams()
+        )
+    )
     resumed, uninterrupted = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
@@ -245,20 +314,22 @@ def test_distill_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path
 def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, tmp_path, monkeypatch):
     """A kill between save_checkpoint's two renames leaves the checkpoint as `.last.old`, and one while the log
     is written leaves half a line: resume uses the former, drops the latter, and matches an uninterrupted run."""
-    params = DistillParams(method="gradient", epochs=2, batch_size=8, checkpoint_every=2, lr=1e-3)
+    params = DistillParams(
+        method=Method.GRADIENT, checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3)
+    )
     distill(DistillRequest(cache, tmp_path / "full", params, EvaluateParams()))
-    original = trainer._step
+    original = training.Trainer._step
 
-    def crash_at_step_4(*args, **kwargs):
-        if args[6] == 3:
+    def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
+        if step == 3:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return original(self, batch, optimizer, scheduler, step, epoch)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(trainer, "_step", crash_at_step_4)
+    monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         distill(DistillRequest(cache, out, params, EvaluateParams()))
-    monkeypatch.setattr(trainer, "_step", original)
+    monkeypatch.setattr(training.Trainer, "_step", original)
     last_dir(out).rename(last_dir(out).with_name(".last.old"))
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log:
         log.write('{"step": 4, "epoch": 1, "lo')
@@ -288,29 +359,45 @@ def test_distill_refuses_a_corrupt_part_naming_it(cache_copy, tmp_path, damage):
 # --- mismatched caches ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field, value", [
-    ("teacher_weights_hash", "0" * 64), ("tokenizer_hash", "1" * 64), ("dataset_fingerprint", "2" * 64),
-    ("max_length", 64), ("method_params", '{"seed": 1}'),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("teacher_weights_hash", "0" * 64),
+        ("tokenizer_hash", "1" * 64),
+        ("dataset_fingerprint", "2" * 64),
+        ("max_length", 64),
+        ("method_params", '{"seed": 1}'),
+    ],
+)
 def test_train_parts_of_two_runs_are_refused(cache_copy, tmp_path, field, value):
     """Parts of another run (teacher, tokenizer, data, max_length...) mixed into one partition."""
     path = part_path(cache_copy, "gradient", "train", 2)
     have = getattr(read_part(path).meta, field)
     rewrite_meta(path, **{field: value})
-    _one_line_error(cli_distill(cache_copy, tmp_path / "s"),
-                    f"{path}: cache field {field!r} differs: cache has {value!r}, expected {have!r}")
+    _one_line_error(
+        cli_distill(cache_copy, tmp_path / "s"),
+        f"{path}: cache field {field!r} differs: cache has {value!r}, expected {have!r}",
+    )
 
 
-@pytest.mark.parametrize("field, value", [
-    ("tokenizer_hash", "1" * 64), ("max_length", 64), ("task", "cola"), ("label_names", ("neg", "pos")),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("tokenizer_hash", "1" * 64),
+        ("max_length", 64),
+        ("task", "cola"),
+        ("label_names", ("neg", "pos")),
+    ],
+)
 def test_dev_partition_of_another_run_is_refused(cache_copy, tmp_path, field, value):
     """The dev partition that distill evaluates on must come from the train partition's teacher and tokenizer."""
     train_value = getattr(read_part(part_path(cache_copy, "gradient", "train", 0)).meta, field)
     for index in range(2):
         rewrite_meta(part_path(cache_copy, "gradient", "dev", index), **{field: value})
-    _one_line_error(cli_distill(cache_copy, tmp_path / "s"),
-                    f"cache field {field!r} differs: cache has {value!r}, expected {train_value!r}")
+    _one_line_error(
+        cli_distill(cache_copy, tmp_path / "s"),
+        f"cache field {field!r} differs: cache has {value!r}, expected {train_value!r}",
+    )
 
 
 def test_partition_of_another_split_is_refused(cache_copy, tmp_path):
@@ -318,15 +405,16 @@ def test_partition_of_another_split_is_refused(cache_copy, tmp_path):
     train = part_path(cache_copy, "gradient", "train", 0).parent
     shutil.rmtree(train)
     shutil.copytree(part_path(cache_copy, "gradient", "dev", 0).parent, train)
-    _one_line_error(cli_distill(cache_copy, tmp_path / "s"), "cache field 'split' differs: cache has 'dev', "
-                                                             "expected 'train'")
+    _one_line_error(
+        cli_distill(cache_copy, tmp_path / "s"), "cache field 'split' differs: cache has 'dev', expected 'train'"
+    )
 
 
 def write_future_part(path: Path) -> None:
-    """A whole part as a later egkd might write it: schema version 2, with a field this egkd does not know."""
+    """A whole part as a later egkd might write it: the next schema version, with a field this egkd does not know."""
     table = pq.read_table(path)
     raw = json.loads(table.schema.metadata[META_KEY])
-    raw.update(schema_version=2, teacher_revision="abc")
+    raw.update(schema_version=SCHEMA_VERSION + 1, teacher_revision="abc")
     metadata = {**table.schema.metadata, META_KEY: json.dumps(raw).encode()}
     pq.write_table(table.replace_schema_metadata(metadata), path)
 
@@ -334,7 +422,7 @@ def write_future_part(path: Path) -> None:
 def test_cache_of_another_schema_version_is_refused_not_overwritten(cache_copy, tmp_path, teacher, glue_dir):
     path = part_path(cache_copy, "gradient", "train", 0)
     write_future_part(path)
-    message = "cache field 'schema_version' differs: cache has 2, this egkd reads 1"
+    message = f"cache field 'schema_version' differs: cache has {SCHEMA_VERSION + 1}, this egkd reads {SCHEMA_VERSION}"
     _one_line_error(cli_distill(cache_copy, tmp_path / "s"), f"{path}: {message}")
     problems = [str(p) for p in verify_cache(cache_copy).problems]
     assert any(message in p for p in problems), problems
@@ -357,8 +445,10 @@ def write_sst2(root: Path, rows: list[str], header: str = "sentence\tlabel") -> 
 @pytest.mark.parametrize("method", list(Method), ids=lambda m: m.value)
 def test_empty_sentences_are_explained_and_trained_on(teacher, tmp_path, method):
     """A sentence of only special tokens gets an all-zero map, no NaN, and trains without a NaN loss."""
-    data = write_sst2(tmp_path / "glue", ["a good film\t1", "\t0", "   \t1", "the movie was bad\t0", "\t1",
-                                          "very boring , not funny\t0"])
+    data = write_sst2(
+        tmp_path / "glue",
+        ["a good film\t1", "\t0", "   \t1", "the movie was bad\t0", "\t1", "very boring , not funny\t0"],
+    )
     out = tmp_path / "cache"
     for split in ("train", "dev"):
         run_explain(explain_request(teacher, data, out, split, None, method=method))
@@ -369,11 +459,10 @@ def test_empty_sentences_are_explained_and_trained_on(teacher, tmp_path, method)
     for row in empty:
         assert row.special_mask.all() and not row.attribution.any()
         assert np.isfinite(row.teacher_logits).all()
-        if row.view_logits is not None:
-            assert np.isfinite(row.view_logits).all()
-        if row.selection_mask is not None:
-            assert not row.selection_mask.any() and np.isfinite(row.selection_logits).all()
-    params = DistillParams(method=method.value, epochs=2, batch_size=2, checkpoint_every=100, lr=1e-3)
+        for item in row.extras.items:
+            for spec, array in item.arrays():
+                assert not array.any() if array.dtype == bool else np.isfinite(array).all(), spec.name
+    params = DistillParams(method=method, checkpoint_every=100, train=TrainParams(epochs=2, batch_size=2, lr=1e-3))
     report = distill(DistillRequest(out, tmp_path / "s", params, EvaluateParams()))
     assert report.training.steps == 6 and report.dev is not None and report.dev.count == 6
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
@@ -384,13 +473,27 @@ def test_empty_sentences_are_explained_and_trained_on(teacher, tmp_path, method)
 def test_long_sentences_are_truncated_and_counted(teacher, tmp_path, monkeypatch):
     """Sentences longer than max_length are cut (keeping the final [SEP]); the count shows in `cache info`."""
     long = " ".join(["the film was very good and not boring"] * 3)
-    data = write_sst2(tmp_path / "glue", [f"{long}\t1", "a good film\t1", f"{long} !\t0", "bad\t0",
-                                          f"very {long}\t1"])
+    data = write_sst2(tmp_path / "glue", [f"{long}\t1", "a good film\t1", f"{long} !\t0", "bad\t0", f"very {long}\t1"])
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("data:\n  max_length: 12\n", encoding="utf-8")
     out = tmp_path / "cache"
-    args = ["explain", "--method", "gradient", "--teacher", str(teacher), "--data", str(data), "--task", "sst2",
-            "--split", "dev", "--partition-size", "2", "--out", str(out)]
+    args = [
+        "explain",
+        "--method",
+        "gradient",
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(data),
+        "--task",
+        "sst2",
+        "--split",
+        "dev",
+        "--partition-size",
+        "2",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "3 sentence(s) longer than max_length were truncated" in result.output
@@ -407,32 +510,59 @@ def test_long_sentences_are_truncated_and_counted(teacher, tmp_path, monkeypatch
 
 MALFORMED = [
     pytest.param("sst2", "SST-2", b"sentence\tscore\na film\t1\n", "missing column(s) 'label'", id="missing-column"),
-    pytest.param("sst2", "SST-2", b"sentence\tlabel\na film\t1\nshort\n", ".tsv:3: 1 fields, expected 2",
-                 id="missing-field"),
-    pytest.param("sst2", "SST-2", b"sentence\tlabel\na film\t1\textra\n", ".tsv:2: 3 fields, expected 2",
-                 id="extra-field"),
-    pytest.param("sst2", "SST-2", b"sentence\tlabel\na film\t1\nmeh\t3\n", ".tsv:3: label '3' not in ['0', '1']",
-                 id="label-outside"),
-    pytest.param("sst2", "SST-2", b"sentence\tlabel\r\na film\t1\r\nbad \xe9 byte\t0\r\n",
-                 ".tsv:3: bytes that are not UTF-8", id="not-utf8"),
-    pytest.param("rte", "RTE", b"index\tsentence1\tsentence2\tlabel\n4\ta\tb\tentailment\n4\tc\td\tentailment\n",
-                 ".tsv:3: duplicate id '4' (first at line 2)", id="duplicate-id"),
+    pytest.param(
+        "sst2", "SST-2", b"sentence\tlabel\na film\t1\nshort\n", ".tsv:3: 1 fields, expected 2", id="missing-field"
+    ),
+    pytest.param(
+        "sst2", "SST-2", b"sentence\tlabel\na film\t1\textra\n", ".tsv:2: 3 fields, expected 2", id="extra-field"
+    ),
+    pytest.param(
+        "sst2",
+        "SST-2",
+        b"sentence\tlabel\na film\t1\nmeh\t3\n",
+        ".tsv:3: label '3' not in ['0', '1']",
+        id="label-outside",
+    ),
+    pytest.param(
+        "sst2",
+        "SST-2",
+        b"sentence\tlabel\r\na film\t1\r\nbad \xe9 byte\t0\r\n",
+        ".tsv:3: bytes that are not UTF-8",
+        id="not-utf8",
+    ),
+    pytest.param(
+        "rte",
+        "RTE",
+        b"index\tsentence1\tsentence2\tlabel\n4\ta\tb\tentailment\n4\tc\td\tentailment\n",
+        ".tsv:3: duplicate id '4' (first at line 2)",
+        id="duplicate-id",
+    ),
     pytest.param("sst2", "SST-2", b"\xef\xbb\xbfsentence\tlabel\r\n\r\n", ": no examples", id="only-header"),
 ]
 
 
 @pytest.mark.parametrize("command", ["explain", "finetune"])
 @pytest.mark.parametrize("task, folder, content, message", MALFORMED)
-def test_malformed_tsv_is_one_line_with_file_and_line(teacher, tmp_path, monkeypatch, command, task, folder,
-                                                       content, message):
+def test_malformed_tsv_is_one_line_with_file_and_line(
+    teacher, tmp_path, monkeypatch, command, task, folder, content, message
+):
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "glue"
     (data / folder).mkdir(parents=True)
     for split in ("train", "dev"):
         (data / folder / f"{split}.tsv").write_bytes(content)
     if command == "explain":
-        args = ["explain", "--teacher", str(teacher), "--method", "gradient", "--split", "dev",
-                "--out", str(tmp_path / "c")]
+        args = [
+            "explain",
+            "--teacher",
+            str(teacher),
+            "--method",
+            "gradient",
+            "--split",
+            "dev",
+            "--out",
+            str(tmp_path / "c"),
+        ]
         expected_file = data / folder / "dev.tsv"
     else:
         args = ["finetune", "--model", str(teacher), "--out", str(tmp_path / "t")]
@@ -457,30 +587,52 @@ BAD_EXPLAIN = [
     ("", ["--limit", "0"], "limit must be a positive number of examples, got 0"),
     ("", ["--task", "sst3"], "unknown task 'sst3'"),
     ("", ["--split", "validation"], "task sst2 has no split 'validation'"),
-    ("", ["--method", "saliency"], "unknown method 'saliency'"),
+    (
+        "",
+        ["--method", "saliency"],
+        "option 'method' must be one of ['gradient', 'perturbation', 'feature_selection'], got 'saliency'",
+    ),
 ]
 
 
 @pytest.mark.parametrize("params, options, message", BAD_EXPLAIN)
 def test_explain_bad_params_and_options(teacher, glue_dir, tmp_path, params, options, message):
     (tmp_path / "p.yaml").write_text(params or "{}\n", encoding="utf-8")
-    args = ["explain", "--teacher", str(teacher), "--data", str(glue_dir), "--split", "dev", "--method", "gradient",
-            "--out", str(tmp_path / "c"), "--params", str(tmp_path / "p.yaml"), *options]
+    args = [
+        "explain",
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(glue_dir),
+        "--split",
+        "dev",
+        "--method",
+        "gradient",
+        "--out",
+        str(tmp_path / "c"),
+        "--params",
+        str(tmp_path / "p.yaml"),
+        *options,
+    ]
     _one_line_error(runner.invoke(app, args), message)
     assert not (tmp_path / "c").exists()
 
 
 BAD_DISTILL = [
     ("distill:\n  epoch: 2\n", [], "unknown params key 'distill.epoch'"),
-    ("distill:\n  lr: fast\n", [], "params key 'distill.lr' must be a number, got 'fast'"),
+    ("distill:\n  train:\n    lr: fast\n", [], "params key 'distill.train.lr' must be a number, got 'fast'"),
     ("distill:\n  checkpoint_every: 0\n", [], "distill.checkpoint_every must be positive, got 0"),
-    ("distill:\n  batch_size: -8\n", [], "distill.batch_size must be positive, got -8"),
+    ("distill:\n  train:\n    batch_size: -8\n", [], "distill.train.batch_size must be positive, got -8"),
     ("distill:\n  beta: -1\n", [], "distill.beta must not be negative, got -1.0"),
     ("", ["--epochs", "0"], "epochs must be positive, got 0"),
     ("", ["--layers", "0"], "layers must be positive, got 0"),
     ("", ["--temperature", "-2"], "temperature must be positive, got -2.0"),
     ("", ["--layers", "5"], "has 2 layers; cannot keep the first 5"),
-    ("", ["--method", "lime"], "unknown method 'lime'"),
+    (
+        "",
+        ["--method", "lime"],
+        "option 'method' must be one of ['gradient', 'perturbation', 'feature_selection', 'none'], got 'lime'",
+    ),
     ("", ["--student", "/nonexistent/student"], "model directory not found: /nonexistent/student"),
 ]
 
@@ -488,7 +640,15 @@ BAD_DISTILL = [
 @pytest.mark.parametrize("params, options, message", BAD_DISTILL)
 def test_distill_bad_params_and_options(cache, tmp_path, params, options, message):
     (tmp_path / "p.yaml").write_text(params or "{}\n", encoding="utf-8")
-    args = ["distill", "--cache", str(cache), "--out", str(tmp_path / "s"), "--params", str(tmp_path / "p.yaml"),
-            *options]
+    args = [
+        "distill",
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "s"),
+        "--params",
+        str(tmp_path / "p.yaml"),
+        *options,
+    ]
     _one_line_error(runner.invoke(app, args), message)
     assert not (tmp_path / "s" / "model.safetensors").exists()

@@ -9,18 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from conftest import make_tiny_model_dir
 from distill_cache import build_cache
+from typer.testing import CliRunner
+
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
-from pipeline.report import ReportRequest, build_report, format_table
-from pipeline.report_data import Stat, split_name
-from pipeline.report_heatmaps import TokenScore
-from pipeline.report_html import highlighted
-from pipeline.report_plots import smoothed
-from pipeline.report_svg import nice_ticks
+from pipeline.report.build import ReportRequest, build_report, format_table
+from pipeline.report.data import Stat, split_name
+from pipeline.report.heatmaps import TokenScore
+from pipeline.report.html import highlighted
+from pipeline.report.plots import smoothed
+from pipeline.report.svg import nice_ticks
 from stages.cli import app
 
 runner = CliRunner()
@@ -36,16 +36,35 @@ RESULTS = {
 
 
 def write_evaluation(path: Path, model: Path, accuracy: float, method: str | None, spearman: float | None) -> None:
-    report = {"model": str(model), "task": "sst2", "split": "dev",
-              "metrics": {"main_name": "accuracy", "main": accuracy, "values": [["accuracy", accuracy]], "count": 872},
-              "explanations": []}
+    report = {
+        "model": str(model),
+        "task": "sst2",
+        "split": "dev",
+        "metrics": {"main_name": "accuracy", "main": accuracy, "values": [["accuracy", accuracy]], "count": 872},
+        "explanations": [],
+    }
     if method is not None:
-        report["explanations"].append({
-            "cache": f"data/cache/sst2-{method}.parquet",
-            "agreement": {"method": method, "examples": 100, "spearman": spearman, "spearman_examples": 100,
-                          "top_k_overlap": spearman / 2, "top_k_fraction": 0.2},
-            "faithfulness": {"method": method, "fractions": [0.1], "comprehensiveness": 0.3, "sufficiency": 0.1,
-                             "random_comprehensiveness": 0.1, "random_sufficiency": 0.2}})
+        report["explanations"].append(
+            {
+                "cache": f"data/cache/sst2-{method}.parquet",
+                "agreement": {
+                    "method": method,
+                    "examples": 100,
+                    "spearman": spearman,
+                    "spearman_examples": 100,
+                    "top_k_overlap": spearman / 2,
+                    "top_k_fraction": 0.2,
+                },
+                "faithfulness": {
+                    "method": method,
+                    "fractions": [0.1],
+                    "comprehensiveness": 0.3,
+                    "sufficiency": 0.1,
+                    "random_comprehensiveness": 0.1,
+                    "random_sufficiency": 0.2,
+                },
+            }
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report), encoding="utf-8")
 
@@ -56,16 +75,22 @@ def experiment(tmp_path) -> Path:
     for (variant, seed), (accuracy, agreements) in RESULTS.items():
         model = tmp_path / "students" / f"{variant}-s{seed}"
         model.mkdir(parents=True)
-        lines = [json.dumps({"step": s, "epoch": 0, "loss": 1.0 / s + seed, "ce": 0.5, "kd": 0.5, "explain": None,
-                             "lr": 1e-4}) for s in range(1, 13)]
+        lines = [
+            json.dumps(
+                {"step": s, "epoch": 0, "loss": 1.0 / s + seed, "ce": 0.5, "kd": 0.5, "explain": None, "lr": 1e-4}
+            )
+            for s in range(1, 13)
+        ]
         (model / "train_log.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         for method, spearman in agreements.items():
-            write_evaluation(tmp_path / "eval" / f"{variant}-s{seed}" / f"{method}.json", model, accuracy, method,
-                             spearman)
+            write_evaluation(
+                tmp_path / "eval" / f"{variant}-s{seed}" / f"{method}.json", model, accuracy, method, spearman
+            )
     teacher = tmp_path / "teacher"
     teacher.mkdir()
-    (teacher / "metrics.json").write_text(json.dumps(
-        {"train_examples": 4000, "dev": {"main_name": "accuracy", "main": 0.9, "values": [], "count": 872}}))
+    (teacher / "metrics.json").write_text(
+        json.dumps({"train_examples": 4000, "dev": {"main_name": "accuracy", "main": 0.9, "values": [], "count": 872}})
+    )
     return tmp_path
 
 
@@ -76,20 +101,32 @@ def test_stat_is_mean_and_sample_std():
     assert Stat.of([]) is None
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("kd-s2", ("kd", 2)), ("feature_selection-s10", ("feature_selection", 10)),
-    ("kd-t4-s0", ("kd-t4", 0)), ("student", ("student", None)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("kd-s2", ("kd", 2)),
+        ("feature_selection-s10", ("feature_selection", 10)),
+        ("kd-t4-s0", ("kd-t4", 0)),
+        ("student", ("student", None)),
+    ],
+)
 def test_student_names(name, expected):
     assert split_name(name) == expected
 
 
 def test_report_aggregates_over_seeds(experiment):
     out = experiment / "out"
-    result = build_report(ReportRequest(
-        evals=(experiment / "eval",), out=out / "report.html", summary=out / "summary.json",
-        loss_csv=out / "loss.csv", comparison_csv=out / "comparison.csv", teacher=experiment / "teacher",
-        variant_order=("kd", "gradient")))
+    result = build_report(
+        ReportRequest(
+            evals=(experiment / "eval",),
+            out=out / "report.html",
+            summary=out / "summary.json",
+            loss_csv=out / "loss.csv",
+            comparison_csv=out / "comparison.csv",
+            teacher=experiment / "teacher",
+            variant_order=("kd", "gradient"),
+        )
+    )
     assert [v.variant for v in result.summary.variants] == ["kd", "gradient"]
     assert result.students == 5 and result.sentences == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -142,7 +179,7 @@ def test_highlighted_colours_by_sign_and_magnitude():
 
 
 def test_smoothing_and_ticks():
-    from pipeline.report_data import LossPoint
+    from pipeline.report.data import LossPoint
 
     points = [LossPoint(i + 1, v) for i, v in enumerate([4.0, 2.0, 0.0, 2.0])]
     assert smoothed(points, window=2) == [4.0, 3.0, 1.0, 1.0]
@@ -174,15 +211,23 @@ def test_repository_params_define_the_experiment():
     assert len(params.experiment.seeds) == 3
 
 
-@pytest.mark.parametrize("variants, message", [
-    ("[{name: a, cache: gradient, options: {method: perturbation}}]", "trains from the perturbation cache"),
-    ("[{name: a, cache: gradient}]", "options.method is required"),
-    ("[{name: a, cache: gradient, options: {method: none}}, {name: a, cache: gradient, options: {method: none}}]",
-     "variant name a appears twice"),
-    ("[{name: 'a/b', cache: gradient, options: {method: none}}]", "it names folders"),
-    ("[{name: a, cache: gradient, options: {method: none, lr: 1}}]", "unknown params key 'experiment.variants.options.lr'"),
-    ("[{name: a, cache: gradient, options: {method: none, alpha: 2}}]", r"experiment.variants\[0\].options.alpha"),
-])
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ("[{name: a, cache: gradient, options: {method: perturbation}}]", "trains from the perturbation cache"),
+        ("[{name: a, cache: gradient}]", "options.method is required"),
+        (
+            "[{name: a, cache: gradient, options: {method: none}}, {name: a, cache: gradient, options: {method: none}}]",
+            "variant name a appears twice",
+        ),
+        ("[{name: 'a/b', cache: gradient, options: {method: none}}]", "it names folders"),
+        (
+            "[{name: a, cache: gradient, options: {method: none, lr: 1}}]",
+            "unknown params key 'experiment.variants.options.lr'",
+        ),
+        ("[{name: a, cache: gradient, options: {method: none, alpha: 2}}]", r"experiment.variants\[0\].options.alpha"),
+    ],
+)
 def test_bad_variants_name_the_problem(tmp_path, variants, message):
     path = tmp_path / "params.yaml"
     path.write_text(f"experiment:\n  variants: {variants}\n")

@@ -14,18 +14,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from test_cli import _one_line_error
+from test_reliability import cache, cache_copy, distill_params_file, rewrite_meta, teacher  # noqa: F401
 from typer.testing import CliRunner
 
-from pipeline.cache import cache_info, part_path, read_cache, read_part
-from pipeline.cache_format import META_KEY, PART_KEY
-from pipeline.cache_verify import verify_cache
-from pipeline.distill.checkpoint import last_dir
+from pipeline.cache.format import META_KEY, PART_KEY
+from pipeline.cache.store import cache_info, part_path, read_cache, read_part
+from pipeline.cache.verify import verify_cache
+from pipeline.checkpoint import last_dir
 from pipeline.distill.job import load_rows
 from pipeline.errors import EgkdError
 from pipeline.models import load_classifier, load_tokenizer
 from stages.cli import app
-from test_cli import _one_line_error
-from test_reliability import cache, cache_copy, distill_params_file, rewrite_meta, teacher  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -70,12 +70,47 @@ def _commands(pickled: Path, cache: Path, glue_dir: Path, tmp_path: Path) -> dic
     data = ["--data", str(glue_dir), "--task", "sst2"]
     (tmp_path / "distill").mkdir()
     return {
-        "finetune": ["finetune", "--model", str(pickled), *data, "--limit", "8", "--dev-limit", "8",
-                     "--batch-size", "8", "--out", str(tmp_path / "teacher")],
-        "explain": ["explain", "--teacher", str(pickled), *data, "--method", "gradient", "--split", "dev",
-                    "--limit", "4", "--out", str(tmp_path / "cache")],
-        "distill": ["distill", "--cache", str(cache), "--method", "gradient", "--student", str(pickled),
-                    "--out", str(tmp_path / "student"), "--params", str(distill_params_file(tmp_path / "distill"))],
+        "finetune": [
+            "finetune",
+            "--model",
+            str(pickled),
+            *data,
+            "--limit",
+            "8",
+            "--dev-limit",
+            "8",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "teacher"),
+        ],
+        "explain": [
+            "explain",
+            "--teacher",
+            str(pickled),
+            *data,
+            "--method",
+            "gradient",
+            "--split",
+            "dev",
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path / "cache"),
+        ],
+        "distill": [
+            "distill",
+            "--cache",
+            str(cache),
+            "--method",
+            "gradient",
+            "--student",
+            str(pickled),
+            "--out",
+            str(tmp_path / "student"),
+            "--params",
+            str(distill_params_file(tmp_path / "distill")),
+        ],
         "evaluate": ["evaluate", "--model", str(pickled), *data, "--out", str(tmp_path / "eval.json")],
     }
 
@@ -96,13 +131,14 @@ def test_every_model_loading_command_takes_allow_pickle(pickled, cache, glue_dir
 def _with_remote_code(source: Path, folder: Path, marker: Path, model_type: str | None = None) -> Path:
     """A model folder whose config and tokenizer config point at custom code that writes ``marker``."""
     shutil.copytree(source, folder)
-    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
-                                    "from transformers import BertConfig as EvilConfig\n"
-                                    "from transformers import BertForSequenceClassification as EvilModel\n"
-                                    "from transformers import BertTokenizer as EvilTokenizer\n")
+    (folder / "evil.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import BertConfig as EvilConfig\n"
+        "from transformers import BertForSequenceClassification as EvilModel\n"
+        "from transformers import BertTokenizer as EvilTokenizer\n"
+    )
     config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "evil.EvilConfig",
-                          "AutoModelForSequenceClassification": "evil.EvilModel"}
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel"}
     if model_type is not None:
         config["model_type"] = model_type
     (folder / "config.json").write_text(json.dumps(config))
@@ -122,8 +158,26 @@ def test_remote_code_is_never_run(teacher, glue_dir, tmp_path, monkeypatch, mode
         except EgkdError:
             pass  # refusing is fine; running the code is not
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["explain", "--teacher", str(folder), "--data", str(glue_dir), "--task", "sst2",
-                                 "--method", "gradient", "--split", "dev", "--limit", "4", "--out", str(tmp_path / "c")])
+    result = runner.invoke(
+        app,
+        [
+            "explain",
+            "--teacher",
+            str(folder),
+            "--data",
+            str(glue_dir),
+            "--task",
+            "sst2",
+            "--method",
+            "gradient",
+            "--split",
+            "dev",
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
     assert not marker.exists()
 
@@ -136,7 +190,7 @@ def test_source_never_enables_remote_code():
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"trust_remote_code\s*=\s*True", text), path
         for match in re.finditer(r"\.from_pretrained\(", text):
-            call = text[match.end():text.find(")", match.end()) + 1]
+            call = text[match.end() : text.find(")", match.end()) + 1]
             assert "trust_remote_code=False" in call, f"{path}: from_pretrained({call}"
             calls += 1
     assert calls >= 3
@@ -171,8 +225,17 @@ def test_reading_a_cache_never_unpickles(cache, monkeypatch):
 
 def test_checkpoint_state_is_loaded_with_weights_only(cache, tmp_path, monkeypatch):
     out = tmp_path / "s"
-    args = ["distill", "--cache", str(cache), "--method", "gradient", "--out", str(out),
-            "--params", str(distill_params_file(tmp_path, checkpoint_every=1))]
+    args = [
+        "distill",
+        "--cache",
+        str(cache),
+        "--method",
+        "gradient",
+        "--out",
+        str(out),
+        "--params",
+        str(distill_params_file(tmp_path, checkpoint_every=1)),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     calls = []
     original = torch.load
@@ -190,8 +253,17 @@ def test_checkpoint_state_is_loaded_with_weights_only(cache, tmp_path, monkeypat
 @pytest.mark.parametrize("content", ["pickle", "truncated"])
 def test_malicious_or_damaged_checkpoint_is_refused(cache, tmp_path, content):
     out = tmp_path / "s"
-    args = ["distill", "--cache", str(cache), "--method", "gradient", "--out", str(out),
-            "--params", str(distill_params_file(tmp_path, checkpoint_every=1))]
+    args = [
+        "distill",
+        "--cache",
+        str(cache),
+        "--method",
+        "gradient",
+        "--out",
+        str(out),
+        "--params",
+        str(distill_params_file(tmp_path, checkpoint_every=1)),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     state = last_dir(out) / "state.pt"
     marker = tmp_path / "unpickled"
@@ -199,8 +271,9 @@ def test_malicious_or_damaged_checkpoint_is_refused(cache, tmp_path, content):
         torch.save({"step": 1, "settings": _Marker(marker)}, state, _use_new_zipfile_serialization=True)
     else:
         state.write_bytes(state.read_bytes()[:100])
-    _one_line_error(runner.invoke(app, [*args, "--resume"]), f"cannot resume: {state} is not a readable egkd "
-                                                               "checkpoint")
+    _one_line_error(
+        runner.invoke(app, [*args, "--resume"]), f"cannot resume: {state} is not a readable egkd checkpoint"
+    )
     assert not marker.exists()
 
 
@@ -214,26 +287,43 @@ def _files(root: Path) -> set[Path]:
 def test_paths_in_cache_metadata_are_never_written_to(cache_copy, glue_dir, tmp_path, monkeypatch):
     outside = tmp_path / "outside"
     outside.mkdir()
-    hostile = {"teacher": "../../evil-teacher", "dataset_source": str(outside / "x.tsv"),
-               "egkd_version": "../../../v"}
+    hostile = {"teacher": "../../evil-teacher", "dataset_source": str(outside / "x.tsv"), "egkd_version": "../../../v"}
     for path in sorted(cache_copy.rglob("part-*.parquet")):
         rewrite_meta(path, **hostile)
     assert verify_cache(cache_copy).ok
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
-    (work / "params.yaml").write_text("data:\n  dev_limit: 8\ndistill:\n  epochs: 1\n  batch_size: 8\n",
-                                      encoding="utf-8")
+    (work / "params.yaml").write_text(
+        "data:\n  dev_limit: 8\ndistill:\n  train:\n    epochs: 1\n    batch_size: 8\n", encoding="utf-8"
+    )
     before = _files(tmp_path)
-    for args in (["cache", "info", str(cache_copy)], ["cache", "verify", str(cache_copy)],
-                 ["distill", "--cache", str(cache_copy), "--method", "gradient", "--out", "student"],
-                 ["evaluate", "--model", "student", "--task", "sst2", "--data", str(glue_dir),
-                  "--cache", str(cache_copy), "--method", "gradient", "--out", "eval.json"]):
+    for args in (
+        ["cache", "info", str(cache_copy)],
+        ["cache", "verify", str(cache_copy)],
+        ["distill", "--cache", str(cache_copy), "--method", "gradient", "--out", "student"],
+        [
+            "evaluate",
+            "--model",
+            "student",
+            "--task",
+            "sst2",
+            "--data",
+            str(glue_dir),
+            "--cache",
+            str(cache_copy),
+            "--method",
+            "gradient",
+            "--out",
+            "eval.json",
+        ],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
     created = _files(tmp_path) - before
     assert created and all(p.is_relative_to(work / "student") or p == work / "eval.json" for p in created), created
     assert not (tmp_path / "evil-teacher").exists() and not list(outside.iterdir())
     assert read_part(part_path(cache_copy, "gradient", "train", 0)).meta.teacher == "../../evil-teacher"
-    assert dataclasses.asdict(read_part(part_path(cache_copy, "gradient", "dev", 0)).meta)["egkd_version"] \
-        == "../../../v"
+    assert (
+        dataclasses.asdict(read_part(part_path(cache_copy, "gradient", "dev", 0)).meta)["egkd_version"] == "../../../v"
+    )

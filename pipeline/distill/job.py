@@ -11,19 +11,19 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
-from pipeline.cache import CacheExpectation, check_compatible, list_partitions, read_cache
-from pipeline.cache_schema import CachedExample, CacheMetadata
+from pipeline.cache.project import to_student_examples
+from pipeline.cache.schema import CachedExample, CacheMetadata
+from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
 from pipeline.config import DistillParams, EvaluateParams
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
-from pipeline.distill.student_data import to_student_examples
-from pipeline.distill.trainer import TrainResult, seed_everything, train
+from pipeline.distill.trainer import train
 from pipeline.errors import EgkdError
-from pipeline.evaluate import evaluate_examples
-from pipeline.explain.base import Method
-from pipeline.metrics import TaskMetrics
+from pipeline.evaluate.metrics import TaskMetrics
+from pipeline.evaluate.run import evaluate_examples
+from pipeline.methods import Method
 from pipeline.models import ModelInfo, load_classifier, load_tokenizer, save_model, tokenizer_hash
 from pipeline.tasks import get_task
+from pipeline.training import TrainResult, seed_everything
 
 # Fields in which the dev partition must agree with the train partition.
 _SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "label_names", "max_length")
@@ -50,10 +50,6 @@ class DistillReport:
     training: TrainResult
     dev: TaskMetrics | None
     notes: tuple[str, ...]
-
-
-def _explanation_method(name: str) -> Method | None:
-    return None if name == "none" else Method.parse(name)
 
 
 def _partition_method(cache: Path, method: Method | None) -> str:
@@ -83,7 +79,7 @@ def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool
     """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible."""
     ref = params.student or meta.teacher_base
     layers = params.layers if params.student is None else None
-    seed_everything(params.seed)
+    seed_everything(params.train.seed)
     try:
         model = load_classifier(ref, meta.num_labels, num_layers=layers, allow_pickle=allow_pickle)
     except EgkdError as err:
@@ -93,7 +89,7 @@ def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool
 
 def distill(request: DistillRequest) -> DistillReport:
     params, notes = request.params, []
-    method = _explanation_method(params.method)
+    method = params.explanation
     meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
@@ -102,50 +98,69 @@ def distill(request: DistillRequest) -> DistillReport:
         notes.append(f"student tokenizer differs from the teacher's: teacher maps re-projected onto {ref} tokens")
     retokenise = None if same else tokenizer
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
-    if tokenizer.mask_token_id is None and method in (Method.PERTURBATION, Method.FEATURE_SELECTION):
-        raise EgkdError(f"student tokenizer of {ref} has no mask token; method {method.value} needs one")
-    settings = ObjectiveSettings(params.temperature, params.t2_scaling, tokenizer.mask_token_id or 0)
+    objective = make_objective(
+        method, ObjectiveSettings(params.temperature, params.t2_scaling, tokenizer.mask_token_id or 0)
+    )
+    if tokenizer.mask_token_id is None and objective.needs_mask_token:
+        raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
     pad = tokenizer.pad_token_id or 0
-    training = train(student, make_objective(method, settings), train_examples, params, request.out,
-                     pad, resume=request.resume, progress=request.progress)
+    training = train(
+        student, objective, train_examples, params, request.out, pad, resume=request.resume, progress=request.progress
+    )
     dev = None
     if dev_rows:
-        dev = evaluate_examples(student, to_student_examples(dev_rows, retokenise, meta.max_length), task,
-                                request.evaluate.batch_size, pad)
+        dev = evaluate_examples(
+            student, to_student_examples(dev_rows, retokenise, meta.max_length), task, request.evaluate.batch_size, pad
+        )
     else:
         notes.append(f"no dev partition for method {meta.method} in the cache: dev evaluation skipped")
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
-    report = DistillReport(request.out, params.method, ref, same, len(train_examples), training, dev, tuple(notes))
+    report = DistillReport(request.out, params.method_name, ref, same, len(train_examples), training, dev, tuple(notes))
     _write_outputs(request, meta, report)
     return report
 
 
 def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: DistillReport) -> None:
     out = request.out
-    metrics = {"task": meta.task, "method": report.method, "student": report.student,
-               "train_examples": report.train_examples, "steps": report.training.steps,
-               "final_step": None if report.training.last is None else asdict(report.training.last),
-               "dev": None if report.dev is None else asdict(report.dev)}
+    metrics = {
+        "task": meta.task,
+        "method": report.method,
+        "student": report.student,
+        "train_examples": report.train_examples,
+        "steps": report.training.steps,
+        "final_step": None if report.training.last is None else asdict(report.training.last),
+        "dev": None if report.dev is None else asdict(report.dev),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
 
 
 def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillReport) -> str:
     p = request.params
-    dev = "not evaluated (no dev partition in the cache)" if report.dev is None else ", ".join(
-        f"{name} {value:.4f}" for name, value in report.dev.values) + f" ({report.dev.count} examples)"
+    dev = (
+        "not evaluated (no dev partition in the cache)"
+        if report.dev is None
+        else ", ".join(f"{name} {value:.4f}" for name, value in report.dev.values) + f" ({report.dev.count} examples)"
+    )
     lines = [
-        f"# egkd student for {meta.task}", "",
+        f"# egkd student for {meta.task}",
+        "",
         "Distilled with egkd (Explanation Guided Knowledge Distillation) from an explanation cache; "
-        "the teacher was not loaded during training.", "",
-        f"- teacher: `{meta.teacher}` (weights sha256 `{meta.teacher_weights_hash[:16]}`), "
-        f"base `{meta.teacher_base}`",
+        "the teacher was not loaded during training.",
+        "",
+        f"- teacher: `{meta.teacher}` (weights sha256 `{meta.teacher_weights_hash[:16]}`), base `{meta.teacher_base}`",
         f"- cache: `{request.cache}` (partition method={meta.method}, {report.train_examples} train examples)",
         f"- student: `{report.student}`; tokenizer shared with the teacher: {report.same_tokenizer}",
         f"- explanation method: {report.method}",
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"
         + ("" if report.method == "none" else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps)"),
-        f"- dev metrics: {dev}", "",
-        "## Parameters", "", "```json", json.dumps(asdict(p), indent=2), "```", "",
+        f"- dev metrics: {dev}",
+        "",
+        "## Parameters",
+        "",
+        "```json",
+        json.dumps(asdict(p), indent=2),
+        "```",
+        "",
     ]
     return "\n".join(lines)

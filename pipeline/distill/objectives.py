@@ -26,10 +26,11 @@ from typing import ClassVar
 
 import torch
 
-from pipeline.distill import losses
-from pipeline.distill.student_data import StudentBatch
+from pipeline import losses
+from pipeline.cache.extras import Extra, Selection, Views
+from pipeline.cache.project import StudentBatch
 from pipeline.errors import EgkdError
-from pipeline.explain.base import Method
+from pipeline.methods import Method
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,9 @@ class ObjectiveOutput:
     explain: torch.Tensor | None  # scalar explanation term, None when not computed this step
 
 
-def student_logits(student: torch.nn.Module, batch: StudentBatch,
-                   input_ids: torch.Tensor | None = None) -> torch.Tensor:
+def student_logits(
+    student: torch.nn.Module, batch: StudentBatch, input_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     inputs = batch.tokens.model_inputs()
     if input_ids is not None:
         inputs["input_ids"] = input_ids
@@ -57,21 +59,28 @@ class Objective(ABC):
     """The student's forward pass and, on explanation steps, its explanation term."""
 
     method: ClassVar[Method | None]
+    requires: ClassVar[tuple[type[Extra], ...]] = ()  # the cached extras its term reads
+    needs_mask_token: ClassVar[bool] = False  # its term replaces tokens by the student tokenizer's [MASK]
 
     def __init__(self, settings: ObjectiveSettings) -> None:
         self.settings = settings
 
-    def compute(self, student: torch.nn.Module, batch: StudentBatch, explain: bool,
-                generator: torch.Generator) -> ObjectiveOutput:
+    def compute(
+        self, student: torch.nn.Module, batch: StudentBatch, explain: bool, generator: torch.Generator
+    ) -> ObjectiveOutput:
         logits = student_logits(student, batch)
         return ObjectiveOutput(logits, self.explain_term(student, batch, generator) if explain else None)
 
-    def explain_term(self, student: torch.nn.Module, batch: StudentBatch,
-                     generator: torch.Generator) -> torch.Tensor | None:
+    def explain_term(
+        self, student: torch.nn.Module, batch: StudentBatch, generator: torch.Generator
+    ) -> torch.Tensor | None:
         return None
 
     def check(self, batch: StudentBatch) -> None:
-        """Refuse a batch that lacks the cached fields this objective needs."""
+        """Refuse a batch that lacks the cached extras this objective reads."""
+        missing = [kind.kind for kind in self.requires if batch.extras.get(kind) is None]
+        if missing:
+            raise EgkdError(f"the cache rows have no {missing[0]} extras; method {self.method} needs them")
 
     def _kd(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         return losses.kd_loss(student, teacher, self.settings.temperature, self.settings.t2_scaling)
@@ -103,8 +112,9 @@ class GradientObjective(Objective):
             return super().compute(student, batch, explain, generator)
         tokens = batch.tokens
         embeds = student.get_input_embeddings()(tokens.input_ids)
-        logits = student(inputs_embeds=embeds, attention_mask=tokens.attention_mask,
-                         token_type_ids=tokens.token_type_ids).logits
+        logits = student(
+            inputs_embeds=embeds, attention_mask=tokens.attention_mask, token_type_ids=tokens.token_type_ids
+        ).logits
         target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
         chosen = logits.gather(-1, target).sum()
         (grad,) = torch.autograd.grad(chosen, embeds, create_graph=True)
@@ -115,31 +125,32 @@ class GradientObjective(Objective):
 @register
 class PerturbationObjective(Objective):
     method = Method.PERTURBATION
-
-    def check(self, batch):
-        if batch.view_masks is None:
-            raise EgkdError("the cache rows have no perturbed views (view_masks); method perturbation needs them")
+    requires = (Views,)
+    needs_mask_token = True
 
     def explain_term(self, student, batch, generator):
         self.check(batch)
-        counts = batch.view_counts.float()
-        pick = (torch.rand(counts.shape, generator=generator) * counts).long().clamp_max(counts.long() - 1)
-        rows = torch.arange(len(pick))
-        replace = batch.view_masks[rows, pick] & batch.real_tokens
+        views = batch.extras.get(Views)
+        assert views is not None
+        count = views.masks.shape[1]
+        size = views.masks.shape[0]
+        pick = (torch.rand(size, generator=generator) * count).long().clamp_max(count - 1).to(views.masks.device)
+        rows = torch.arange(size, device=views.masks.device)
+        replace = views.masks[rows, pick] & batch.real_tokens
         masked = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
-        return self._kd(student_logits(student, batch, masked), batch.view_logits[rows, pick])
+        return self._kd(student_logits(student, batch, masked), views.logits[rows, pick])
 
 
 @register
 class FeatureSelectionObjective(Objective):
     method = Method.FEATURE_SELECTION
-
-    def check(self, batch):
-        if batch.selection_mask is None:
-            raise EgkdError("the cache rows have no selection_mask; method feature_selection needs it")
+    requires = (Selection,)
+    needs_mask_token = True
 
     def explain_term(self, student, batch, generator):
         self.check(batch)
-        replace = batch.real_tokens & ~batch.selection_mask
+        selection = batch.extras.get(Selection)
+        assert selection is not None
+        replace = batch.real_tokens & ~selection.mask
         kept_only = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
         return self._kd(student_logits(student, batch, kept_only), batch.teacher_logits)

@@ -1,69 +1,43 @@
 """The explainer interface and its registry.
 
 Each explanation family is one :class:`Explainer` subclass, registered under
-its :class:`Method`. ``explain(batch)`` returns an :class:`Explanation` whose
-``attribution`` is ``(B, T)`` with zeros at special tokens and padding, plus
-the typed extras its family caches for stage two.
+its :class:`~pipeline.methods.Method`. ``explain(batch)`` returns an
+:class:`Explanation` whose ``attribution`` is ``(B, T)`` with zeros at special
+tokens and padding, plus the extras its family caches for stage two; a class
+declares those in ``extras`` (:mod:`pipeline.cache.extras`), which is all the
+cache, verification and student collation need to know of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
+from pipeline.cache.extras import Extra, Extras
 from pipeline.config import ExplainParams
 from pipeline.encoding import TokenBatch
-from pipeline.errors import EgkdError
-
-
-class Method(str, Enum):
-    GRADIENT = "gradient"
-    PERTURBATION = "perturbation"
-    FEATURE_SELECTION = "feature_selection"
-
-    @classmethod
-    def parse(cls, name: str) -> Method:
-        try:
-            return cls(name)
-        except ValueError:
-            raise EgkdError(f"unknown method {name!r}; methods: {', '.join(m.value for m in cls)}") from None
-
-
-@dataclass(frozen=True)
-class PerturbedViews:
-    """The teacher's outputs on the perturbed inputs stage two trains on (perturbation family)."""
-
-    masks: torch.Tensor  # (B, P, T) bool: tokens replaced by [MASK] in each view
-    logits: torch.Tensor  # (B, P, C) teacher logits on each view
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The instance-wise token selection (feature-selection family)."""
-
-    mask: torch.Tensor  # (B, T) bool: the k selected tokens
-    logits: torch.Tensor  # (B, C) teacher logits when only the selected tokens are kept
+from pipeline.methods import Method
+from pipeline.models import Classifier
 
 
 @dataclass(frozen=True)
 class Explanation:
     attribution: torch.Tensor  # (B, T) float32, zero at special tokens and padding
     logits: torch.Tensor  # (B, C) teacher logits on the unperturbed input
-    views: PerturbedViews | None = None
-    selection: Selection | None = None
+    extras: Extras = field(default_factory=Extras)  # (B, ...) tensors of the kinds the explainer declares
 
 
 class Explainer(ABC):
     """Computes one family's explanations of a classifier for a batch of inputs."""
 
     method: ClassVar[Method]
+    extras: ClassVar[tuple[type[Extra], ...]] = ()  # what stage one caches beside the attribution
 
-    def __init__(self, model: torch.nn.Module, params: ExplainParams, mask_token_id: int) -> None:
+    def __init__(self, model: Classifier, params: ExplainParams, mask_token_id: int) -> None:
         self.model = model.eval()
         self.params = params
         self.mask_token_id = mask_token_id
@@ -83,7 +57,7 @@ class Explainer(ABC):
 
     def method_params(self) -> object:
         """This method's own parameters (recorded in the cache metadata)."""
-        return getattr(self.params, self.method.value)
+        return self.params.method_params(self.method)
 
 
 REGISTRY: dict[Method, type[Explainer]] = {}
@@ -94,9 +68,11 @@ def register(cls: type[Explainer]) -> type[Explainer]:
     return cls
 
 
-def make_explainer(method: Method, model: torch.nn.Module, params: ExplainParams,
-                   mask_token_id: int) -> Explainer:
-    # Importing the package registers every method.
-    import pipeline.explain  # noqa: F401
+def explainer_class(method: Method) -> type[Explainer]:
+    import pipeline.explain  # noqa: F401  (importing the package registers every method)
 
-    return REGISTRY[method](model, params, mask_token_id)
+    return REGISTRY[method]
+
+
+def make_explainer(method: Method, model: Classifier, params: ExplainParams, mask_token_id: int) -> Explainer:
+    return explainer_class(method)(model, params, mask_token_id)

@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.cache.extras import Extras, Selection
 from pipeline.encoding import TokenBatch
-from pipeline.explain.base import Explainer, Explanation, Method, Selection, register
-from pipeline.explain.perturbation import full_logits, masked_logits, share, target_score, top_k
+from pipeline.explain._ops import full_logits, masked_logits, share, target_score, top_k
+from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.methods import Method
 
 
 @register
 class FeatureSelectionExplainer(Explainer):
     method = Method.FEATURE_SELECTION
+    extras = (Selection,)
 
     def explain(self, batch: TokenBatch) -> Explanation:
         params = self.params.feature_selection
@@ -50,16 +53,19 @@ class FeatureSelectionExplainer(Explainer):
         samples = keep.shape[1]
         owner = torch.arange(size).repeat_interleave(samples - 1)
         drop = (real[:, None] & ~keep[:, 1:]).reshape(-1, length)
-        scores = target_score(masked_logits(self.model, batch, owner, drop, self.mask_token_id),
-                              target[owner.to(device)]).cpu().reshape(size, samples - 1)
+        scores = (
+            target_score(masked_logits(self.model, batch, owner, drop, self.mask_token_id), target[owner.to(device)])
+            .cpu()
+            .reshape(size, samples - 1)
+        )
         full = target_score(logits, target).cpu()
-        weights = ridge_weights(keep.double(), torch.cat([full[:, None], scores], 1).double(), real,
-                                max(params.ridge, 1e-6)).float()
+        weights = ridge_weights(
+            keep.double(), torch.cat([full[:, None], scores], 1).double(), real, max(params.ridge, 1e-6)
+        ).float()
         k = torch.maximum(share(params.k_fraction, real.sum(1)), torch.ones(size, dtype=torch.long))
         selected = top_k(weights, real, k)
         kept_logits = masked_logits(self.model, batch, torch.arange(size), real & ~selected, self.mask_token_id)
-        return Explanation(weights.to(device), logits,
-                           selection=Selection(selected.to(device), kept_logits))
+        return Explanation(weights.to(device), logits, Extras((Selection(selected.to(device), kept_logits),)))
 
     def _keep_masks(self, example_ids: list[str], real: torch.Tensor) -> torch.Tensor:
         """``(B, S, T)`` bool keep-masks, sample 0 all-kept; only real positions vary."""

@@ -26,29 +26,13 @@ only: parameters are frozen during ``explain`` so no weight gradient is computed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import numpy as np
 import torch
 
 from pipeline.encoding import TokenBatch
-from pipeline.explain.base import Explainer, Explanation, Method, register
-from pipeline.explain.perturbation import CHUNK_TOKENS, full_logits
-
-
-@contextmanager
-def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
-    """Turn off ``requires_grad`` on every parameter for the duration, then restore it."""
-    parameters = list(model.parameters())
-    flags = [p.requires_grad for p in parameters]
-    for p in parameters:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(parameters, flags):
-            p.requires_grad_(flag)
+from pipeline.explain._ops import CHUNK_TOKENS, frozen_parameters, full_logits
+from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.methods import Method
 
 
 def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,8 +51,9 @@ class GradientExplainer(Explainer):
             words = self.model.get_input_embeddings()(batch.input_ids)  # (B, T, H)
         if self.params.gradient.variant == "input_x_gradient":
             ones = torch.ones(size, device=words.device)
-            grads, logits = self._gradients(batch, torch.arange(size, device=words.device), ones, ones,
-                                            words, torch.zeros_like(words), target=None)
+            grads, logits = self._gradients(
+                batch, torch.arange(size, device=words.device), ones, ones, words, torch.zeros_like(words), target=None
+            )
             delta = words
         else:
             logits = full_logits(self.model, batch)
@@ -79,16 +64,29 @@ class GradientExplainer(Explainer):
             alphas, weights = gauss_legendre(self.params.gradient.ig_steps)
             steps = len(alphas)
             owner = torch.arange(size, device=words.device).repeat_interleave(steps)
-            grads, _ = self._gradients(batch, owner, alphas.repeat(size).to(words.device),
-                                       weights.repeat(size).to(words.device), words, baseline,
-                                       target=logits.argmax(-1))
+            grads, _ = self._gradients(
+                batch,
+                owner,
+                alphas.repeat(size).to(words.device),
+                weights.repeat(size).to(words.device),
+                words,
+                baseline,
+                target=logits.argmax(-1),
+            )
             delta = words - baseline
         attribution = (delta.float() * grads).sum(-1).masked_fill(batch.special_mask, 0.0)
         return Explanation(attribution, logits)
 
-    def _gradients(self, batch: TokenBatch, owner: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor,
-                   words: torch.Tensor, baseline: torch.Tensor,
-                   target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gradients(
+        self,
+        batch: TokenBatch,
+        owner: torch.Tensor,
+        alpha: torch.Tensor,
+        weight: torch.Tensor,
+        words: torch.Tensor,
+        baseline: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weighted sum of target-logit gradients at ``R`` points ``baseline + alpha * (words - baseline)``.
 
         ``owner``, ``alpha``, ``weight`` are ``(R,)``: row ``r`` is example ``owner[r]``
@@ -101,16 +99,19 @@ class GradientExplainer(Explainer):
         all_logits = []
         with frozen_parameters(self.model), torch.enable_grad():
             for start in range(0, len(owner), rows):
-                idx = owner[start:start + rows]
+                idx = owner[start : start + rows]
                 attention = batch.attention_mask[idx]
                 length = int(attention.sum(1).max())
                 base = baseline[idx, :length]
-                a = alpha[start:start + rows, None, None].to(words.dtype)
+                a = alpha[start : start + rows, None, None].to(words.dtype)
                 point = (base + a * (words[idx, :length] - base)).requires_grad_(True)
-                logits = self.model(inputs_embeds=point, attention_mask=attention[:, :length],
-                                    token_type_ids=batch.token_type_ids[idx, :length]).logits.float()
+                logits = self.model(
+                    inputs_embeds=point,
+                    attention_mask=attention[:, :length],
+                    token_type_ids=batch.token_type_ids[idx, :length],
+                ).logits.float()
                 chosen = logits.argmax(-1) if target is None else target[idx]
                 (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), point)
-                total[:, :length].index_add_(0, idx, grad.float() * weight[start:start + rows, None, None])
+                total[:, :length].index_add_(0, idx, grad.float() * weight[start : start + rows, None, None])
                 all_logits.append(logits.detach())
         return total, torch.cat(all_logits)

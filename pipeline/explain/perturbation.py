@@ -15,83 +15,28 @@ regression, ``num_labels == 1``), see :func:`target_score`.
   ``1 + S * (n - 1)`` forwards. Sums telescope: ``sum_i a_i = p(x) - p(all masked)``.
 
 All perturbed inputs of a batch go through the teacher as one big forward batch,
-in chunks of about :data:`CHUNK_TOKENS` tokens, under ``torch.inference_mode``.
+in chunks of about :data:`~pipeline.explain._ops.CHUNK_TOKENS` tokens, under ``torch.inference_mode``.
 
-Stage two also gets :class:`PerturbedViews`: view 0 masks the ``ceil(mask_fraction * n)``
+Stage two also gets :class:`~pipeline.cache.extras.Views`: view 0 masks the ``ceil(mask_fraction * n)``
 highest-attributed tokens, views ``1..random_views`` mask as many random tokens, with
 the teacher's logits on each view.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from pipeline.cache.extras import Extras, Views
 from pipeline.encoding import TokenBatch
-from pipeline.explain.base import Explainer, Explanation, Method, PerturbedViews, register
-
-CHUNK_TOKENS = 2048  # padded tokens per forward chunk: matmuls stay large, activations stay near the caches
-
-
-def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(R, C)`` logits, ``(R,)`` classes -> ``(R,)`` class probability (raw output if ``C == 1``)."""
-    if logits.shape[-1] == 1:
-        return logits[:, 0]
-    return logits.softmax(-1).gather(1, target[:, None])[:, 0]
-
-
-def share(fraction: float, n: torch.Tensor) -> torch.Tensor:
-    """``ceil(fraction * n)`` per example, robust to float error (``0.2 * 15`` is 3, not 4)."""
-    return torch.tensor([math.ceil(fraction * int(m) - 1e-9) for m in n], dtype=torch.long)
-
-
-def top_k(scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` bool mask of the ``k[b]`` highest ``scores`` among the ``real`` positions of each row.
-
-    Ties go to the earlier position (stable sort), so the choice is deterministic.
-    """
-    order = scores.masked_fill(~real, -math.inf).argsort(dim=1, descending=True, stable=True)
-    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    ranks = torch.empty_like(order).scatter_(1, order, positions)
-    return (ranks < k[:, None]) & real
-
-
-def full_logits(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
-    """``(B, C)`` float32 teacher logits on the unperturbed batch (a normal tensor, not an inference one)."""
-    with torch.inference_mode():
-        logits = model(**batch.model_inputs()).logits.float()
-    return logits.clone()
-
-
-def masked_logits(model: torch.nn.Module, batch: TokenBatch, owner: torch.Tensor, drop: torch.Tensor,
-                  mask_token_id: int) -> torch.Tensor:
-    """Teacher logits on copies of batch rows with some tokens replaced by ``[MASK]``.
-
-    ``owner`` ``(R,)``: the batch row each copy is made from; ``drop`` ``(R, T)`` bool:
-    the positions masked in it. Returns ``(R, C)`` float32. Each chunk is cut to its
-    longest row (padding is on the right).
-    """
-    device = batch.input_ids.device
-    owner, drop = owner.to(device), drop.to(device)
-    rows = max(1, CHUNK_TOKENS // batch.input_ids.shape[1])
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(owner), rows):
-            idx = owner[start:start + rows]
-            attention = batch.attention_mask[idx]
-            length = int(attention.sum(1).max())
-            ids = batch.input_ids[idx, :length].masked_fill(drop[start:start + rows, :length], mask_token_id)
-            out.append(model(input_ids=ids, attention_mask=attention[:, :length],
-                             token_type_ids=batch.token_type_ids[idx, :length]).logits.float())
-    if not out:
-        return torch.empty(0, model.config.num_labels, device=device)
-    return torch.cat(out)
+from pipeline.explain._ops import full_logits, masked_logits, share, target_score, top_k
+from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.methods import Method
 
 
 @register
 class PerturbationExplainer(Explainer):
     method = Method.PERTURBATION
+    extras = (Views,)
 
     def explain(self, batch: TokenBatch) -> Explanation:
         logits = full_logits(self.model, batch)
@@ -101,7 +46,7 @@ class PerturbationExplainer(Explainer):
             attribution = self._occlusion(batch, target, full)
         else:
             attribution = self._shapley(batch, target, full)
-        return Explanation(attribution, logits, views=self._views(batch, attribution))
+        return Explanation(attribution, logits, Extras((self._views(batch, attribution),)))
 
     def _occlusion(self, batch: TokenBatch, target: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         """One copy per real token with that token masked: ``R = sum n`` forwards."""
@@ -139,16 +84,18 @@ class PerturbationExplainer(Explainer):
         owner = torch.cat(owners)
         logits = masked_logits(self.model, batch, owner, torch.cat(drops), self.mask_token_id)
         scores = target_score(logits, target[owner.to(target.device)]).cpu().split([len(d) for d in drops])
-        for (b, rank), score in zip(ranks, scores):
+        for (b, rank), score in zip(ranks, scores, strict=False):
             n = rank.shape[1]
             # path[s, k]: score after the first k steps of permutation s, k = 0..n.
-            path = torch.cat([score[:1].expand(samples, 1), score[1:].reshape(samples, n - 1),
-                              full[b].cpu().expand(samples, 1)], dim=1)
+            path = torch.cat(
+                [score[:1].expand(samples, 1), score[1:].reshape(samples, n - 1), full[b].cpu().expand(samples, 1)],
+                dim=1,
+            )
             gain = path.gather(1, rank + 1) - path.gather(1, rank)  # (S, n): credit of each token
             attribution[b, real[b]] = gain.mean(0)
         return attribution.to(full.device)
 
-    def _views(self, batch: TokenBatch, attribution: torch.Tensor) -> PerturbedViews:
+    def _views(self, batch: TokenBatch, attribution: torch.Tensor) -> Views:
         """``(B, P, T)`` masks (view 0: top attributed, then random) and the teacher's ``(B, P, C)`` logits."""
         real = ~batch.special_mask.cpu()
         size, length = real.shape
@@ -158,9 +105,9 @@ class PerturbationExplainer(Explainer):
             positions = real[b].nonzero()[:, 0]
             generator = self.example_generator(f"{example_id}/views")
             for v in range(randoms.shape[1]):
-                randoms[b, v, positions[torch.randperm(len(positions), generator=generator)[:k[b]]]] = True
+                randoms[b, v, positions[torch.randperm(len(positions), generator=generator)[: k[b]]]] = True
         masks = torch.cat([top_k(attribution.cpu(), real, k)[:, None], randoms], dim=1)  # (B, P, T)
         views = masks.shape[1]
         owner = torch.arange(size).repeat_interleave(views)
         logits = masked_logits(self.model, batch, owner, masks.reshape(-1, length), self.mask_token_id)
-        return PerturbedViews(masks.to(batch.input_ids.device), logits.reshape(size, views, -1))
+        return Views(masks.to(batch.input_ids.device), logits.reshape(size, views, -1))

@@ -5,7 +5,7 @@ problem with the file it is in: unreadable or corrupt parts (Parquet page
 checksums and the sha256 digest of the decoded rows), columns that differ from
 the schema, metadata that differs between the parts of one run, missing or
 extra parts, wrong row counts, duplicate example ids, token-level arrays whose
-lengths disagree, missing method columns, and values that are not finite.
+lengths disagree, extras that differ from the method's declaration, and values that are not finite.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import Part, list_partitions, part_index, partition_dir, read_part, temp_files
-from pipeline.cache_format import EXTRA_COLUMNS, METHOD_EXTRAS
-from pipeline.cache_schema import CachedExample, CacheMetadata
+from pipeline.cache.extras import problems as extra_problems
+from pipeline.cache.schema import CachedExample, CacheMetadata
+from pipeline.cache.store import Part, list_partitions, part_index, partition_dir, read_part, temp_files
 from pipeline.errors import EgkdError
 
 
@@ -59,7 +59,9 @@ def verify_cache(root: Path) -> VerifyReport:
     root = Path(root)
     if not root.is_dir():
         raise EgkdError(f"cache not found: {root}")
-    partitions, problems, notes = [], [], []
+    partitions: list[PartitionReport] = []
+    problems: list[Problem] = []
+    notes: list[str] = []
     found = list_partitions(root)
     if not found:
         problems.append(Problem(root, "no cache partitions (method=<m>/split=<s>/part-*.parquet)"))
@@ -85,12 +87,17 @@ def _verify_partition(directory: Path, method: str, split: str) -> tuple[Partiti
         return report, problems
     reference = parts[0].meta
     if (reference.method, reference.split) != (method, split):
-        problems.append(Problem(parts[0].path, f"metadata says method={reference.method} "
-                                               f"split={reference.split}, the folder {method}/{split}"))
+        problems.append(
+            Problem(
+                parts[0].path,
+                f"metadata says method={reference.method} split={reference.split}, the folder {method}/{split}",
+            )
+        )
     for part in parts[1:]:
         for name, have, want in _differences(part.meta, reference):
-            problems.append(Problem(part.path, f"metadata field {name!r} is {have!r}, "
-                                               f"{parts[0].path.name} has {want!r}"))
+            problems.append(
+                Problem(part.path, f"metadata field {name!r} is {have!r}, {parts[0].path.name} has {want!r}")
+            )
     present = {part.info.index for part in parts}
     broken = {part_index(p.path) for p in problems}
     missing = [i for i in range(reference.num_parts) if i not in present and i not in broken]
@@ -119,11 +126,11 @@ def _check_part(part: Part, meta: CacheMetadata, seen: dict[str, Path]) -> list[
         problems.append(Problem(part.path, f"{part.info.rows} rows, expected {expected_rows}"))
     for row in part.rows:
         if row.example_id in seen:
-            problems.append(Problem(part.path, f"duplicate example id {row.example_id!r} "
-                                               f"(also in {seen[row.example_id].name})"))
+            problems.append(
+                Problem(part.path, f"duplicate example id {row.example_id!r} (also in {seen[row.example_id].name})")
+            )
         seen.setdefault(row.example_id, part.path)
-        problems.extend(Problem(part.path, f"row {row.example_id!r}: {message}")
-                        for message in _check_row(row, meta))
+        problems.extend(Problem(part.path, f"row {row.example_id!r}: {message}") for message in _check_row(row, meta))
     return problems
 
 
@@ -131,31 +138,16 @@ def _check_row(row: CachedExample, meta: CacheMetadata) -> Iterator[str]:
     tokens = len(row.input_ids)
     if row.split != meta.split:
         yield f"split {row.split!r}, the partition is {meta.split!r}"
-    for name in ("token_type_ids", "special_mask", "attribution", "offsets"):
+    for name in ("token_type_ids", "segments", "special_mask", "attribution", "offsets"):
         if len(getattr(row, name)) != tokens:
             yield f"{name} has {len(getattr(row, name))} entries for {tokens} tokens"
     if len(row.attribution) == len(row.special_mask) == tokens and row.attribution[row.special_mask].any():
         yield "attribution is not zero at special tokens"
     if len(row.teacher_logits) != meta.num_labels:
         yield f"teacher_logits has {len(row.teacher_logits)} entries for {meta.num_labels} labels"
-    wanted = METHOD_EXTRAS.get(meta.method, ())
-    for name in EXTRA_COLUMNS:
-        value = getattr(row, name)
-        if name in wanted and value is None:
-            yield f"{name} missing (method {meta.method} stores it)"
-        elif name not in wanted and value is not None:
-            yield f"{name} present, but method {meta.method} does not store it"
-    if row.view_masks is not None and row.view_logits is not None:
-        views = row.view_masks.shape[0]
-        if views and row.view_masks.shape != (views, tokens):
-            yield f"view_masks has shape {row.view_masks.shape}, expected ({views}, {tokens})"
-        if row.view_logits.shape != (views, meta.num_labels):
-            yield f"view_logits has shape {row.view_logits.shape}, expected ({views}, {meta.num_labels})"
-    if row.selection_mask is not None and len(row.selection_mask) != tokens:
-        yield f"selection_mask has {len(row.selection_mask)} entries for {tokens} tokens"
-    if row.selection_logits is not None and len(row.selection_logits) != meta.num_labels:
-        yield f"selection_logits has {len(row.selection_logits)} entries for {meta.num_labels} labels"
-    for name in ("attribution", "teacher_logits", "view_logits", "selection_logits"):
-        value = getattr(row, name)
-        if value is not None and not np.isfinite(value).all():
+    if row.extras.kinds != meta.extras:
+        yield f"extras {list(row.extras.kinds)}, the run's metadata says {list(meta.extras)}"
+    yield from extra_problems(row.extras, tokens, meta.num_labels)
+    for name in ("attribution", "teacher_logits"):
+        if not np.isfinite(getattr(row, name)).all():
             yield f"{name} has values that are not finite"

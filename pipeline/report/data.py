@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
+from pipeline.training import LOG_FILE
 
 _STUDENT_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
-TRAIN_LOG = "train_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ class VariantSummary:
 
     def measures(self, method: str) -> tuple[Stat | None, ...]:
         """(Spearman, top-k overlap, AOPC comprehensiveness, AOPC sufficiency) against one method."""
-        return tuple(stats.get(method) for stats in
-                     (self.spearman, self.top_k_overlap, self.comprehensiveness, self.sufficiency))
+        return tuple(
+            stats.get(method) for stats in (self.spearman, self.top_k_overlap, self.comprehensiveness, self.sufficiency)
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,12 @@ class ExperimentSummary:
         students = {}
         for v in self.variants:
             entry: dict = {"runs": len(v.runs), self.main_name: v.main.to_json()}
-            for name, stats in (("spearman", v.spearman), ("top_k_overlap", v.top_k_overlap),
-                                ("comprehensiveness", v.comprehensiveness), ("sufficiency", v.sufficiency)):
+            for name, stats in (
+                ("spearman", v.spearman),
+                ("top_k_overlap", v.top_k_overlap),
+                ("comprehensiveness", v.comprehensiveness),
+                ("sufficiency", v.sufficiency),
+            ):
                 if stats:
                     entry[name] = {method: stat.to_json() for method, stat in stats.items()}
             students[v.variant] = entry
@@ -138,8 +144,11 @@ class ExperimentSummary:
 
     def rows(self) -> list[tuple[VariantSummary, str | None]]:
         """The comparison table's rows: one per variant and agreement method (one row without any)."""
-        return [(v, method) for v in self.variants for method in ([m for m in self.methods if m in v.spearman
-                                                                    or m in v.top_k_overlap] or [None])]
+        return [
+            (v, method)
+            for v in self.variants
+            for method in ([m for m in self.methods if m in v.spearman or m in v.top_k_overlap] or [None])  # type: ignore[list-item]
+        ]
 
 
 def split_name(name: str) -> tuple[str, int | None]:
@@ -159,11 +168,19 @@ def read_evaluation(path: Path) -> Evaluation:
     raw = _load_json(path)
     try:
         metrics = raw["metrics"]
-        scores = tuple(Agreement(e["agreement"]["method"], e["agreement"].get("spearman"),
-                                 e["agreement"]["top_k_overlap"], e["faithfulness"].get("comprehensiveness"),
-                                 e["faithfulness"].get("sufficiency")) for e in raw.get("explanations", ()))
-        return Evaluation(path, raw["model"], raw["task"], metrics["main_name"], float(metrics["main"]),
-                          int(metrics["count"]), scores)
+        scores = tuple(
+            Agreement(
+                e["agreement"]["method"],
+                e["agreement"].get("spearman"),
+                e["agreement"]["top_k_overlap"],
+                e["faithfulness"].get("comprehensiveness"),
+                e["faithfulness"].get("sufficiency"),
+            )
+            for e in raw.get("explanations", ())
+        )
+        return Evaluation(
+            path, raw["model"], raw["task"], metrics["main_name"], float(metrics["main"]), int(metrics["count"]), scores
+        )
     except (KeyError, TypeError, ValueError) as err:
         raise EgkdError(f"{path}: not an egkd evaluation report (missing or bad field {err})") from None
 
@@ -184,14 +201,18 @@ def evaluation_files(sources: Sequence[Path]) -> list[Path]:
 
 
 def read_losses(model: Path) -> tuple[LossPoint, ...]:
-    log = model / TRAIN_LOG
+    """The loss per step from a model's training log; lines that do not parse (a run killed while it
+    wrote its last line) are skipped, as the trainer itself does when it resumes."""
+    log = model / LOG_FILE
     if not log.is_file():
         return ()
     points = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
             record = json.loads(line)
             points.append(LossPoint(int(record["step"]), float(record["loss"])))
+        except (ValueError, TypeError, KeyError):
+            continue
     return tuple(points)
 
 
@@ -206,13 +227,15 @@ def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
         variant, seed = split_name(path.name)
         agreements = {a.method: a for e in group for a in e.agreements}
         first = group[0]
-        runs.append(StudentRun(path.name, variant, seed, path, first.main_name, first.main, agreements,
-                               read_losses(path)))
+        runs.append(
+            StudentRun(path.name, variant, seed, path, first.main_name, first.main, agreements, read_losses(path))
+        )
     return runs
 
 
-def summarise(runs: Sequence[StudentRun], task: str, order: Sequence[str] = (),
-              teacher: TeacherSummary | None = None) -> ExperimentSummary:
+def summarise(
+    runs: Sequence[StudentRun], task: str, order: Sequence[str] = (), teacher: TeacherSummary | None = None
+) -> ExperimentSummary:
     """Aggregate runs by variant; variants named in ``order`` come first, in that order."""
     variants: dict[str, list[StudentRun]] = {}
     for run in sorted(runs, key=lambda r: (r.variant, r.seed if r.seed is not None else -1)):
@@ -220,8 +243,8 @@ def summarise(runs: Sequence[StudentRun], task: str, order: Sequence[str] = (),
     rank = {name: i for i, name in enumerate(order)}
     names = sorted(variants, key=lambda n: (rank.get(n, len(rank)), n))
     all_methods = {m for run in runs for m in run.agreements}
-    methods = tuple(m for m in ("gradient", "perturbation", "feature_selection") if m in all_methods) + tuple(
-        sorted(all_methods - {"gradient", "perturbation", "feature_selection"}))
+    known = [m.value for m in Method]
+    methods = tuple(m for m in known if m in all_methods) + tuple(sorted(all_methods - set(known)))
 
     def per_method(group: list[StudentRun], attribute: str) -> dict[str, Stat]:
         stats = {}
@@ -232,10 +255,17 @@ def summarise(runs: Sequence[StudentRun], task: str, order: Sequence[str] = (),
         return stats
 
     summaries = tuple(
-        VariantSummary(name, tuple(group), Stat.of([r.main for r in group]), per_method(group, "spearman"),
-                       per_method(group, "top_k_overlap"), per_method(group, "comprehensiveness"),
-                       per_method(group, "sufficiency"))
-        for name, group in ((n, variants[n]) for n in names))
+        VariantSummary(
+            name,
+            tuple(group),
+            Stat.of([r.main for r in group]),  # type: ignore[arg-type]  # every run has a main metric
+            per_method(group, "spearman"),
+            per_method(group, "top_k_overlap"),
+            per_method(group, "comprehensiveness"),
+            per_method(group, "sufficiency"),
+        )
+        for name, group in ((n, variants[n]) for n in names)
+    )
     main_name = runs[0].main_name if runs else "accuracy"
     return ExperimentSummary(task, main_name, methods, summaries, teacher)
 

@@ -9,18 +9,23 @@ keeps it in :data:`_TEACHERS`, keyed by the teacher reference and its weights ha
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.cache import write_part
-from pipeline.cache_schema import CachedExample, CacheMetadata
+from pipeline.cache.extras import row_of, to_host
+from pipeline.cache.schema import CachedExample, CacheMetadata
+from pipeline.cache.store import write_part
 from pipeline.config import ExplainParams
 from pipeline.data import Example
+from pipeline.encoding import EncodedExample
 from pipeline.errors import EgkdError
-from pipeline.explain.base import Explanation, Method
+from pipeline.explain.base import Explanation
+from pipeline.methods import Method
+from pipeline.models import Classifier
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class PartResult:
 
 @dataclass
 class _Teacher:
-    model: object
-    tokenizer: object
+    model: Classifier
+    tokenizer: Any  # a transformers tokenizer
     device: str
 
 
@@ -90,59 +95,52 @@ def compute_part(job: PartJob) -> PartResult:
     rows: list[CachedExample | None] = [None] * len(encoded)
     for indices in bucketed_batches(encoded, job.params.batch_size):
         batch = collate([encoded[i] for i in indices], pad).to(teacher.device)
-        explanation = explainer.explain(batch)
-        for position, row in zip(indices, _rows(explanation, [encoded[i].input_ids.shape[0] for i in indices])):
-            rows[position] = _cached(job.examples[position], encoded[position], row)
+        made = explanation_to_rows(
+            explainer.explain(batch), [job.examples[i] for i in indices], [encoded[i] for i in indices]
+        )
+        for position, row in zip(indices, made, strict=True):
+            rows[position] = row
     done = [row for row in rows if row is not None]
-    bad = [row.example_id for row in done if not (np.isfinite(row.attribution).all()
-                                                  and np.isfinite(row.teacher_logits).all())]
+    bad = [
+        row.example_id
+        for row in done
+        if not (np.isfinite(row.attribution).all() and np.isfinite(row.teacher_logits).all())
+    ]
     if bad:
-        raise EgkdError(f"explanations that are not finite for {len(bad)} example(s) of part {job.index} "
-                        f"(first {bad[0]!r}); nothing was written for this part")
+        raise EgkdError(
+            f"explanations that are not finite for {len(bad)} example(s) of part {job.index} "
+            f"(first {bad[0]!r}); nothing was written for this part"
+        )
     truncated = sum(e.truncated for e in encoded)
     write_part(job.path, job.meta, job.index, done, truncated)
     return PartResult(job.index, len(done), truncated, time.perf_counter() - started)
 
 
-@dataclass(frozen=True)
-class _RowArrays:
-    attribution: np.ndarray
-    logits: np.ndarray
-    view_masks: np.ndarray | None
-    view_logits: np.ndarray | None
-    selection_mask: np.ndarray | None
-    selection_logits: np.ndarray | None
-
-
-def _rows(explanation: Explanation, lengths: list[int]) -> Iterator[_RowArrays]:
-    """Per-example arrays of one batch's explanation, cut to each example's own length."""
-    def host(tensor, dtype):
-        return None if tensor is None else tensor.detach().cpu().numpy().astype(dtype)
-
-    attribution = host(explanation.attribution.float(), np.float32)
-    logits = host(explanation.logits.float(), np.float32)
-    views, selection = explanation.views, explanation.selection
-    view_masks = host(views.masks if views else None, np.bool_)
-    view_logits = host(views.logits.float() if views else None, np.float32)
-    selection_mask = host(selection.mask if selection else None, np.bool_)
-    selection_logits = host(selection.logits.float() if selection else None, np.float32)
-    for i, n in enumerate(lengths):
-        yield _RowArrays(
-            attribution[i, :n].copy(), logits[i].copy(),
-            None if view_masks is None else view_masks[i, :, :n].copy(),
-            None if view_logits is None else view_logits[i].copy(),
-            None if selection_mask is None else selection_mask[i, :n].copy(),
-            None if selection_logits is None else selection_logits[i].copy(),
+def explanation_to_rows(
+    explanation: Explanation, examples: Sequence[Example], encoded: Sequence[EncodedExample]
+) -> list[CachedExample]:
+    """The cache rows of one explained batch: every array cut to its own example's tokens, on the host."""
+    attribution = explanation.attribution.detach().float().cpu().numpy()
+    logits = explanation.logits.detach().float().cpu().numpy()
+    extras = to_host(explanation.extras)
+    rows = []
+    for i, (example, item) in enumerate(zip(examples, encoded, strict=True)):
+        n = len(item.input_ids)
+        rows.append(
+            CachedExample(
+                example_id=example.example_id,
+                split=example.split,
+                label=example.label,
+                text_a=example.text_a,
+                text_b=example.text_b,
+                input_ids=item.input_ids,
+                token_type_ids=item.token_type_ids,
+                segments=item.segments,
+                special_mask=item.special_mask,
+                offsets=item.offsets,
+                attribution=attribution[i, :n].copy(),
+                teacher_logits=logits[i].copy(),
+                extras=row_of(extras, i, n),
+            )
         )
-
-
-def _cached(example: Example, encoded, arrays: _RowArrays) -> CachedExample:
-    return CachedExample(
-        example_id=example.example_id, split=example.split, label=example.label, text_a=example.text_a,
-        text_b=example.text_b, input_ids=encoded.input_ids, token_type_ids=encoded.token_type_ids,
-        special_mask=encoded.special_mask, offsets=encoded.offsets, attribution=arrays.attribution,
-        teacher_logits=arrays.logits, view_masks=arrays.view_masks, view_logits=arrays.view_logits,
-        selection_mask=arrays.selection_mask, selection_logits=arrays.selection_logits,
-    )
-
-
+    return rows

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from pipeline.report_data import ExperimentSummary, Stat, StudentRun
-from pipeline.report_heatmaps import HeatRow, SentenceHeatmaps, TokenScore
-from pipeline.report_plots import smoothed
-from pipeline.report_svg import Bar, Series, bar_chart, line_chart
+from pipeline.methods import Method
+from pipeline.report.data import ExperimentSummary, Stat, StudentRun
+from pipeline.report.heatmaps import HeatRow, SentenceHeatmaps, TokenScore
+from pipeline.report.plots import smoothed
+from pipeline.report.svg import Bar, Series, bar_chart, line_chart
 
-METHOD_TITLES = {"gradient": "gradient", "perturbation": "perturbation", "feature_selection": "feature selection"}
+METHOD_TITLES = {m.value: m.label for m in Method}
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1180px;
@@ -67,9 +68,9 @@ def comparison_table(summary: ExperimentSummary) -> str:
     rows = summary.rows()
     best_main = _best({i: v.main for i, (v, _) in enumerate(rows)})
     best: dict[tuple[int, int], bool] = {}
-    for method in summary.methods:
+    for name in summary.methods:
         for m in range(len(MEASURES)):
-            column = {i: v.measures(method)[m] for i, (v, meth) in enumerate(rows) if meth == method}
+            column = {i: v.measures(name)[m] for i, (v, meth) in enumerate(rows) if meth == name}
             winner = _best(column, lower=(m == 3))
             if winner is not None:
                 best[(winner, m)] = True
@@ -81,24 +82,35 @@ def comparison_table(summary: ExperimentSummary) -> str:
         cells = ""
         if first:
             main_class = BEST if best_main is not None and rows[best_main][0] is v else ""
-            cells += (f'<td rowspan="{span}">{escape(v.variant)}</td><td rowspan="{span}">{len(v.runs)}</td>'
-                      f'<td rowspan="{span}"{main_class}>{_stat(v.main)}</td>')
+            cells += (
+                f'<td rowspan="{span}">{escape(v.variant)}</td><td rowspan="{span}">{len(v.runs)}</td>'
+                f'<td rowspan="{span}"{main_class}>{_stat(v.main)}</td>'
+            )
         stats = v.measures(method) if method else (None,) * len(MEASURES)
         cells += f'<td class="name">{escape(METHOD_TITLES.get(method, method)) if method else "–"}</td>'
         cells += "".join(f"<td{BEST if best.get((i, m)) else ''}>{_stat(stat)}</td>" for m, stat in enumerate(stats))
         body.append(f"<tr>{cells}</tr>")
     if summary.teacher is not None:
-        body.append(f'<tr class="teacher"><td>teacher</td><td>1</td><td>{summary.teacher.main:.4f}</td>'
-                    + "<td></td>" * (len(MEASURES) + 1) + "</tr>")
-    return (f'<table class="cmp"><tr><th>variant</th><th>runs</th><th>dev {escape(summary.main_name)}</th>'
-            f'<th class="name">agreement with</th>{head}</tr>{"".join(body)}</table>')
+        body.append(
+            f'<tr class="teacher"><td>teacher</td><td>1</td><td>{summary.teacher.main:.4f}</td>'
+            + "<td></td>" * (len(MEASURES) + 1)
+            + "</tr>"
+        )
+    return (
+        f'<table class="cmp"><tr><th>variant</th><th>runs</th><th>dev {escape(summary.main_name)}</th>'
+        f'<th class="name">agreement with</th>{head}</tr>{"".join(body)}</table>'
+    )
 
 
 def accuracy_bars(summary: ExperimentSummary) -> str:
     bars = [Bar(v.variant, v.main.mean, v.main.std) for v in summary.variants]
     teacher = summary.teacher
-    return bar_chart(bars, f"dev {summary.main_name} (mean ± std over seeds)",
-                     teacher.main if teacher else None, "teacher" if teacher else "")
+    return bar_chart(
+        bars,
+        f"dev {summary.main_name} (mean ± std over seeds)",
+        teacher.main if teacher else None,
+        "teacher" if teacher else "",
+    )
 
 
 def loss_curves(runs: Sequence[StudentRun], groups: Sequence[str]) -> str:
@@ -107,8 +119,8 @@ def loss_curves(runs: Sequence[StudentRun], groups: Sequence[str]) -> str:
         members = sorted((r for r in runs if r.variant == group), key=lambda r: (r.seed is None, r.seed))
         for index, run in enumerate(members):
             values = smoothed(run.losses)
-            series.append(Series(group, run.name, index,
-                                 tuple((p.step, v) for p, v in zip(run.losses, values))))
+            points = tuple((p.step, v) for p, v in zip(run.losses, values, strict=True))
+            series.append(Series(group, run.name, index, points))
     return line_chart(series, groups, "training step", "total loss (trailing mean)")
 
 
@@ -128,10 +140,12 @@ def highlighted(text: str, tokens: Sequence[TokenScore], segment: int) -> str:
     for token in mine:
         if token.start < cursor:
             continue
-        out.append(escape(text[cursor:token.start]))
-        piece = escape(text[token.start:token.end])
-        out.append(f'<span class="tok" style="background:{_tint(token.score, scale)}" '
-                   f'title="{token.score:+.4f}">{piece}</span>')
+        out.append(escape(text[cursor : token.start]))
+        piece = escape(text[token.start : token.end])
+        out.append(
+            f'<span class="tok" style="background:{_tint(token.score, scale)}" '
+            f'title="{token.score:+.4f}">{piece}</span>'
+        )
         cursor = token.end
     out.append(escape(text[cursor:]))
     return "".join(out)
@@ -142,41 +156,58 @@ def _heat_row(row: HeatRow, sentence: SentenceHeatmaps) -> str:
     if sentence.text_b is not None:
         text += " ‖ " + highlighted(sentence.text_b, row.tokens, 1)
     cls = ' class="teacher"' if row.who == "teacher" else ""
-    return (f'<tr{cls}><td class="who">{escape(row.who)}</td><td class="pred">{escape(row.prediction)} '
-            f'({row.confidence:.2f})</td><td class="text">{text}</td></tr>')
+    return (
+        f'<tr{cls}><td class="who">{escape(row.who)}</td><td class="pred">{escape(row.prediction)} '
+        f'({row.confidence:.2f})</td><td class="text">{text}</td></tr>'
+    )
 
 
 def heatmaps(sentences: Sequence[SentenceHeatmaps]) -> str:
     if not sentences:
         return '<p class="note">No dev partition in the caches given: no heatmaps.</p>'
-    parts = ['<p class="key"><span style="background:rgba(214,39,40,.7)">for the explained class</span>'
-             '<span style="background:rgba(31,119,180,.7)">against it</span> opacity: |score| relative to the '
-             "row's largest; the explained class is each model's own prediction (shown with its probability).</p>"]
+    parts = [
+        '<p class="key"><span style="background:rgba(214,39,40,.7)">for the explained class</span>'
+        '<span style="background:rgba(31,119,180,.7)">against it</span> opacity: |score| relative to the '
+        "row's largest; the explained class is each model's own prediction (shown with its probability).</p>"
+    ]
     for sentence in sentences:
-        parts.append(f'<div class="sentence"><h3>{escape(sentence.example_id)} · gold label: '
-                     f'{escape(sentence.label)}</h3>')
+        parts.append(
+            f'<div class="sentence"><h3>{escape(sentence.example_id)} · gold label: {escape(sentence.label)}</h3>'
+        )
         for block in sentence.blocks:
             rows = "".join(_heat_row(row, sentence) for row in block.rows)
-            parts.append(f'<div class="method">{escape(METHOD_TITLES.get(block.method, block.method))}</div>'
-                         f'<table class="heat">{rows}</table>')
+            parts.append(
+                f'<div class="method">{escape(METHOD_TITLES.get(block.method, block.method))}</div>'
+                f'<table class="heat">{rows}</table>'
+            )
         parts.append("</div>")
     return "".join(parts)
 
 
-def render_page(summary: ExperimentSummary, runs: Sequence[StudentRun],
-                sentences: Sequence[SentenceHeatmaps], notes: Sequence[str] = ()) -> str:
+def render_page(
+    summary: ExperimentSummary,
+    runs: Sequence[StudentRun],
+    sentences: Sequence[SentenceHeatmaps],
+    notes: Sequence[str] = (),
+) -> str:
     groups = [v.variant for v in summary.variants]
     teacher = summary.teacher
-    teacher_line = "" if teacher is None else (
-        f" Teacher: dev {escape(teacher.main_name)} {teacher.main:.4f}"
-        + (f", fine-tuned on {teacher.train_examples:,} examples." if teacher.train_examples else "."))
+    teacher_line = (
+        ""
+        if teacher is None
+        else (
+            f" Teacher: dev {escape(teacher.main_name)} {teacher.main:.4f}"
+            + (f", fine-tuned on {teacher.train_examples:,} examples." if teacher.train_examples else ".")
+        )
+    )
     seeds = sorted({r.seed for r in runs if r.seed is not None})
+    seed_list = ", ".join(map(str, seeds)) or "–"
     extra = "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>egkd report: {escape(summary.task)}</title>
 <style>{CSS}</style></head><body>
 <h1>Explanation Guided Knowledge Distillation: {escape(summary.task)}</h1>
-<p class="meta">{len(runs)} students, {len(groups)} variants, seeds {", ".join(map(str, seeds)) or "–"}.{teacher_line}</p>
+<p class="meta">{len(runs)} students, {len(groups)} variants, seeds {seed_list}.{teacher_line}</p>
 {extra}
 <h2>Comparison</h2>
 <p class="note">Mean ± sample standard deviation over seeds. Spearman ρ: rank correlation of the student's

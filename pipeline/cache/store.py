@@ -6,13 +6,13 @@ Layout (see ``docs/cache.md``)::
 
 Part ``i`` holds examples ``[i * partition_size, (i + 1) * partition_size)`` of
 the dataset, in dataset order. Every part carries the run's
-:class:`~pipeline.cache_schema.CacheMetadata` and its own :class:`PartInfo`
+:class:`~pipeline.cache.schema.CacheMetadata` and its own :class:`PartInfo`
 in its Parquet schema metadata, and is written atomically (temporary file,
 fsync, rename), so an interrupted run leaves only whole parts behind.
 
 Stage two uses :func:`read_cache`, :func:`list_partitions` and
 :func:`check_compatible`; ``egkd cache`` uses :func:`cache_info` and
-:func:`pipeline.cache_verify.verify_cache`.
+:func:`pipeline.cache.verify.verify_cache`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,42 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.cache_format import (
-    META_KEY, PART_KEY, SCHEMA, PartInfo, metadata_json, parse_metadata, parse_part_info, part_digest,
-    part_info_json, rows_to_table, table_to_rows,
+from pipeline.atomic import fsync
+from pipeline.cache.format import (
+    META_KEY,
+    PART_KEY,
+    PartInfo,
+    metadata_json,
+    parse_metadata,
+    parse_part_info,
+    part_digest,
+    part_info_json,
+    rows_to_table,
+    schema_for,
+    table_to_rows,
 )
-from pipeline.cache_schema import SCHEMA_VERSION, CachedExample, CacheMetadata
+from pipeline.cache.schema import SCHEMA_VERSION, CachedExample, CacheMetadata
 from pipeline.errors import EgkdError
 
 __all__ = [
-    "Part", "PartInfo", "CacheInfo", "PartitionInfo", "CacheExpectation", "part_path", "partition_dir",
-    "write_part", "read_part", "read_part_header", "read_cache", "list_partitions", "check_compatible",
-    "cache_info", "part_index", "temp_files", "SchemaVersionError",
+    "Part",
+    "PartInfo",
+    "CacheInfo",
+    "PartitionInfo",
+    "CacheExpectation",
+    "part_path",
+    "partition_dir",
+    "write_part",
+    "read_part",
+    "read_part_header",
+    "read_cache",
+    "list_partitions",
+    "check_compatible",
+    "cache_info",
+    "part_index",
+    "temp_files",
+    "SchemaVersionError",
+    "find_caches",
 ]
 
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
@@ -88,30 +113,22 @@ def temp_files(directory: Path) -> list[Path]:
 # --- parts ----------------------------------------------------------------------------------------
 
 
-def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[CachedExample],
-               truncated: int) -> PartInfo:
+def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[CachedExample], truncated: int) -> PartInfo:
     """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
-    table = rows_to_table(rows)
-    decoded = table_to_rows(table, meta.num_labels)  # the digest covers exactly what a reader gets back
-    info = PartInfo(index=index, rows=len(rows), truncated=truncated,
-                    digest=part_digest(meta, index, decoded))
+    table = rows_to_table(rows, meta.extras)
+    decoded = table_to_rows(table, meta)  # the digest covers exactly what a reader gets back
+    info = PartInfo(index=index, rows=len(rows), truncated=truncated, digest=part_digest(meta, index, decoded))
     table = table.replace_schema_metadata({META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)})
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with temp.open("wb") as handle:
-            pq.write_table(table, handle, compression="zstd", write_statistics=False,
-                           write_page_checksum=True)
-            handle.flush()
-            os.fsync(handle.fileno())
+            pq.write_table(table, handle, compression="zstd", write_statistics=False, write_page_checksum=True)
+        fsync(temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync(path.parent)
     return info
 
 
@@ -120,8 +137,10 @@ def _header(schema_metadata: dict[bytes, bytes] | None, path: Path) -> tuple[Cac
         raise EgkdError(f"{path}: not an egkd cache part (no egkd metadata)")
     version = _schema_version(schema_metadata[META_KEY])
     if version is not None and version != SCHEMA_VERSION:  # checked first: other versions have other fields
-        raise SchemaVersionError(f"{path}: cache field 'schema_version' differs: cache has {version}, this egkd "
-                                 f"reads {SCHEMA_VERSION}; recompute the cache with this egkd")
+        raise SchemaVersionError(
+            f"{path}: cache field 'schema_version' differs: cache has {version}, this egkd "
+            f"reads {SCHEMA_VERSION}; recompute the cache with this egkd"
+        )
     try:
         meta = parse_metadata(schema_metadata[META_KEY])
         info = parse_part_info(schema_metadata[PART_KEY])
@@ -155,7 +174,11 @@ def read_part(path: Path) -> Part:
     except (OSError, pa.ArrowException) as err:
         raise EgkdError(f"{path}: unreadable part ({str(err).splitlines()[0]})") from None
     meta, info = _header(table.schema.metadata, path)
-    if not table.schema.equals(SCHEMA, check_metadata=False):
+    try:
+        expected = schema_for(meta.extras)
+    except ValueError as err:
+        raise EgkdError(f"{path}: {err}") from None
+    if not table.schema.equals(expected, check_metadata=False):
         raise EgkdError(f"{path}: columns differ from the cache schema")
     expected_index = part_index(path)
     if info.index != expected_index:
@@ -163,7 +186,7 @@ def read_part(path: Path) -> Part:
     if info.rows != table.num_rows:
         raise EgkdError(f"{path}: {table.num_rows} rows, its metadata says {info.rows}")
     try:
-        rows = table_to_rows(table, meta.num_labels)
+        rows = table_to_rows(table, meta)
     except ValueError as err:
         raise EgkdError(f"{path}: corrupt rows ({err})") from None
     if part_digest(meta, info.index, rows) != info.digest:
@@ -184,15 +207,18 @@ def list_partitions(root: Path) -> list[tuple[str, str]]:
 
 
 def _finish_hint(method: str, split: str) -> str:
-    return (f"finish it by rerunning `egkd explain --method {method} --split {split} ...` with the same "
-            "options: it computes only the missing parts")
+    return (
+        f"finish it by rerunning `egkd explain --method {method} --split {split} ...` with the same "
+        "options: it computes only the missing parts"
+    )
 
 
 def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list[CachedExample]]:
     """Every row of one (method, split) partition in dataset order, after checking all its parts."""
     directory = partition_dir(root, method, split)
-    files = sorted(p for p in directory.glob("part-*.parquet") if part_index(p) is not None) \
-        if directory.is_dir() else []
+    files = (
+        sorted(p for p in directory.glob("part-*.parquet") if part_index(p) is not None) if directory.is_dir() else []
+    )
     if not files:
         available = ", ".join(f"{m}/{s}" for m, s in list_partitions(root)) or "none"
         raise EgkdError(f"no cache for method={method} split={split} in {root} (available: {available})")
@@ -207,20 +233,42 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
     meta = parts[0].meta
     for part in parts[1:]:
         check_compatible(part.meta, meta, context=str(part.path))
-    check_compatible(meta, CacheExpectation(method=method, split=split), context=str(files[0]),
-                     hint=f"the folder {directory.relative_to(root)} holds another partition's parts")
+    check_compatible(
+        meta,
+        CacheExpectation(method=method, split=split),
+        context=str(files[0]),
+        hint=f"the folder {directory.relative_to(root)} holds another partition's parts",
+    )
     present = {part.info.index for part in parts}
     missing = [i for i in range(meta.num_parts) if i not in present]
     if missing:
         names = ", ".join(f"part-{i:05d}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise EgkdError(f"cache {directory} is incomplete: {len(missing)} of {meta.num_parts} parts missing "
-                        f"({names}); {_finish_hint(method, split)}")
+        raise EgkdError(
+            f"cache {directory} is incomplete: {len(missing)} of {meta.num_parts} parts missing "
+            f"({names}); {_finish_hint(method, split)}"
+        )
     if max(present) >= meta.num_parts:
         raise EgkdError(f"{directory}: part {max(present)} is beyond the {meta.num_parts} parts of this run")
     rows = [row for part in sorted(parts, key=lambda p: p.info.index) for row in part.rows]
     if len(rows) != meta.num_examples:
         raise EgkdError(f"cache {directory} holds {len(rows)} rows, its metadata says {meta.num_examples}")
     return meta, rows
+
+
+def find_caches(paths: Sequence[Path]) -> list[Path]:
+    """Each path is a cache, or a folder whose sub-folders (one level down) are caches."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise EgkdError(f"explanation cache not found: {path}")
+        if any(path.glob("method=*")):
+            found.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("method=*")))
+        if not inside:
+            raise EgkdError(f"no explanation cache in {path} (a cache holds method=<m>/split=<s>/ folders)")
+        found.extend(inside)
+    return found
 
 
 # --- metadata checks ------------------------------------------------------------------------------
@@ -241,9 +289,13 @@ class CacheExpectation:
     num_labels: int | None = None
 
 
-def check_compatible(meta: CacheMetadata, expected: CacheMetadata | CacheExpectation,
-                     fields: Sequence[str] | None = None, context: str = "",
-                     hint: str = "") -> None:
+def check_compatible(
+    meta: CacheMetadata,
+    expected: CacheMetadata | CacheExpectation,
+    fields: Sequence[str] | None = None,
+    context: str = "",
+    hint: str = "",
+) -> None:
     """Refuse a cache whose metadata differs from ``expected``, naming the first differing field.
 
     With a :class:`CacheMetadata`, every field (or only those named in ``fields``)
@@ -315,9 +367,17 @@ def cache_info(root: Path) -> CacheInfo:
             meta = meta or part_meta
             rows += info.rows
             truncated += info.truncated
-        partitions.append(PartitionInfo(
-            method=method, split=split, parts_present=len(files) - len(unreadable),
-            parts_expected=meta.num_parts if meta else None, rows=rows, truncated=truncated,
-            bytes=sum(p.stat().st_size for p in files), unreadable=tuple(unreadable), metadata=meta,
-        ))
+        partitions.append(
+            PartitionInfo(
+                method=method,
+                split=split,
+                parts_present=len(files) - len(unreadable),
+                parts_expected=meta.num_parts if meta else None,
+                rows=rows,
+                truncated=truncated,
+                bytes=sum(p.stat().st_size for p in files),
+                unreadable=tuple(unreadable),
+                metadata=meta,
+            )
+        )
     return CacheInfo(root, partitions)

@@ -54,7 +54,7 @@ def matthews(preds: np.ndarray, labels: np.ndarray) -> float:
     classes = np.union1d(preds, labels)
     index = {c: i for i, c in enumerate(classes)}
     conf = np.zeros((len(classes), len(classes)), dtype=np.float64)
-    for p, y in zip(preds, labels):
+    for p, y in zip(preds, labels, strict=False):
         conf[index[y], index[p]] += 1
     t_k, p_k = conf.sum(axis=1), conf.sum(axis=0)
     c, s = np.trace(conf), conf.sum()

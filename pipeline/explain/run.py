@@ -6,7 +6,7 @@ whole and was made by the same run (same teacher weights, tokenizer, data,
 method parameters...). A part made by a different run is refused, naming the
 differing field, unless ``overwrite`` clears the partition first. Each missing
 or corrupt part becomes one task,
-:func:`pipeline.explain_part.compute_part`: encode, explain in length
+:func:`pipeline.explain.part.compute_part`: encode, explain in length
 buckets, put rows back in dataset order, write the part atomically.
 
 Tasks run in this process (``workers == 0``), on a local dask cluster
@@ -18,8 +18,6 @@ and the teacher at the same paths). Each worker process loads the teacher once.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -30,15 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.cache import (
-    SchemaVersionError, check_compatible, part_index, part_path, partition_dir, read_part, temp_files,
+from pipeline.cache.schema import SCHEMA_VERSION, CacheMetadata
+from pipeline.cache.store import (
+    SchemaVersionError,
+    check_compatible,
+    part_index,
+    part_path,
+    partition_dir,
+    read_part,
+    temp_files,
 )
-from pipeline.cache_schema import SCHEMA_VERSION, CacheMetadata
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
-from pipeline.explain.base import Method
-from pipeline.explain_part import PartJob, PartResult, compute_part
+from pipeline.explain.base import explainer_class
+from pipeline.explain.part import PartJob, PartResult, compute_part
+from pipeline.explain.record import method_params_json
+from pipeline.methods import Method
 from pipeline.tasks import get_task
 
 
@@ -76,22 +82,19 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         if not self.computed:
-            return [f"nothing to compute: all {self.parts_total} parts ({self.rows} rows) are already in "
-                    f"{self.partition}"]
+            return [
+                f"nothing to compute: all {self.parts_total} parts ({self.rows} rows) are already in {self.partition}"
+            ]
         rate = self.rows_computed / self.seconds if self.seconds > 0 else float("inf")
-        lines = [f"computed {len(self.computed)} part(s), skipped {self.skipped} already in the cache; "
-                 f"{self.rows_computed} of {self.rows} rows in {self.seconds:.1f} s ({rate:.1f} ex/s)",
-                 f"{self.truncated} sentence(s) longer than max_length were truncated",
-                 f"cache: {self.partition}"]
+        lines = [
+            f"computed {len(self.computed)} part(s), skipped {self.skipped} already in the cache; "
+            f"{self.rows_computed} of {self.rows} rows in {self.seconds:.1f} s ({rate:.1f} ex/s)",
+            f"{self.truncated} sentence(s) longer than max_length were truncated",
+            f"cache: {self.partition}",
+        ]
         if self.corrupt:
             lines.insert(1, f"recomputed corrupt part(s): {', '.join(self.corrupt)}")
         return lines
-
-
-def method_params_json(method: Method, params: ExplainParams) -> str:
-    """The parameters that change a method's results (not batch size or workers), as stable JSON."""
-    own = dataclasses.asdict(getattr(params, method.value))
-    return json.dumps({"seed": params.seed, **own}, sort_keys=True)
 
 
 def run_explain(request: ExplainRequest) -> RunSummary:
@@ -109,13 +112,26 @@ def run_explain(request: ExplainRequest) -> RunSummary:
     size = request.params.partition_size
     examples = dataset.examples
     meta = CacheMetadata(
-        schema_version=SCHEMA_VERSION, egkd_version=__version__, task=task.name, split=request.split,
-        method=request.method.value, method_params=method_params_json(request.method, request.params),
-        teacher=request.teacher, teacher_base=base_model_of(request.teacher),
-        teacher_weights_hash=weights_hash(request.teacher), tokenizer_hash=tokenizer_hash(tokenizer),
-        dataset_fingerprint=dataset.fingerprint, dataset_source=dataset.source, limit=request.limit,
-        max_length=request.max_length, num_labels=task.num_labels, label_names=task.labels,
-        partition_size=size, num_parts=-(-len(examples) // size), num_examples=len(examples),
+        schema_version=SCHEMA_VERSION,
+        egkd_version=__version__,
+        task=task.name,
+        split=request.split,
+        method=request.method.value,
+        method_params=method_params_json(request.method, request.params),
+        extras=tuple(kind.kind for kind in explainer_class(request.method).extras),
+        teacher=request.teacher,
+        teacher_base=base_model_of(request.teacher),
+        teacher_weights_hash=weights_hash(request.teacher),
+        tokenizer_hash=tokenizer_hash(tokenizer),
+        dataset_fingerprint=dataset.fingerprint,
+        dataset_source=dataset.source,
+        limit=request.limit,
+        max_length=request.max_length,
+        num_labels=task.num_labels,
+        label_names=task.labels,
+        partition_size=size,
+        num_parts=-(-len(examples) // size),
+        num_examples=len(examples),
     )
     directory = partition_dir(request.out, request.method.value, request.split)
     if request.overwrite and directory.exists():
@@ -124,22 +140,43 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         stale.unlink(missing_ok=True)
     kept, corrupt = _existing_parts(directory, meta)
     threads = _threads_per_worker(request)
-    jobs = [PartJob(i, part_path(request.out, meta.method, meta.split, i), examples[i * size:(i + 1) * size],
-                    meta, request.teacher, meta.teacher_weights_hash, request.method, request.params, threads,
-                    request.allow_pickle)
-            for i in range(meta.num_parts) if i not in kept]
+    jobs = [
+        PartJob(
+            i,
+            part_path(request.out, meta.method, meta.split, i),
+            examples[i * size : (i + 1) * size],
+            meta,
+            request.teacher,
+            meta.teacher_weights_hash,
+            request.method,
+            request.params,
+            threads,
+            request.allow_pickle,
+        )
+        for i in range(meta.num_parts)
+        if i not in kept
+    ]
     computed = []
     if jobs:
         from tqdm import tqdm
 
-        with tqdm(total=len(jobs), unit="part", desc=f"explain {meta.method}/{meta.split}",
-                  disable=not request.progress) as bar:
+        with tqdm(
+            total=len(jobs), unit="part", desc=f"explain {meta.method}/{meta.split}", disable=not request.progress
+        ) as bar:
             for result in _execute(jobs, request):
                 computed.append(result)
                 bar.update(1)
     truncated = sum(kept.values()) + sum(r.truncated for r in computed)
-    return RunSummary(directory, meta.num_parts, tuple(sorted(computed, key=lambda r: r.index)), len(kept),
-                      tuple(corrupt), len(examples), truncated, time.perf_counter() - started)
+    return RunSummary(
+        directory,
+        meta.num_parts,
+        tuple(sorted(computed, key=lambda r: r.index)),
+        len(kept),
+        tuple(corrupt),
+        len(examples),
+        truncated,
+        time.perf_counter() - started,
+    )
 
 
 def _existing_parts(directory: Path, meta: CacheMetadata) -> tuple[dict[int, int], list[str]]:
@@ -192,8 +229,10 @@ def _execute(jobs: list[PartJob], request: ExplainRequest) -> Iterator[PartResul
     from distributed import as_completed
 
     with _dask_client(request) as client:
-        futures = [client.submit(compute_part, job, key=f"egkd-part-{job.index:05d}-{os.urandom(4).hex()}",
-                                 pure=False) for job in jobs]
+        futures = [
+            client.submit(compute_part, job, key=f"egkd-part-{job.index:05d}-{os.urandom(4).hex()}", pure=False)
+            for job in jobs
+        ]
         for future in as_completed(futures):
             yield future.result()
 
@@ -225,10 +264,20 @@ def _local_cluster(workers: int):
     if torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        specs = {f"gpu-{device}": {"cls": Nanny, "options": {
-            "nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": device}, **quiet}} for device in devices[:workers]}
-        return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
-                           **quiet)
+        specs = {
+            f"gpu-{device}": {
+                "cls": Nanny,
+                "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": device}, **quiet},
+            }
+            for device in devices[:workers]
+        }
+        return SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, **quiet)
     threads = str(max(1, _cpu_count() // workers))
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}, **quiet)
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+        **quiet,
+    )

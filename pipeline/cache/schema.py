@@ -4,15 +4,20 @@ The cache is a Hive-partitioned Parquet dataset,
 ``<cache>/method=<method>/split=<split>/part-<n>.parquet``, one row per
 example (see ``docs/cache.md``). Stage two reads :class:`CachedExample` rows
 and checks :class:`CacheMetadata` before it trains; it never loads the teacher.
+
+Every row has the same core fields; what a method caches beyond them is its
+:class:`~pipeline.cache.extras.Extras`, named in the metadata's ``extras``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+from pipeline.cache.extras import Extras
+
+SCHEMA_VERSION = 2  # 2: segment ids; extras declared by the method (view_*, selection_* as before)
 
 
 @dataclass(frozen=True)
@@ -23,15 +28,13 @@ class CachedExample:
     text_a: str
     text_b: str | None
     input_ids: np.ndarray  # (T,) int32, the teacher tokenizer's ids
-    token_type_ids: np.ndarray  # (T,) int8
+    token_type_ids: np.ndarray  # (T,) int8, what the teacher was given
+    segments: np.ndarray  # (T,) int8: 0 text_a, 1 text_b, -1 special tokens (whatever the token type ids say)
     special_mask: np.ndarray  # (T,) bool
     offsets: np.ndarray  # (T, 2) int32, character spans within each token's own segment
     attribution: np.ndarray  # (T,) float32, zero at special tokens
     teacher_logits: np.ndarray  # (C,) float32
-    view_masks: np.ndarray | None = None  # perturbation: (P, T) bool, tokens masked in each view
-    view_logits: np.ndarray | None = None  # perturbation: (P, C) float32, teacher logits on each view
-    selection_mask: np.ndarray | None = None  # feature selection: (T,) bool
-    selection_logits: np.ndarray | None = None  # feature selection: (C,) teacher logits, selected tokens only
+    extras: Extras = field(default_factory=Extras)  # the method's own: views, a selection...
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class CacheMetadata:
     split: str
     method: str
     method_params: str  # JSON of the method's parameters
+    extras: tuple[str, ...]  # the kinds of extras every row carries (pipeline.cache.extras.KINDS)
     teacher: str  # the teacher reference as given
     teacher_base: str  # the pretrained model the teacher was fine-tuned from
     teacher_weights_hash: str

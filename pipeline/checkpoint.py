@@ -13,16 +13,17 @@ that falls between the two renames leaves the previous checkpoint as
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 
+from pipeline.atomic import fsync
 from pipeline.errors import EgkdError
 
 
@@ -36,44 +37,40 @@ def last_dir(out: Path) -> Path:
     return out / "checkpoints" / "last"
 
 
-def save_checkpoint(out: Path, step: int, settings: str, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler) -> None:
+def save_checkpoint(
+    out: Path, step: int, settings: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+) -> None:
     final = last_dir(out)
     tmp, old = final.with_name(".last.tmp"), final.with_name(".last.old")
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    np_state = np.random.get_state()
-    torch.save({
-        "step": step,
-        "settings": settings,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])),
-        "python_rng": random.getstate(),
-    }, tmp / "state.pt")
+    np_state: tuple[Any, ...] = np.random.get_state()  # type: ignore[assignment]
+    torch.save(
+        {
+            "step": step,
+            "settings": settings,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])),
+            "python_rng": random.getstate(),
+        },
+        tmp / "state.pt",
+    )
     for written in (tmp / "model.safetensors", tmp / "state.pt", tmp):
-        _fsync(written)  # on disk before the rename makes it the checkpoint (power loss, not just a kill)
+        fsync(written)  # on disk before the rename makes it the checkpoint (power loss, not just a kill)
     if final.exists():
         final.rename(old)
     tmp.rename(final)
-    _fsync(final.parent)
+    fsync(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
-    """Flush a file's or a directory's data and metadata to disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def load_checkpoint(out: Path, settings: str, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler) -> Checkpoint | None:
+def load_checkpoint(
+    out: Path, settings: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
+) -> Checkpoint | None:
     """Restore the last checkpoint into the given objects; None when there is none."""
     final = last_dir(out)
     if not (final / "state.pt").is_file():
@@ -82,22 +79,29 @@ def load_checkpoint(out: Path, settings: str, model: torch.nn.Module,
             return None
         final = previous
     try:
-        state = torch.load(final / "state.pt", weights_only=True)  # plain tensors and containers only
+        # The one torch.load in egkd: weights_only admits plain tensors and containers, never code.
+        state = torch.load(final / "state.pt", weights_only=True)  # noqa: TID251
         if not isinstance(state, dict) or not isinstance(state.get("settings"), str):
             raise ValueError("not an egkd training state")
     except Exception as err:  # a damaged file or one holding arbitrary objects: never unpickled
-        raise EgkdError(f"cannot resume: {final / 'state.pt'} is not a readable egkd checkpoint "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                        "rerun without --resume") from None
+        raise EgkdError(
+            f"cannot resume: {final / 'state.pt'} is not a readable egkd checkpoint "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "rerun without --resume"
+        ) from None
     if state["settings"] != settings:
-        raise EgkdError(f"cannot resume: the checkpoint in {final} was made with other settings "
-                        f"({_first_difference(state['settings'], settings)}); rerun without --resume")
+        raise EgkdError(
+            f"cannot resume: the checkpoint in {final} was made with other settings "
+            f"({_first_difference(state['settings'], settings)}); rerun without --resume"
+        )
     try:
         load_model(model, str(final / "model.safetensors"))
     except Exception as err:
-        raise EgkdError(f"cannot resume: the weights in {final} do not load "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                        "rerun without --resume") from None
+        raise EgkdError(
+            f"cannot resume: the weights in {final} do not load "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+            "rerun without --resume"
+        ) from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

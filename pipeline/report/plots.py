@@ -11,7 +11,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.report_data import ExperimentSummary, LossPoint, StudentRun
+from pipeline.report.data import ExperimentSummary, LossPoint, StudentRun
 
 SMOOTHING_WINDOW = 10  # steps in the trailing mean of the smoothed loss
 
@@ -33,9 +33,17 @@ def write_loss_csv(runs: Sequence[StudentRun], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["student", "variant", "seed", "step", "loss", "loss_smoothed"])
         for run in sorted(runs, key=lambda r: r.name):
-            for point, smooth in zip(run.losses, smoothed(run.losses)):
-                writer.writerow([run.name, run.variant, "" if run.seed is None else run.seed, point.step,
-                                 f"{point.loss:.6f}", f"{smooth:.6f}"])
+            for point, smooth in zip(run.losses, smoothed(run.losses), strict=False):
+                writer.writerow(
+                    [
+                        run.name,
+                        run.variant,
+                        "" if run.seed is None else run.seed,
+                        point.step,
+                        f"{point.loss:.6f}",
+                        f"{smooth:.6f}",
+                    ]
+                )
 
 
 def comparison_rows(summary: ExperimentSummary) -> list[dict[str, object]]:
@@ -46,8 +54,15 @@ def comparison_rows(summary: ExperimentSummary) -> list[dict[str, object]]:
         measures += [(f"spearman {m}", stat) for m, stat in v.spearman.items()]
         measures += [(f"top-k overlap {m}", stat) for m, stat in v.top_k_overlap.items()]
         for measure, stat in measures:
-            rows.append({"variant": v.variant, "measure": measure, "mean": round(stat.mean, 6),
-                         "std": round(stat.std, 6), "n": stat.n})
+            rows.append(
+                {
+                    "variant": v.variant,
+                    "measure": measure,
+                    "mean": round(stat.mean, 6),
+                    "std": round(stat.std, 6),
+                    "n": stat.n,
+                }
+            )
     return rows
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache_schema import CachedExample, CacheMetadata
+from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.config import ExplainParams
-from pipeline.errors import EgkdError
+from pipeline.methods import Method
 
 
 @dataclass(frozen=True)
@@ -73,33 +73,39 @@ def _prediction(meta: CacheMetadata, logits: np.ndarray) -> tuple[str, float]:
     return _label(meta, best), float(probs[best])
 
 
-def _tokens(segments: np.ndarray, special: np.ndarray, offsets: np.ndarray,
-            scores: np.ndarray) -> tuple[TokenScore, ...]:
-    return tuple(TokenScore(int(seg), int(span[0]), int(span[1]), float(score))
-                 for seg, is_special, span, score in zip(segments, special, offsets, scores)
-                 if not is_special and span[1] > span[0])
+def _tokens(
+    segments: np.ndarray, special: np.ndarray, offsets: np.ndarray, scores: np.ndarray
+) -> tuple[TokenScore, ...]:
+    return tuple(
+        TokenScore(int(seg), int(span[0]), int(span[1]), float(score))
+        for seg, is_special, span, score in zip(segments, special, offsets, scores, strict=False)
+        if not is_special and span[1] > span[0]
+    )
 
 
 def teacher_row(meta: CacheMetadata, row: CachedExample) -> HeatRow:
     prediction, confidence = _prediction(meta, row.teacher_logits)
-    return HeatRow("teacher", prediction, confidence,
-                   _tokens(row.token_type_ids, row.special_mask, row.offsets, row.attribution))
+    return HeatRow(
+        "teacher", prediction, confidence, _tokens(row.token_type_ids, row.special_mask, row.offsets, row.attribution)
+    )
 
 
-def pick_examples(rows: Sequence[CachedExample], count: int, min_tokens: int = 6,
-                  max_tokens: int = 28) -> list[CachedExample]:
+def pick_examples(
+    rows: Sequence[CachedExample], count: int, min_tokens: int = 6, max_tokens: int = 28
+) -> list[CachedExample]:
     """The first ``count`` rows of readable length (dataset order: the same rows for every method)."""
     fitting = [r for r in rows if min_tokens <= int((~r.special_mask).sum()) <= max_tokens]
     return (fitting or list(rows))[:count]
 
 
-def student_rows(student: HeatmapStudent, meta: CacheMetadata, rows: Sequence[CachedExample],
-                 explain: ExplainParams) -> list[HeatRow]:
+def student_rows(
+    student: HeatmapStudent, meta: CacheMetadata, rows: Sequence[CachedExample], explain: ExplainParams
+) -> list[HeatRow]:
     """The student's own explanations (same method and parameters as the cache) of ``rows``."""
     from pipeline.data import Example
     from pipeline.encoding import collate, encode
-    from pipeline.evaluate import explain_params_from_cache
-    from pipeline.explain.base import Method, make_explainer
+    from pipeline.explain.base import make_explainer
+    from pipeline.explain.record import explain_params_from_cache
     from pipeline.models import load_classifier, load_tokenizer
 
     method = Method.parse(meta.method)
@@ -117,28 +123,22 @@ def student_rows(student: HeatmapStudent, meta: CacheMetadata, rows: Sequence[Ca
     for i, item in enumerate(encoded):
         n = len(item.input_ids)
         prediction, confidence = _prediction(meta, logits[i])
-        out.append(HeatRow(student.name, prediction, confidence,
-                           _tokens(item.token_type_ids, item.special_mask, item.offsets, scores[i, :n])))
+        out.append(
+            HeatRow(
+                student.name,
+                prediction,
+                confidence,
+                _tokens(item.token_type_ids, item.special_mask, item.offsets, scores[i, :n]),
+            )
+        )
     return out
 
 
-def find_caches(paths: Sequence[Path]) -> list[Path]:
-    """Each path is a cache, or a folder whose sub-folders (one level down) are caches."""
-    found = []
-    for path in paths:
-        if any(path.glob("method=*")):
-            found.append(path)
-        elif path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_dir() and any(p.glob("method=*"))))
-        else:
-            raise EgkdError(f"cache not found: {path}")
-    return found
-
-
-def build_heatmaps(caches: Sequence[Path], students: Sequence[HeatmapStudent], explain: ExplainParams,
-                   count: int, split: str = "dev") -> list[SentenceHeatmaps]:
+def build_heatmaps(
+    caches: Sequence[Path], students: Sequence[HeatmapStudent], explain: ExplainParams, count: int, split: str = "dev"
+) -> list[SentenceHeatmaps]:
     """Heatmaps of ``count`` sentences of ``split`` for every method found in ``caches``."""
-    from pipeline.cache import list_partitions, read_cache
+    from pipeline.cache.store import find_caches, list_partitions, read_cache
 
     partitions: list[tuple[CacheMetadata, list[CachedExample]]] = []
     for cache in find_caches(caches):
@@ -147,7 +147,7 @@ def build_heatmaps(caches: Sequence[Path], students: Sequence[HeatmapStudent], e
                 partitions.append(read_cache(cache, method, split))
     if not partitions or count <= 0:
         return []
-    canonical = ["gradient", "perturbation", "feature_selection"]
+    canonical = [m.value for m in Method]
     partitions.sort(key=lambda p: canonical.index(p[0].method) if p[0].method in canonical else len(canonical))
     chosen = pick_examples(partitions[0][1], count)
     ids = [r.example_id for r in chosen]
@@ -162,8 +162,10 @@ def build_heatmaps(caches: Sequence[Path], students: Sequence[HeatmapStudent], e
             heat = (teacher_row(meta, row),) + tuple(rows_of[index] for rows_of in per_student)
             blocks_by_id[row.example_id].append(HeatBlock(meta.method, heat))
     meta = partitions[0][0]
-    return [SentenceHeatmaps(r.example_id, r.text_a, r.text_b, _gold(meta, r.label),
-                             tuple(blocks_by_id[r.example_id])) for r in chosen]
+    return [
+        SentenceHeatmaps(r.example_id, r.text_a, r.text_b, _gold(meta, r.label), tuple(blocks_by_id[r.example_id]))
+        for r in chosen
+    ]
 
 
 def _gold(meta: CacheMetadata, label: float | int | None) -> str:

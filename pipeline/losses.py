@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-            t2_scaling: bool = True) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, t2_scaling: bool = True
+) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)), mean over the batch; times T^2 when ``t2_scaling``.
 
     student_logits, teacher_logits: (B, C). With one output (regression) this is the
@@ -23,7 +24,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
-    return kl * (temperature ** 2) if t2_scaling else kl
+    return kl * (temperature**2) if t2_scaling else kl
 
 
 def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -43,8 +44,7 @@ def normalise_map(attribution: torch.Tensor, mask: torch.Tensor, eps: float = 1e
     return masked / norm.clamp_min(eps)
 
 
-def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor,
-                     mask: torch.Tensor) -> torch.Tensor:
+def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over examples of ``1 - cos(student, teacher)`` over the real tokens (``mask``).
 
     student_attr, teacher_attr: (B, T) signed per-token scores; mask: (B, T) bool.
@@ -58,12 +58,13 @@ def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor,
     valid = teacher.abs().sum(dim=-1) > 0
     cosine = (student * teacher).sum(dim=-1)
     if not bool(valid.any()):
-        return (student.sum() * 0.0)
+        return student.sum() * 0.0
     return (1.0 - cosine[valid]).mean()
 
 
-def total_loss(kd: torch.Tensor, ce: torch.Tensor, explain: torch.Tensor | None,
-               alpha: float, beta: float) -> torch.Tensor:
+def total_loss(
+    kd: torch.Tensor, ce: torch.Tensor, explain: torch.Tensor | None, alpha: float, beta: float
+) -> torch.Tensor:
     """``alpha * kd + (1 - alpha) * ce + beta * explain`` (the last term only when given)."""
     loss = alpha * kd + (1.0 - alpha) * ce
     if explain is not None:

@@ -1,13 +1,13 @@
 """``egkd report`` as one library call: evaluations, training logs and caches -> HTML, metrics, plot data.
 
-:func:`build_report` reads the evaluation JSONs (:mod:`pipeline.report_data`),
+:func:`build_report` reads the evaluation JSONs (:mod:`pipeline.report.data`),
 aggregates the students over seeds, computes explanation heatmaps of a few dev
-sentences for one student of each variant (:mod:`pipeline.report_heatmaps`) and
+sentences for one student of each variant (:mod:`pipeline.report.heatmaps`) and
 writes
 
-* the self-contained HTML page (:mod:`pipeline.report_html`);
+* the self-contained HTML page (:mod:`pipeline.report.html`);
 * ``summary.json``: the aggregated metrics, for ``dvc metrics show`` / ``dvc exp show``;
-* the CSVs behind ``dvc plots show`` (:mod:`pipeline.report_plots`).
+* the CSVs behind ``dvc plots show`` (:mod:`pipeline.report.plots`).
 
 Every output path is the caller's choice (dvc.yaml names them); nothing is written elsewhere.
 """
@@ -20,12 +20,19 @@ from pathlib import Path
 
 from pipeline.config import ExplainParams
 from pipeline.errors import EgkdError
-from pipeline.report_data import (
-    ExperimentSummary, StudentRun, Stat, evaluation_files, read_evaluation, read_teacher, student_runs, summarise,
+from pipeline.report.data import (
+    ExperimentSummary,
+    Stat,
+    StudentRun,
+    evaluation_files,
+    read_evaluation,
+    read_teacher,
+    student_runs,
+    summarise,
 )
-from pipeline.report_heatmaps import HeatmapStudent, build_heatmaps
-from pipeline.report_html import render_page
-from pipeline.report_plots import write_comparison_csv, write_loss_csv
+from pipeline.report.heatmaps import HeatmapStudent, build_heatmaps
+from pipeline.report.html import render_page
+from pipeline.report.plots import write_comparison_csv, write_loss_csv
 
 
 @dataclass(frozen=True)
@@ -54,8 +61,9 @@ def representatives(runs: list[StudentRun], order: list[str]) -> list[HeatmapStu
     """One student per variant for the heatmaps: the run with the lowest seed whose model folder exists."""
     chosen = []
     for variant in order:
-        members = sorted((r for r in runs if r.variant == variant and r.model.is_dir()),
-                         key=lambda r: (r.seed is None, r.seed))
+        members = sorted(
+            (r for r in runs if r.variant == variant and r.model.is_dir()), key=lambda r: (r.seed is None, r.seed)
+        )
         if members:
             chosen.append(HeatmapStudent(members[0].name, members[0].model))
     return chosen
@@ -96,13 +104,22 @@ def build_report(request: ReportRequest) -> ReportResult:
 
 def format_table(summary: ExperimentSummary) -> list[str]:
     """The comparison as a Markdown table (mean ± std over seeds)."""
+
     def cell(stat: Stat | None) -> str:
         if stat is None:
             return "–"
         return f"{stat.mean:.4f} ± {stat.std:.4f}" if stat.n > 1 else f"{stat.mean:.4f}"
 
-    head = ["variant", "runs", f"dev {summary.main_name}", "agreement with", "Spearman", "top-k overlap",
-            "AOPC compr.", "AOPC suff."]
+    head = [
+        "variant",
+        "runs",
+        f"dev {summary.main_name}",
+        "agreement with",
+        "Spearman",
+        "top-k overlap",
+        "AOPC compr.",
+        "AOPC suff.",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, method in summary.rows():
         stats = v.measures(method) if method else (None,) * 4

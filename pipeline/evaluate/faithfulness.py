@@ -19,7 +19,7 @@ import torch
 from scipy import stats
 
 from pipeline.encoding import TokenBatch
-from pipeline.explain.perturbation import masked_logits, share, target_score, top_k
+from pipeline.explain._ops import masked_logits, share, target_score, top_k
 
 
 class Aopc(NamedTuple):
@@ -27,8 +27,9 @@ class Aopc(NamedTuple):
     sufficiency: torch.Tensor  # (B,)
 
 
-def aopc(model: torch.nn.Module, batch: TokenBatch, scores: torch.Tensor, fractions: Sequence[float],
-         mask_token_id: int) -> Aopc:
+def aopc(
+    model: torch.nn.Module, batch: TokenBatch, scores: torch.Tensor, fractions: Sequence[float], mask_token_id: int
+) -> Aopc:
     """AOPC comprehensiveness and sufficiency per example for (B, T) ``scores`` of ``batch``.
 
     The explained class is the model's own prediction on the full input. All
@@ -48,8 +49,9 @@ def aopc(model: torch.nn.Module, batch: TokenBatch, scores: torch.Tensor, fracti
         drops.append(top)  # comprehensiveness: mask the top tokens
         drops.append(real & ~top)  # sufficiency: mask everything else
     owner = torch.arange(size, device=real.device).repeat(2 * nf)
-    masked = target_score(masked_logits(model, batch, owner, torch.cat(drops), mask_token_id),
-                          target.repeat(2 * nf)).view(nf, 2, size)
+    masked = target_score(
+        masked_logits(model, batch, owner, torch.cat(drops), mask_token_id), target.repeat(2 * nf)
+    ).view(nf, 2, size)
     drop = full[None, None, :] - masked
     return Aopc(drop[:, 0].mean(0), drop[:, 1].mean(0))
 

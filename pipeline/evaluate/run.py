@@ -17,22 +17,26 @@ next to the same with random scores as a baseline.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.cache.extras import Selection
+from pipeline.cache.project import StudentExample, collate_students, to_student_examples
 from pipeline.config import EvaluateParams, ExplainParams
-from pipeline.distill.student_data import StudentExample, collate_students, to_student_examples
-from pipeline.encoding import TokenBatch
-from pipeline.explain.base import Method, make_explainer
-from pipeline.explain.perturbation import share
-from pipeline.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
-from pipeline.metrics import TaskMetrics, compute_metrics, predictions_from_logits
+from pipeline.encoding import EncodedExample
+from pipeline.errors import EgkdError
+from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
+from pipeline.evaluate.metrics import TaskMetrics, compute_metrics, predictions_from_logits
+from pipeline.evaluate.predict import predict_logits
+from pipeline.explain._ops import share
+from pipeline.explain.base import make_explainer
+from pipeline.explain.record import explain_params_from_cache
+from pipeline.methods import Method
 from pipeline.tasks import TaskSpec
 
 
@@ -78,16 +82,6 @@ class EvaluationReport:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
 
-def predict_logits(model: torch.nn.Module, batches: Iterable[TokenBatch]) -> np.ndarray:
-    """(N, C) logits over the batches, in their order."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for batch in batches:
-            out.append(model(**batch.model_inputs()).logits.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_labels), np.float32)
-
-
 def by_length(examples: Sequence[StudentExample]) -> list[StudentExample]:
     """The examples longest first (stable): consecutive batches then hold little padding."""
     return sorted(examples, key=lambda e: -len(e.input_ids))
@@ -95,21 +89,41 @@ def by_length(examples: Sequence[StudentExample]) -> list[StudentExample]:
 
 def student_batches(examples: Sequence[StudentExample], batch_size: int, pad_token_id: int):
     for start in range(0, len(examples), batch_size):
-        yield collate_students(examples[start:start + batch_size], pad_token_id)
+        yield collate_students(examples[start : start + batch_size], pad_token_id)
 
 
-def evaluate_examples(model: torch.nn.Module, examples: Sequence[StudentExample], task: TaskSpec,
-                      batch_size: int, pad_token_id: int) -> TaskMetrics:
+def evaluate_examples(
+    model: torch.nn.Module, examples: Sequence[StudentExample], task: TaskSpec, batch_size: int, pad_token_id: int
+) -> TaskMetrics:
     """The task metrics of ``model`` on labelled student examples (e.g. the cache's dev rows)."""
-    examples = by_length(examples)
-    logits = predict_logits(model, (b.tokens for b in student_batches(examples, batch_size, pad_token_id)))
+    items = [
+        EncodedExample(
+            e.example_id,
+            e.input_ids,
+            e.token_type_ids,
+            e.special_mask,
+            np.where(e.special_mask, -1, 0).astype(np.int8),
+            np.zeros((len(e.input_ids), 2), np.int32),
+            e.label,
+            False,
+        )
+        for e in examples
+    ]
+    logits = predict_logits(model, items, pad_token_id, batch_size)
     labels = np.array([e.label for e in examples])
     return compute_metrics(task, predictions_from_logits(task, logits), labels)
 
 
-def explanation_reports(model: torch.nn.Module, examples: Sequence[StudentExample], method: Method,
-                        explain: ExplainParams, params: EvaluateParams, mask_token_id: int,
-                        pad_token_id: int, seed: int = 0) -> tuple[AgreementReport, FaithfulnessReport]:
+def explanation_reports(
+    model: torch.nn.Module,
+    examples: Sequence[StudentExample],
+    method: Method,
+    explain: ExplainParams,
+    params: EvaluateParams,
+    mask_token_id: int,
+    pad_token_id: int,
+    seed: int = 0,
+) -> tuple[AgreementReport, FaithfulnessReport]:
     """Agreement of the student's explanations with the cached teacher maps, and their AOPC."""
     explainer = make_explainer(method, model, explain, mask_token_id)
     generator = torch.Generator().manual_seed(seed)
@@ -122,8 +136,9 @@ def explanation_reports(model: torch.nn.Module, examples: Sequence[StudentExampl
             correlation = rank_agreement(mine, theirs)
             if correlation is not None:
                 spearmans.append(correlation)
-            if method is Method.FEATURE_SELECTION and batch.selection_mask is not None:
-                reference = batch.selection_mask[b][real[b]].numpy()
+            selection = batch.extras.get(Selection)
+            if method is Method.FEATURE_SELECTION and selection is not None:
+                reference = selection.mask[b][real[b]].numpy()
                 k = int(reference.sum())
             else:
                 k = int(share(params.top_k_fraction, torch.tensor([len(mine)]))[0])
@@ -132,26 +147,22 @@ def explanation_reports(model: torch.nn.Module, examples: Sequence[StudentExampl
         own = aopc(model, batch.tokens, scores, params.aopc_fractions, mask_token_id)
         noise = torch.rand(scores.shape, generator=generator)
         rand = aopc(model, batch.tokens, noise, params.aopc_fractions, mask_token_id)
-        comp.append(own.comprehensiveness), suff.append(own.sufficiency)
-        rcomp.append(rand.comprehensiveness), rsuff.append(rand.sufficiency)
-    agreement = AgreementReport(method.value, len(examples), float(np.mean(spearmans)) if spearmans else None,
-                                len(spearmans), float(np.mean(overlaps)) if overlaps else 0.0,
-                                params.top_k_fraction)
-    faithfulness = FaithfulnessReport(method.value, tuple(params.aopc_fractions),
-                                      *(float(torch.cat(v).mean()) for v in (comp, suff, rcomp, rsuff)))
+        comp.append(own.comprehensiveness)
+        suff.append(own.sufficiency)
+        rcomp.append(rand.comprehensiveness)
+        rsuff.append(rand.sufficiency)
+    agreement = AgreementReport(
+        method.value,
+        len(examples),
+        float(np.mean(spearmans)) if spearmans else None,
+        len(spearmans),
+        float(np.mean(overlaps)) if overlaps else 0.0,
+        params.top_k_fraction,
+    )
+    faithfulness = FaithfulnessReport(
+        method.value, tuple(params.aopc_fractions), *(float(torch.cat(v).mean()) for v in (comp, suff, rcomp, rsuff))
+    )
     return agreement, faithfulness
-
-
-def explain_params_from_cache(explain: ExplainParams, method: Method, method_params: str) -> ExplainParams:
-    """``explain`` with the method's section replaced by the cache's recorded parameters, when they parse."""
-    section = getattr(explain, method.value)
-    try:
-        recorded = json.loads(method_params)
-        known = {f.name for f in dataclasses.fields(section)}
-        chosen = dataclasses.replace(section, **{k: v for k, v in recorded.items() if k in known})
-    except (ValueError, TypeError, AttributeError):
-        return dataclasses.replace(explain, method=method.value)
-    return dataclasses.replace(explain, method=method.value, **{method.value: chosen})
 
 
 @dataclass(frozen=True)
@@ -172,19 +183,18 @@ class EvaluateRequest:
 
 def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> list[tuple[Path, Method]]:
     """The (cache, method) pairs to compare: every requested method (default: all) each cache holds."""
-    from pipeline.cache import list_partitions
-    from pipeline.errors import EgkdError
+    from pipeline.cache.store import find_caches, list_partitions
 
     if methods and not caches:
         raise EgkdError("--method needs --cache: the explanations are compared with a cache's teacher maps")
     wanted = [Method.parse(m) for m in methods if m != "none"]
     if methods and not wanted:
-        raise EgkdError("--method none has no explanations to compare; name gradient, perturbation or "
-                        "feature_selection, or leave --method out to compare every method of the caches")
+        raise EgkdError(
+            f"--method none has no explanations to compare; name {', '.join(m.value for m in Method)}, "
+            "or leave --method out to compare every method of the caches"
+        )
     pairs = []
-    for cache in caches:
-        if not Path(cache).is_dir():
-            raise EgkdError(f"explanation cache not found: {cache}")
+    for cache in find_caches(caches):
         held = [Method.parse(m) for m, s in list_partitions(cache) if s == split]
         if not held:
             raise EgkdError(f"cache {cache} holds no {split} split (run egkd explain --split {split})")
@@ -198,8 +208,7 @@ def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> l
 def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     """``egkd evaluate``: the task metric on the data; with caches, explanation agreement and AOPC."""
     from pipeline.data import load_dataset
-    from pipeline.encoding import bucketed_batches, collate, encode
-    from pipeline.errors import EgkdError
+    from pipeline.encoding import encode
     from pipeline.models import load_classifier, load_tokenizer
     from pipeline.tasks import get_task
 
@@ -214,23 +223,21 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     if pairs and tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
     encoded = encode(tokenizer, dataset.examples, request.max_length)
-    groups = list(bucketed_batches(encoded, request.params.batch_size))
-    logits = predict_logits(model, (collate([encoded[i] for i in group], pad) for group in groups))
-    labels = np.array([encoded[i].label for group in groups for i in group])
+    logits = predict_logits(model, encoded, pad, request.params.batch_size)
+    labels = np.array([item.label for item in encoded])
     metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
-    explanations = tuple(compare_with_cache(model, tokenizer, task, cache, method, request)
-                         for cache, method in pairs)
+    explanations = tuple(compare_with_cache(model, tokenizer, task, cache, method, request) for cache, method in pairs)
     report = EvaluationReport(request.model, task.name, request.split, metrics, explanations)
     if request.out is not None:
         report.write(request.out)
     return report
 
 
-def compare_with_cache(model: torch.nn.Module, tokenizer, task: TaskSpec, cache: Path, method: Method,
-                       request: EvaluateRequest) -> ExplanationReport:
+def compare_with_cache(
+    model: torch.nn.Module, tokenizer, task: TaskSpec, cache: Path, method: Method, request: EvaluateRequest
+) -> ExplanationReport:
     """Agreement and AOPC of the model's ``method`` explanations on the cache's rows of the split."""
-    from pipeline.cache import read_cache
-    from pipeline.errors import EgkdError
+    from pipeline.cache.store import read_cache
     from pipeline.models import tokenizer_hash
 
     meta, rows = read_cache(cache, method.value, request.split)
@@ -239,7 +246,14 @@ def compare_with_cache(model: torch.nn.Module, tokenizer, task: TaskSpec, cache:
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
     examples = to_student_examples(rows, None if same else tokenizer, meta.max_length)
     explain = explain_params_from_cache(request.explain, method, meta.method_params)
-    agreement, faithfulness = explanation_reports(model, examples, method, explain, request.params,
-                                                  tokenizer.mask_token_id, tokenizer.pad_token_id or 0,
-                                                  explain.seed)
+    agreement, faithfulness = explanation_reports(
+        model,
+        examples,
+        method,
+        explain,
+        request.params,
+        tokenizer.mask_token_id,
+        tokenizer.pad_token_id or 0,
+        explain.seed,
+    )
     return ExplanationReport(str(cache), agreement, faithfulness)

@@ -1,0 +1,221 @@
+"""What a method caches beyond the attribution: typed extras declared once as columns.
+
+An :class:`Extra` is a frozen dataclass whose fields are arrays declared with
+:func:`column`: the axes of each array (:class:`Axis`) and its dtype. From that
+declaration alone the cache derives the Parquet columns (``<kind>_<field>``),
+row conversion, verification, re-projection onto a student's tokens and the
+padded student batch, so a method that caches a new kind of extra writes only
+the dataclass.
+
+The same classes carry every form of the data: batched tensors out of an
+explainer (a leading batch axis), one cached row's numpy arrays, and a padded
+student batch's tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+
+class Axis(Enum):
+    TOKEN = "token"  # the example's tokens: cut to its length, re-projected onto a student's tokens
+    CLASS = "class"  # the task's labels
+    VIEW = "view"  # one entry per cached input view
+
+
+def column(*axes: Axis, dtype: type) -> Any:
+    """Declare an :class:`Extra` field: an array with these axes (a token axis comes last) and dtype."""
+    if Axis.TOKEN in axes and axes[-1] is not Axis.TOKEN:
+        raise TypeError("a token axis must be the last axis")  # a declaration bug, not user input
+    return field(metadata={"axes": axes, "dtype": np.dtype(dtype)})
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One array field of an extra, as the cache stores it."""
+
+    kind: str
+    field: str
+    axes: tuple[Axis, ...]
+    dtype: np.dtype
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}_{self.field}"
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        arrow: pa.DataType = pa.from_numpy_dtype(self.dtype)
+        for _ in self.axes:
+            arrow = pa.list_(arrow)
+        return arrow
+
+
+KINDS: dict[str, type[Extra]] = {}  # every extra by its kind, registered when its class is defined
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Base of a method's cached extras."""
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind in KINDS:
+            raise TypeError(f"two extras of kind {cls.kind!r}")
+        KINDS[cls.kind] = cls
+
+    @classmethod
+    def columns(cls) -> tuple[ColumnSpec, ...]:
+        return tuple(
+            ColumnSpec(cls.kind, f.name, f.metadata["axes"], f.metadata["dtype"]) for f in dataclasses.fields(cls)
+        )
+
+    def arrays(self) -> Iterator[tuple[ColumnSpec, Any]]:
+        for spec in self.columns():
+            yield spec, getattr(self, spec.field)
+
+    def map(self, fn: Callable[[ColumnSpec, Any], Any]) -> Extra:
+        """The same extra with every array replaced by ``fn(spec, array)``."""
+        return type(self)(**{spec.field: fn(spec, value) for spec, value in self.arrays()})
+
+
+@dataclass(frozen=True)
+class Views(Extra):
+    """The teacher's outputs on perturbed copies of the input, which stage two trains on."""
+
+    kind: ClassVar[str] = "view"
+    masks: Any = column(Axis.VIEW, Axis.TOKEN, dtype=np.bool_)  # tokens replaced by [MASK] in each view
+    logits: Any = column(Axis.VIEW, Axis.CLASS, dtype=np.float32)  # teacher logits on each view
+
+
+@dataclass(frozen=True)
+class Selection(Extra):
+    """An instance-wise token selection and the teacher's output on the selected tokens alone."""
+
+    kind: ClassVar[str] = "selection"
+    mask: Any = column(Axis.TOKEN, dtype=np.bool_)  # the selected tokens
+    logits: Any = column(Axis.CLASS, dtype=np.float32)  # teacher logits when only they are kept
+
+
+E = TypeVar("E", bound=Extra)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """The extras one example (or batch) carries, at most one of each kind."""
+
+    items: tuple[Extra, ...] = ()
+
+    def get(self, kind: type[E]) -> E | None:
+        for item in self.items:
+            if isinstance(item, kind):
+                return item
+        return None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(item.kind for item in self.items)
+
+    def map(self, fn: Callable[[ColumnSpec, Any], Any]) -> Extras:
+        return Extras(tuple(item.map(fn) for item in self.items))
+
+
+def extra_types(kinds: Sequence[str]) -> tuple[type[Extra], ...]:
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown extra kind {unknown[0]!r}; this egkd knows {sorted(KINDS)}")
+    return tuple(KINDS[k] for k in kinds)
+
+
+# --- the generic operations -----------------------------------------------------------------------
+
+
+def to_host(extras: Extras) -> Extras:
+    """Batched tensors -> numpy arrays of each column's dtype."""
+    return extras.map(
+        lambda spec, t: (
+            t.detach().float().cpu().numpy().astype(spec.dtype)
+            if t.is_floating_point()
+            else t.detach().cpu().numpy().astype(spec.dtype)
+        )
+    )
+
+
+def row_of(extras: Extras, index: int, tokens: int) -> Extras:
+    """Example ``index`` of host-side batched extras, token axes cut to its ``tokens``."""
+    return extras.map(lambda spec, a: a[index][..., :tokens].copy() if Axis.TOKEN in spec.axes else a[index].copy())
+
+
+def project(extras: Extras, overlap: np.ndarray) -> Extras:
+    """Re-project token axes onto another tokenizer's tokens; ``overlap`` is ``(T_target, T_source)`` bool.
+
+    A target token is True in a mask where any overlapping source token is, and gets
+    the sum of the overlapping source tokens' scores.
+    """
+
+    def one(spec: ColumnSpec, array: np.ndarray) -> np.ndarray:
+        if Axis.TOKEN not in spec.axes:
+            return array
+        if spec.dtype == np.bool_:
+            return (array.astype(np.int64) @ overlap.T.astype(np.int64)) > 0
+        return (array.astype(np.float64) @ overlap.T.astype(np.float64)).astype(spec.dtype)
+
+    return extras.map(one)
+
+
+def stack(rows: Sequence[Extras], length: int) -> Extras:
+    """Host rows -> padded ``(B, ...)`` tensors; token axes padded to ``length`` (False / 0)."""
+    if not rows:
+        return Extras()
+    kinds = rows[0].kinds
+    if any(r.kinds != kinds for r in rows):
+        raise ValueError(f"rows with different extras in one batch: {kinds} and others")
+    out = []
+    for position, first in enumerate(rows[0].items):
+        values = {}
+        for spec, _ in first.arrays():
+            arrays = [getattr(r.items[position], spec.field) for r in rows]
+            sizes = [[a.shape[i] for a in arrays] for i in range(len(spec.axes))]
+            shape = [length if axis is Axis.TOKEN else max(s) for axis, s in zip(spec.axes, sizes, strict=True)]
+            if Axis.VIEW in spec.axes and len(set(sizes[spec.axes.index(Axis.VIEW)])) > 1:
+                raise ValueError(f"{spec.name}: examples with different numbers of views in one batch")
+            padded = np.zeros((len(arrays), *shape), dtype=spec.dtype)
+            for b, array in enumerate(arrays):
+                padded[(b, *(slice(0, n) for n in array.shape))] = array  # type: ignore[index]
+            values[spec.field] = torch.from_numpy(padded)
+        out.append(type(first)(**values))
+    return Extras(tuple(out))
+
+
+def to_device(extras: Extras, device: torch.device | str, non_blocking: bool = False) -> Extras:
+    return extras.map(lambda _, t: t.to(device, non_blocking=non_blocking))
+
+
+def problems(extras: Extras, tokens: int, classes: int) -> Iterator[str]:
+    """What is wrong with one cached row's extras: shapes against its axes, non-finite values."""
+    for item in extras.items:
+        views: set[int] = set()
+        for spec, array in item.arrays():
+            if array.ndim != len(spec.axes):
+                yield f"{spec.name} has {array.ndim} axes, expected {len(spec.axes)}"
+                continue
+            for axis, size in zip(spec.axes, array.shape, strict=True):
+                want = {Axis.TOKEN: tokens, Axis.CLASS: classes}.get(axis)
+                if want is not None and size != want:
+                    yield f"{spec.name} has {size} {axis.value} entries, expected {want}"
+                if axis is Axis.VIEW:
+                    views.add(size)
+            if np.issubdtype(spec.dtype, np.floating) and not np.isfinite(array).all():
+                yield f"{spec.name} has values that are not finite"
+        if len(views) > 1:
+            yield f"{item.kind} arrays disagree on the number of views: {sorted(views)}"

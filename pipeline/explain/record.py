@@ -1,0 +1,41 @@
+"""How a cache records the way it was explained, and the parameters read back from that record.
+
+Stage one writes :func:`method_params_json` into the cache metadata; evaluation and
+the report explain a student exactly as the teacher was explained by reading it
+back with :func:`explain_params_from_cache`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from pipeline.config import ExplainParams, section_from_dict
+from pipeline.errors import EgkdError
+from pipeline.methods import Method
+
+
+def method_params_json(method: Method, params: ExplainParams) -> str:
+    """The parameters that change a method's results (not batch size or workers), as stable JSON."""
+    own = dataclasses.asdict(params.method_params(method))
+    return json.dumps({"seed": params.seed, **own}, sort_keys=True)
+
+
+def explain_params_from_cache(explain: ExplainParams, method: Method, method_params: str) -> ExplainParams:
+    """``explain`` with the seed and the method's section replaced by the parameters the cache recorded.
+
+    So a model is explained exactly as stage one explained the teacher. A record that does not parse
+    as this egkd's parameters of ``method`` is an error naming the field, never silently replaced.
+    """
+    section = explain.method_params(method)
+    try:
+        recorded = json.loads(method_params)
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as err:
+        raise EgkdError(f"cache field 'method_params' is not readable JSON ({err})") from None
+    seed = recorded.pop("seed", explain.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise EgkdError(f"cache field 'method_params': seed must be an integer, got {seed!r}")
+    chosen = section_from_dict(type(section), recorded, f"method_params.{method.value}")
+    return dataclasses.replace(explain, method=method, seed=seed, **{method.value: chosen})
