@@ -32,10 +32,17 @@ import yaml
 STAGE_KEYS = {"cmd", "matrix", "deps", "params", "outs", "metrics", "plots", "frozen", "meta", "desc", "always_changed"}
 MATCH = re.compile(r"(?<!\\)\$\{(?P<inner>.*?)\}")
 EXPRESSION = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[[^.\[\]]+\])*")
-YAML12 = {"bool": (r"true|True|TRUE|false|False|FALSE", "tTfF"),  # ruamel.yaml's YAML 1.2 scalars, which DVC reads
-          "float": ((r"[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
-                     r"|[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"), "-+0123456789."),
-          "int": (r"[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+", "-+0123456789")}
+YAML12 = {
+    "bool": (r"true|True|TRUE|false|False|FALSE", "tTfF"),  # ruamel.yaml's YAML 1.2 scalars, which DVC reads
+    "float": (
+        (
+            r"[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+            r"|[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+        ),
+        "-+0123456789.",
+    ),
+    "int": (r"[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+", "-+0123456789"),
+}
 
 
 class ReproError(Exception):
@@ -68,7 +75,8 @@ class Yaml12Loader(yaml.SafeLoader):
 
 Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag.rsplit(":", 1)[1] not in YAML12]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 for _kind, (_pattern, _firsts) in YAML12.items():
     Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_kind}", re.compile(f"^(?:{_pattern})$"), list(_firsts))
 Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
@@ -79,7 +87,7 @@ def parse_yaml(text: str) -> Any:
     try:
         from ruamel.yaml import YAML
     except ImportError:
-        return yaml.load(text, Loader=Yaml12Loader)
+        return yaml.load(text, Loader=Yaml12Loader)  # noqa: S506  (a SafeLoader subclass)
     return YAML(typ="safe").load(text)
 
 
@@ -98,8 +106,15 @@ def parsing_config(root: Path) -> dict[str, str]:
     config = configparser.ConfigParser(interpolation=None, strict=False)
     user = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     try:
-        config.read([Path("/etc/xdg/dvc/config"), user / "dvc" / "config", root / ".dvc" / "config",
-                     root / ".dvc" / "config.local"], encoding="utf-8")
+        config.read(
+            [
+                Path("/etc/xdg/dvc/config"),
+                user / "dvc" / "config",
+                root / ".dvc" / "config",
+                root / ".dvc" / "config.local",
+            ],
+            encoding="utf-8",
+        )
     except configparser.Error as exc:
         raise ReproError(f".dvc/config: {' '.join(str(exc).split())}") from None
     parsing = config["parsing"] if config.has_section("parsing") else {}
@@ -174,14 +189,14 @@ def interpolate(text: str, context: dict, config: dict[str, str], key: str | Non
     """Resolve ``${...}`` in a string; a string that is exactly one ``${...}`` keeps the value's type."""
     matches = list(MATCH.finditer(text))
     values = [lookup(context, match["inner"], where) for match in matches]
-    for match, value in zip(matches, values):
+    for match, value in zip(matches, values, strict=False):
         if isinstance(value, (list, dict)) and key is not None and not (isinstance(value, dict) and key == "cmd"):
             raise ReproError(f"{where}: cannot interpolate a {type(value).__name__} ('{match[0]}') here")
     if exact(text):
         return values[0]
     pieces, last = [], 0
-    for match, value in zip(matches, values):
-        pieces += [text[last:match.start()], to_str(value, config, where)]
+    for match, value in zip(matches, values, strict=False):
+        pieces += [text[last : match.start()], to_str(value, config, where)]
         last = match.end()
     return ("".join(pieces) + text[last:]).replace("\\${", "${")
 
@@ -191,8 +206,9 @@ def resolve(data: Any, context: dict, config: dict[str, str], key: str | None, w
     if isinstance(data, str):
         return interpolate(data, context, config, key, where)
     if isinstance(data, dict):
-        return {resolve(k, context, config, key, where): resolve(v, context, config, key, where)
-                for k, v in data.items()}
+        return {
+            resolve(k, context, config, key, where): resolve(v, context, config, key, where) for k, v in data.items()
+        }
     return [resolve(v, context, config, key, where) for v in data] if isinstance(data, list) else data
 
 
@@ -207,8 +223,10 @@ def matrix_axes(group: str, matrix: Any, context: dict) -> dict[str, list[tuple[
         if not isinstance(values, list):
             raise ReproError(f"dvc.yaml: stage '{group}': matrix.{name} must be a list")
         raws = raw if isinstance(raw, list) else [raw] * len(values)
-        axes[name] = [(f"{name}{i}" if isinstance(v, (list, dict)) else str(v) if exact(r) else to_str(v, {}, group), v)
-                      for i, (r, v) in enumerate(zip(raws, values))]
+        axes[name] = [
+            (f"{name}{i}" if isinstance(v, (list, dict)) else str(v) if exact(r) else to_str(v, {}, group), v)
+            for i, (r, v) in enumerate(zip(raws, values, strict=False))
+        ]
     return axes
 
 
@@ -219,7 +237,11 @@ def expand(group: str, definition: dict, context: dict) -> dict[str, dict]:
     axes, named = matrix_axes(group, definition["matrix"], context), {}
     for combination in product(*axes.values()):
         key = "-".join(label for label, _ in combination)
-        named[f"{group}@{key}"] = {**context, "item": dict(zip(axes, (v for _, v in combination))), "key": key}
+        named[f"{group}@{key}"] = {
+            **context,
+            "item": dict(zip(axes, (v for _, v in combination), strict=False)),
+            "key": key,
+        }
     return named
 
 
@@ -240,8 +262,11 @@ def paths(entries: Any, name: str, section: str) -> list[tuple[str, dict]]:
 
 def render_stage(name: str, group: str, definition: dict, context: dict, config: dict[str, str]) -> Stage:
     """One stage with every ``${...}`` resolved; a multi-line string ``cmd`` is one command per line, as in DVC."""
-    fields = {key: resolve(value, context, config, key, f"dvc.yaml: stage '{name}': {key}")
-              for key, value in definition.items() if key != "matrix"}
+    fields = {
+        key: resolve(value, context, config, key, f"dvc.yaml: stage '{name}': {key}")
+        for key, value in definition.items()
+        if key != "matrix"
+    }
     commands = fields["cmd"].splitlines() if isinstance(fields["cmd"], str) else fields["cmd"]
     if not fields["cmd"] or not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
         raise ReproError(f"dvc.yaml: stage '{name}': cmd must be a string or a list of strings")
@@ -249,8 +274,15 @@ def render_stage(name: str, group: str, definition: dict, context: dict, config:
     outs = [pair for section in ("outs", "metrics", "plots") for pair in paths(fields.get(section, []), name, section)]
     if outside := [p for p, _ in outs if p == ".." or p.startswith("../") or os.path.isabs(p)]:
         raise ReproError(f"dvc.yaml: stage '{name}': output '{outside[0]}' is outside the repository")
-    return Stage(name, group, tuple(commands), tuple(dict.fromkeys(deps)), tuple(p for p, _ in outs),
-                 tuple(p for p, opts in outs if opts.get("persist")), bool(fields.get("frozen", False)))
+    return Stage(
+        name,
+        group,
+        tuple(commands),
+        tuple(dict.fromkeys(deps)),
+        tuple(p for p, _ in outs),
+        tuple(p for p, opts in outs if opts.get("persist")),
+        bool(fields.get("frozen", False)),
+    )
 
 
 def render(root: Path) -> list[Stage]:
@@ -282,8 +314,15 @@ def inside(path: str, folder: str) -> bool:
 
 def upstream(stages: list[Stage]) -> dict[str, set[str]]:
     """For each stage, the stages with an out that is one of its deps, lies inside one, or holds one."""
-    return {stage.name: {other.name for other in stages if other is not stage and any(
-        inside(dep, out) or inside(out, dep) for dep in stage.deps for out in other.outs)} for stage in stages}
+    return {
+        stage.name: {
+            other.name
+            for other in stages
+            if other is not stage
+            and any(inside(dep, out) or inside(out, dep) for dep in stage.deps for out in other.outs)
+        }
+        for stage in stages
+    }
 
 
 def order(stages: list[Stage]) -> list[Stage]:
@@ -345,8 +384,11 @@ def run(stages: list[Stage], selected: set[str], root: Path, keep_going: bool) -
 
 def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], start: datetime) -> dict:
     """Seconds per stage and per group, their total, start and end; prints them per group as a Markdown table."""
-    groups = {s.group: round(sum(seconds.get(t.name, 0.0) for t in stages if t.group == s.group), 3)
-              for s in stages if s.name in seconds}
+    groups = {
+        s.group: round(sum(seconds.get(t.name, 0.0) for t in stages if t.group == s.group), 3)
+        for s in stages
+        if s.name in seconds
+    }
     total = round(sum(seconds.values()), 3)
     print("\n| stage group | stages | seconds | share |\n|---|---:|---:|---:|")
     for group, spent in groups.items():
@@ -354,17 +396,28 @@ def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], s
         print(f"| {group} | {count} | {spent:.1f} | {spent / total if total else 0:.0%} |")
     print(f"| total | {len(seconds)} | {total:.1f} | 100% |")
     end = datetime.now(timezone.utc)
-    return {"start": start.isoformat(timespec="seconds"), "end": end.isoformat(timespec="seconds"),
-            "stages": {name: round(s, 3) for name, s in seconds.items()}, "groups": groups, "total": total,
-            "failed": failed}
+    return {
+        "start": start.isoformat(timespec="seconds"),
+        "end": end.isoformat(timespec="seconds"),
+        "stages": {name: round(s, 3) for name, s in seconds.items()},
+        "groups": groups,
+        "total": total,
+        "failed": failed,
+    }
 
 
 def main(argv: list[str] | None = None, root: Path | None = None) -> int:
     """The command line (``root``: the repository, by default the working directory); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.repro", description=__doc__.split("\n")[0])
     parser.add_argument("--dry", action="store_true", help="print the ordered commands, run nothing")
-    parser.add_argument("--stage", action="extend", nargs="+", default=[], metavar="PREFIX",
-                        help="run only the stages whose names start with PREFIX (not their upstream)")
+    parser.add_argument(
+        "--stage",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PREFIX",
+        help="run only the stages whose names start with PREFIX (not their upstream)",
+    )
     parser.add_argument("--timings", type=Path, metavar="FILE.json", help="write the seconds of each stage here")
     parser.add_argument("--keep-going", action="store_true", help="after a failure, run what does not depend on it")
     args = parser.parse_args(argv)

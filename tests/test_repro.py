@@ -23,10 +23,25 @@ from benchmarks.repro import Yaml12Loader, main, order, render, unpack, upstream
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_PARAMS = {
-    "opts": {"method": "none", "alpha": 0.0, "lr": 1.0e-4, "flag": True, "off": False, "nothing": None,
-             "words": "two words", "quote": "it's", "empty": "", "list": ["a b", True, None, 1.5, 2], "none": [],
-             "nested": {"depth": 3, "deeper": {"x": "y"}, "hollow": {}}},
-    "flags": [True, False], "rates": [0.5, 1.0e-3], "names": ["alpha", "b c"], "seeds": [0, 1], "top": 7,
+    "opts": {
+        "method": "none",
+        "alpha": 0.0,
+        "lr": 1.0e-4,
+        "flag": True,
+        "off": False,
+        "nothing": None,
+        "words": "two words",
+        "quote": "it's",
+        "empty": "",
+        "list": ["a b", True, None, 1.5, 2],
+        "none": [],
+        "nested": {"depth": 3, "deeper": {"x": "y"}, "hollow": {}},
+    },
+    "flags": [True, False],
+    "rates": [0.5, 1.0e-3],
+    "names": ["alpha", "b c"],
+    "seeds": [0, 1],
+    "top": 7,
     "variants": [{"name": "v0", "options": {"k": 1}}, {"name": "v1", "options": {"k": 2, "b": False}}],
 }
 TINY_DVC_YAML = r"""
@@ -81,8 +96,15 @@ def dvc_dry_run(path: Path) -> list[tuple[str, list[str]]]:
     for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
         subprocess.run(args, cwd=path, env=env, check=True, capture_output=True, timeout=60)
     (path / ".dvc" / "config").write_text(config, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry", "--force"], cwd=path, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--dry", "--force"],
+        cwd=path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     stages: list[tuple[str, list[str]]] = []
     for line in done.stdout.splitlines():
@@ -99,17 +121,28 @@ def rendered(path: Path) -> list[tuple[str, list[str]]]:
 
 def test_the_repository_pipeline_renders_as_dvc_renders_it(tmp_path):
     """Same stage names, same commands, same order as dvc repro --dry on the real dvc.yaml + params.yaml."""
-    repo = make_repo(tmp_path / "repo", (REPO / "dvc.yaml").read_text(encoding="utf-8"),
-                     (REPO / "params.yaml").read_text(encoding="utf-8"),
-                     (REPO / ".dvc" / "config").read_text(encoding="utf-8"))
+    repo = make_repo(
+        tmp_path / "repo",
+        (REPO / "dvc.yaml").read_text(encoding="utf-8"),
+        (REPO / "params.yaml").read_text(encoding="utf-8"),
+        (REPO / ".dvc" / "config").read_text(encoding="utf-8"),
+    )
     ours = rendered(repo)
     names = [name for name, _ in ours]
     assert len(names) == 1 + 3 + 15 + 15 + 1
-    assert names[:5] == ["finetune", "explain@gradient", "explain@perturbation", "explain@feature_selection",
-                         "distill@variant0-0"]
+    assert names[:5] == [
+        "finetune",
+        "explain@gradient",
+        "explain@perturbation",
+        "explain@feature_selection",
+        "distill@variant0-0",
+    ]
     assert dict(ours)["distill@variant0-1"] == [
-        ("egkd distill --params params.yaml --cache data/cache/sst2-gradient.parquet --out models/students/finetune-s1"
-         " --seed 1 --method none --alpha 0.0")]
+        (
+            "egkd distill --params params.yaml --cache data/cache/sst2-gradient.parquet --out models/students/finetune-s1"
+            " --seed 1 --method none --alpha 0.0"
+        )
+    ]
     assert ours == dvc_dry_run(repo)  # last: without dvc, the test is skipped here
 
 
@@ -118,15 +151,24 @@ def test_edge_cases_render_as_dvc_renders_them(tmp_path, config):
     """Unpacked mappings (both parsing options), matrix names of interpolated and literal values, escapes."""
     repo = make_repo(tmp_path / "tiny", TINY_DVC_YAML, yaml.safe_dump(TINY_PARAMS, sort_keys=False), config)
     ours = rendered(repo)
-    assert ours[0] == ("unpack", [
-        "echo --method none --alpha 0.0 --lr 0.0001 --flag" + " --no-off" * bool(config) + " --nothing None"
-        " --words 'two words' --quote 'it'\"'\"'s' --empty '' --list "
-        + ("'a b' --list True --list None --list 1.5 --list 2" if config else "'a b' True None 1.5 2")
-        + " --nested.depth 3 --nested.deeper.x y end"])
+    assert ours[0] == (
+        "unpack",
+        [
+            "echo --method none --alpha 0.0 --lr 0.0001 --flag" + " --no-off" * bool(config) + " --nothing None"
+            " --words 'two words' --quote 'it'\"'\"'s' --empty '' --list "
+            + ("'a b' --list True --list None --list 1.5 --list 2" if config else "'a b' True None 1.5 2")
+            + " --nested.depth 3 --nested.deeper.x y end"
+        ],
+    )
     assert dict(ours)["types"] == ["echo 7 true None 0.0001 b c ${literal} 3"]
     assert dict(ours)["grid@True-0.001-b c"] == ["echo true 0.001 b c True-0.001-b c"]
     assert [name for name, _ in ours if name.startswith("literal@") and name.endswith("-7")] == [
-        "literal@true-7", "literal@false-7", "literal@True-7", "literal@xtrue-7", "literal@None-7"]
+        "literal@true-7",
+        "literal@false-7",
+        "literal@True-7",
+        "literal@xtrue-7",
+        "literal@None-7",
+    ]
     assert dict(ours)["mapped@variant1-0"] == ["echo v1 --k 2" + " --no-b" * bool(config) + " 0 variant1-0"]
     assert ours == dvc_dry_run(repo)
 
@@ -146,8 +188,12 @@ def test_no_stage_precedes_one_it_depends_on():
     needs = upstream(stages)
     assert all(position[before] < position[stage.name] for stage in stages for before in needs[stage.name])
     assert needs["report"] == {s.name for s in stages if s.group in ("finetune", "explain", "distill", "evaluate")}
-    assert needs["evaluate@variant3-2"] == {"distill@variant3-2", "explain@gradient", "explain@perturbation",
-                                           "explain@feature_selection"}
+    assert needs["evaluate@variant3-2"] == {
+        "distill@variant3-2",
+        "explain@gradient",
+        "explain@perturbation",
+        "explain@feature_selection",
+    }
 
 
 RUN_YAML = """
@@ -200,17 +246,33 @@ def test_stops_at_the_first_failure_and_runs_only_the_selected_prefixes(tmp_path
     assert capfd.readouterr().out == "Running stage 'b':\n> cat a/x1.txt a/x2.txt > b.txt && echo \"$DVC_STAGE\"\n\n"
 
 
-@pytest.mark.parametrize(("dvc_yaml", "params", "message"), [
-    ("stages:\n  x:\n    cmd: echo ${data.nope}\n", "data: {task: sst2}\n",
-     "error: dvc.yaml: stage 'x': cmd: '${data.nope}' is not in params.yaml or vars"),
-    ("stages:\n  x:\n    matrix: {v: '${vs}'}\n    cmd: echo ${item.w}\n", "vs: [1]\n",
-     "error: dvc.yaml: stage 'x@1': cmd: '${item.w}' is not in params.yaml or vars"),
-    ("stages:\n  x:\n    deps: [a]\n", "a: 1\n", "error: dvc.yaml: stage 'x' must be a mapping with a 'cmd'"),
-    ("stages:\n  x:\n    cmd: echo\n    outs: {a: 1}\n", "a: 1\n", "error: dvc.yaml: stage 'x': outs must be a list"),
-    ("stages:\n  x:\n    cmd: echo ${l}\n", "l: [1]\n",
-     "error: dvc.yaml: stage 'x': cmd: cannot interpolate a list ('${l}') here"),
-    (None, "a: 1\n", None),
-])
+@pytest.mark.parametrize(
+    ("dvc_yaml", "params", "message"),
+    [
+        (
+            "stages:\n  x:\n    cmd: echo ${data.nope}\n",
+            "data: {task: sst2}\n",
+            "error: dvc.yaml: stage 'x': cmd: '${data.nope}' is not in params.yaml or vars",
+        ),
+        (
+            "stages:\n  x:\n    matrix: {v: '${vs}'}\n    cmd: echo ${item.w}\n",
+            "vs: [1]\n",
+            "error: dvc.yaml: stage 'x@1': cmd: '${item.w}' is not in params.yaml or vars",
+        ),
+        ("stages:\n  x:\n    deps: [a]\n", "a: 1\n", "error: dvc.yaml: stage 'x' must be a mapping with a 'cmd'"),
+        (
+            "stages:\n  x:\n    cmd: echo\n    outs: {a: 1}\n",
+            "a: 1\n",
+            "error: dvc.yaml: stage 'x': outs must be a list",
+        ),
+        (
+            "stages:\n  x:\n    cmd: echo ${l}\n",
+            "l: [1]\n",
+            "error: dvc.yaml: stage 'x': cmd: cannot interpolate a list ('${l}') here",
+        ),
+        (None, "a: 1\n", None),
+    ],
+)
 def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys, dvc_yaml, params, message):
     make_repo(tmp_path, dvc_yaml or "", params)
     if dvc_yaml is None:
@@ -224,8 +286,10 @@ def test_errors_are_one_line_with_exit_status_2(tmp_path, capsys, dvc_yaml, para
 def test_without_ruamel_yaml_scalars_are_read_as_dvc_reads_them():
     """The PyYAML fallback reads YAML 1.2 booleans and floats as ruamel.yaml (DVC's parser) does."""
     ruamel = pytest.importorskip("ruamel.yaml")
-    text = ("a: yes\nb: on\nc: 1e-4\nd: 1.0e-4\ne: True\nf: .5\ng: -1.5e+3\nh: .inf\ni: ~\nj: off\nk: 12\nl: 1E3\n"
-            "m: 010\nn: 0o10\no: -0x1F\np: 1_000\nq: -.5e3\nr: 2024-01-02\ns: +7\n")
-    ours = yaml.load(text, Loader=Yaml12Loader)
+    text = (
+        "a: yes\nb: on\nc: 1e-4\nd: 1.0e-4\ne: True\nf: .5\ng: -1.5e+3\nh: .inf\ni: ~\nj: off\nk: 12\nl: 1E3\n"
+        "m: 010\nn: 0o10\no: -0x1F\np: 1_000\nq: -.5e3\nr: 2024-01-02\ns: +7\n"
+    )
+    ours = yaml.load(text, Loader=Yaml12Loader)  # noqa: S506  (a SafeLoader subclass)
     assert ours == ruamel.YAML(typ="safe").load(text)
     assert ours["a"] == "yes" and ours["c"] == 1e-4 and ours["m"] == 10 and yaml.safe_load("a: yes") == {"a": True}

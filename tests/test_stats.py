@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from pipeline.stats import McNemarResult, mcnemar, paired_difference, pooled_mcnemar
+from pipeline.report.stats import McNemarResult, mcnemar, paired_difference, pooled_mcnemar
 
 # R's ``sleep``: extra hours of sleep of 10 patients on drug 1 and drug 2 (Student 1908, Cushny & Peebles).
 SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
@@ -97,12 +97,15 @@ def test_as_json_rounds_to_six_decimals_without_negative_zero() -> None:
     assert json.dumps(tiny["mean"]) == "0.0"  # not "-0.0"
 
 
-@pytest.mark.parametrize(("values", "reference", "message"), [
-    ([0.8, 0.9], [0.8], "same length"),
-    ([], [], "no pairs"),
-    ([0.8, float("nan")], [0.8, 0.9], "finite"),
-    ([[0.8, 0.9]], [[0.8, 0.9]], "1-D"),
-])
+@pytest.mark.parametrize(
+    ("values", "reference", "message"),
+    [
+        ([0.8, 0.9], [0.8], "same length"),
+        ([], [], "no pairs"),
+        ([0.8, float("nan")], [0.8, 0.9], "finite"),
+        ([[0.8, 0.9]], [[0.8, 0.9]], "1-D"),
+    ],
+)
 def test_paired_difference_rejects_bad_input(values: list, reference: list, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         paired_difference(values, reference)
@@ -137,10 +140,13 @@ def test_mcnemar_exact_p_value_b1_c9() -> None:
     assert (swapped.b, swapped.c, swapped.p_value) == (9, 1, pytest.approx(22 / 1024, abs=1e-12))
 
 
-@pytest.mark.parametrize(("b", "c", "published"), [
-    (11, 3, 0.057373046875),  # calcugator.com chi2_mcnemar example: two-tails probability 0.0573730468750
-    (12, 5, 0.1435),  # stat-tools.xyz McNemar example: p (exact) = 0.1435, chi-square (cc) = 2.1176
-])
+@pytest.mark.parametrize(
+    ("b", "c", "published"),
+    [
+        (11, 3, 0.057373046875),  # calcugator.com chi2_mcnemar example: two-tails probability 0.0573730468750
+        (12, 5, 0.1435),  # stat-tools.xyz McNemar example: p (exact) = 0.1435, chi-square (cc) = 2.1176
+    ],
+)
 def test_mcnemar_exact_p_value_published_examples(b: int, c: int, published: float) -> None:
     result = mcnemar(*_correctness(both=20, b=b, c=c, neither=20))
     assert result.p_value == pytest.approx(_exact_two_sided(b, c), rel=1e-12)

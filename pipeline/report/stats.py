@@ -47,8 +47,12 @@ class PairedDifference:
         """``{"mean", "ci95_low", "ci95_high", "seeds"}``, floats rounded to 6 decimals (the metrics-file format)."""
         if self.confidence != 0.95:
             raise ValueError(f"the ci95_* keys need confidence 0.95, not {self.confidence}")
-        return {"mean": _rounded(self.mean), "ci95_low": _rounded(self.low), "ci95_high": _rounded(self.high),
-                "seeds": self.n}
+        return {
+            "mean": _rounded(self.mean),
+            "ci95_low": _rounded(self.low),
+            "ci95_high": _rounded(self.high),
+            "seeds": self.n,
+        }
 
 
 def paired_difference(
