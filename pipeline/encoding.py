@@ -10,7 +10,7 @@ compute on padding.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,10 +39,17 @@ class TokenBatch:
     attention_mask: torch.Tensor  # long, 1 on real tokens
     token_type_ids: torch.Tensor  # long
     special_mask: torch.Tensor  # bool, True on special tokens and padding: never explained
+    host: TokenBatch | None = field(default=None, repr=False, compare=False)  # the CPU batch this was moved from
 
     @property
     def size(self) -> int:
         return self.input_ids.shape[0]
+
+    def on_host(self) -> TokenBatch:
+        """This batch on the CPU: itself, or the CPU batch it was moved from (no copy back, no waiting)."""
+        if self.input_ids.device.type == "cpu":
+            return self
+        return self.host if self.host is not None else self.to("cpu")
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenBatch:
         def move(tensor: torch.Tensor) -> torch.Tensor:
@@ -54,6 +61,7 @@ class TokenBatch:
             move(self.attention_mask),
             move(self.token_type_ids),
             move(self.special_mask),
+            self if self.input_ids.device.type == "cpu" else self.host,
         )
 
     def model_inputs(self) -> dict[str, torch.Tensor]:

@@ -42,6 +42,7 @@ def build_cache(
                 split,
                 method.value,
                 json.dumps({"seed": params.seed, **asdict(params.method_params(method))}),
+                "fp32",
                 tuple(kind.kind for kind in explainer_class(method).extras),
                 str(teacher),
                 str(base),

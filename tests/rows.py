@@ -26,6 +26,7 @@ def make_meta(
         split="dev",
         method=method,
         method_params='{"seed": 0}',
+        precision="fp32",
         extras=extras_of(method),
         teacher="t",
         teacher_base="b",

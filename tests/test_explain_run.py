@@ -97,18 +97,20 @@ def test_rerun_computes_nothing(finished, tiny_model_dir, glue_dir) -> None:
 
 def test_resume_computes_only_missing_parts(tiny_model_dir, glue_dir, tmp_path) -> None:
     first = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
-    before = digests(tmp_path, Method.GRADIENT)
+    before, rows = digests(tmp_path, Method.GRADIENT), read_cache(tmp_path, "gradient", "dev")[1]
     part_path(tmp_path, "gradient", "dev", 1).unlink()
     summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
     assert [r.index for r in summary.computed] == [1] and summary.skipped == 2
-    assert digests(tmp_path, Method.GRADIENT) == before
+    after = digests(tmp_path, Method.GRADIENT)
+    assert (after[0], after[2]) == (before[0], before[2])  # kept parts are not rewritten
+    assert_close(read_cache(tmp_path, "gradient", "dev")[1], rows)  # batched alone now, across parts before
     assert summary.truncated == first.truncated > 0  # max_length 16 cuts some SST-2 sentences
     assert cache_info(tmp_path).partitions[0].truncated == first.truncated
 
 
 def test_corrupt_parts_are_reported_and_rewritten(tiny_model_dir, glue_dir, tmp_path) -> None:
     run_explain(request(tiny_model_dir, glue_dir, tmp_path))
-    before = digests(tmp_path, Method.GRADIENT)
+    before, rows = digests(tmp_path, Method.GRADIENT), read_cache(tmp_path, "gradient", "dev")[1]
     truncated, flipped = part_path(tmp_path, "gradient", "dev", 0), part_path(tmp_path, "gradient", "dev", 2)
     truncated.write_bytes(truncated.read_bytes()[:300])
     flip_byte_in_column(flipped, "attribution")
@@ -116,10 +118,15 @@ def test_corrupt_parts_are_reported_and_rewritten(tiny_model_dir, glue_dir, tmp_
     result = CliRunner().invoke(app, ["cache", "verify", str(tmp_path)])
     assert result.exit_code == 2
     assert "part-00000.parquet" in result.output and "part-00002.parquet" in result.output
+    # A rerun reads part footers only: the truncated part is found, the flipped byte inside a page is not ...
     summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
-    assert [r.index for r in summary.computed] == [0, 2]
-    assert summary.corrupt == ("part-00000.parquet", "part-00002.parquet")
-    assert verify_cache(tmp_path).ok and digests(tmp_path, Method.GRADIENT) == before
+    assert [r.index for r in summary.computed] == [0] and summary.corrupt == ("part-00000.parquet",)
+    assert digests(tmp_path, Method.GRADIENT)[1] == before[1]
+    # ... a rerun that verifies reads every part in full and recomputes the other one.
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, verify=True))
+    assert [r.index for r in summary.computed] == [2] and summary.corrupt == ("part-00002.parquet",)
+    assert verify_cache(tmp_path).ok and digests(tmp_path, Method.GRADIENT)[1] == before[1]
+    assert_close(read_cache(tmp_path, "gradient", "dev")[1], rows)
 
 
 def test_other_run_refused_naming_the_field_unless_overwrite(finished, tiny_model_dir, glue_dir, tmp_path) -> None:

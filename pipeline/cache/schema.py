@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.cache.extras import Extras
 
-SCHEMA_VERSION = 2  # 2: segment ids; extras declared by the method (view_*, selection_* as before)
+SCHEMA_VERSION = 3  # 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position)
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class CacheMetadata:
     split: str
     method: str
     method_params: str  # JSON of the method's parameters
+    precision: str  # "fp32" or "bf16": the teacher's forwards (resolved, never "auto")
     extras: tuple[str, ...]  # the kinds of extras every row carries (pipeline.cache.extras.KINDS)
     teacher: str  # the teacher reference as given
     teacher_base: str  # the pretrained model the teacher was fine-tuned from

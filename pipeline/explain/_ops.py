@@ -1,25 +1,174 @@
-"""Shared machinery of the explainers, evaluation and faithfulness: forwards, chunking, masking, top-k.
+"""Shared machinery of the explainers, evaluation and faithfulness: forwards, chunking, masking, draws, top-k.
 
-* :func:`full_logits` and :func:`masked_logits` run a classifier on a batch and on
-  masked copies of its rows, the copies in chunks of about :data:`CHUNK_TOKENS`
-  padded tokens under ``torch.inference_mode``;
+Everything here runs the same code on a CPU and on a GPU; the differences are the
+:class:`Runtime`'s values (token budget, precision), never code paths. On a GPU
+nothing here waits for the device: shapes and chunk sizes are planned on the host
+from the batch's host copy (:meth:`TokenBatch.on_host`), random draws are made on
+the device (:func:`random_bits`), and results stay on the device until the caller
+copies them out once per batch.
+
+* :func:`logits_of` runs the classifier (bf16 autocast where the runtime asks, a
+  ready 4-D attention mask for SDPA models so transformers never inspects the mask
+  on the host);
+* :func:`full_logits` and :func:`masked_logits` run a batch and masked copies of its
+  rows, the copies in chunks of about ``runtime.tokens`` padded tokens under
+  ``torch.inference_mode``;
 * :func:`target_score` is the explained score (the predicted class's probability);
 * :func:`share` and :func:`top_k` choose the top fraction of an example's tokens;
+* :func:`random_bits` are counter-based random numbers of (seed, example, stream,
+  sample, position): the same on every device and for every batching;
 * :func:`frozen_parameters` turns weight gradients off while input gradients are taken.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
+from pipeline.config import Compile, ExplainParams, TokenBudget
 from pipeline.encoding import TokenBatch
 from pipeline.models import Classifier
 
-CHUNK_TOKENS = 2048  # padded tokens per forward chunk: matmuls stay large, activations stay near the caches
+LENGTH_MULTIPLE = {"cuda": 8}  # chunks padded to a multiple of this many tokens (tensor-core tiles); 1 elsewhere
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How forwards run on one device: its precision and how many padded tokens one forward holds."""
+
+    device: torch.device
+    precision: str  # "fp32" or "bf16" (resolved, never "auto")
+    tokens: int  # padded tokens per forward
+    compile: Compile = "off"
+
+    @classmethod
+    def of(cls, params: ExplainParams, device: torch.device | str) -> Runtime:
+        device = torch.device(device)
+        return cls(
+            device, resolve_precision(params.precision, device.type), params.tokens_per_forward.on(device.type),
+            params.compile,
+        )
+
+    @classmethod
+    def default(cls, device: torch.device | str) -> Runtime:
+        """fp32 and the device's default token budget (evaluation and faithfulness)."""
+        device = torch.device(device)
+        return cls(device, "fp32", TokenBudget().on(device.type))
+
+    @property
+    def length_multiple(self) -> int:
+        return LENGTH_MULTIPLE.get(self.device.type, 1)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """``auto`` is bf16 autocast on CUDA and fp32 elsewhere; ``fp32`` and ``bf16`` are taken as they are."""
+    if precision == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    return precision
+
+
+# --- the model call -------------------------------------------------------------------------------
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def network(model: Classifier, mode: Compile) -> Any:
+    """The callable that runs ``model``: itself, or its ``torch.compile`` d form (one per model and mode).
+
+    ``default`` compiles with dynamic shapes (one graph for every batch shape); ``cudagraphs`` adds CUDA
+    graphs (``mode="reduce-overhead"``), which replays one recorded graph per distinct shape.
+    """
+    if mode == "off":
+        return model
+    compiled = _COMPILED.setdefault(model, {})
+    if mode not in compiled:
+        options = {"mode": "reduce-overhead"} if mode == "cudagraphs" else {}
+        compiled[mode] = torch.compile(model, dynamic=True, **options)
+    return compiled[mode]
+
+
+def logits_of(
+    model: Classifier,
+    runtime: Runtime,
+    attention_mask: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(R, C)`` float32 logits of one forward, under the runtime's precision.
+
+    For transformers models using SDPA the padding mask goes in as a ready ``(R, 1, 1, T)`` boolean
+    mask: given a 2-D mask, transformers asks the device whether any token is padded (a host stall).
+    """
+    mask: torch.Tensor = attention_mask
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        mask = attention_mask[:, None, None, :].bool()
+    call = network(model, runtime.compile)
+    with runtime.autocast():
+        out = call(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, token_type_ids=token_type_ids)
+    return out.logits.float()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # rows [start, stop) of the copies
+    stop: int
+    length: int  # padded length of the chunk: its longest row, rounded up to the runtime's multiple
+
+
+def plan_chunks(lengths: np.ndarray, owner: np.ndarray, runtime: Runtime, width: int) -> list[Chunk]:
+    """Cut copies (row ``r`` is a copy of batch row ``owner[r]``) into forwards of at most ``runtime.tokens``.
+
+    Rows go in order; a chunk grows while ``rows * longest`` fits the budget (at least one row); its length
+    is rounded up to the runtime's multiple, at most the batch ``width``. Planned on the host from the
+    batch's host-side lengths, so nothing waits for the device.
+    """
+    row_lengths = lengths[owner] if len(owner) else np.zeros(0, dtype=np.int64)
+    multiple = runtime.length_multiple
+
+    def padded(length: int) -> int:
+        return min(width, -(-length // multiple) * multiple)
+
+    chunks, start, longest = [], 0, 0
+    for row, length in enumerate(row_lengths.tolist()):
+        grown = max(longest, padded(length))
+        if row > start and (row - start + 1) * grown > runtime.tokens:
+            chunks.append(Chunk(start, row, longest))
+            start, grown = row, padded(length)
+        longest = grown
+    if len(row_lengths):
+        chunks.append(Chunk(start, len(row_lengths), longest))
+    return chunks
+
+
+def host_lengths(batch: TokenBatch) -> np.ndarray:
+    """``(B,)`` tokens per row (padding excluded), from the batch's host copy."""
+    return batch.on_host().attention_mask.sum(1).numpy()
+
+
+def host_real(batch: TokenBatch) -> np.ndarray:
+    """``(B, T)`` bool, True at the tokens that are explained (not special, not padding), on the host."""
+    return ~batch.on_host().special_mask.numpy()
+
+
+def to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host array on ``device``, copied without waiting for the device's queue."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
+    return tensor.to(device, non_blocking=True)
+
+
+# --- scores and selections ------------------------------------------------------------------------
 
 
 def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -29,9 +178,24 @@ def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return logits.softmax(-1).gather(1, target[:, None])[:, 0]
 
 
-def share(fraction: float, n: torch.Tensor) -> torch.Tensor:
-    """``ceil(fraction * n)`` per example, robust to float error (``0.2 * 15`` is 3, not 4)."""
-    return torch.tensor([math.ceil(fraction * int(m) - 1e-9) for m in n], dtype=torch.long)
+def share(fraction: float, n: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
+    """``ceil(fraction * n)`` per example, robust to float error (``0.2 * 15`` is 3, not 4); on the host."""
+    counts = n.tolist() if isinstance(n, torch.Tensor | np.ndarray) else list(n)
+    return torch.tensor([math.ceil(fraction * int(m) - 1e-9) for m in counts], dtype=torch.long)
+
+
+def ranks(values: torch.Tensor, real: torch.Tensor, descending: bool) -> torch.Tensor:
+    """Rank of each position among the ``real`` ones of its row (0 = first), by ``values`` ``(..., T)``.
+
+    Positions that are not real rank after every real one. Ties go to the earlier position (stable sort).
+    """
+    if values.is_floating_point():
+        fill = -math.inf if descending else math.inf
+    else:
+        fill = torch.iinfo(values.dtype).min if descending else torch.iinfo(values.dtype).max
+    order = values.masked_fill(~real, fill).argsort(dim=-1, descending=descending, stable=True)
+    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
 
 
 def top_k(scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -39,48 +203,56 @@ def top_k(scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Te
 
     Ties go to the earlier position (stable sort), so the choice is deterministic.
     """
-    order = scores.masked_fill(~real, -math.inf).argsort(dim=1, descending=True, stable=True)
-    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    ranks = torch.empty_like(order).scatter_(1, order, positions)
-    return (ranks < k[:, None]) & real
+    return (ranks(scores, real, descending=True) < k.to(real.device)[:, None]) & real
 
 
-def full_logits(model: torch.nn.Module, batch: TokenBatch) -> torch.Tensor:
+# --- forwards -------------------------------------------------------------------------------------
+
+
+def full_logits(model: Classifier, batch: TokenBatch, runtime: Runtime | None = None) -> torch.Tensor:
     """``(B, C)`` float32 logits on the unperturbed batch (a normal tensor, not an inference one)."""
+    runtime = runtime or Runtime.default(batch.input_ids.device)
     with torch.inference_mode():
-        logits = model(**batch.model_inputs()).logits.float()
+        logits = logits_of(
+            model, runtime, batch.attention_mask, batch.token_type_ids, input_ids=batch.input_ids
+        )
     return logits.clone()
 
 
 def masked_logits(
-    model: Classifier, batch: TokenBatch, owner: torch.Tensor, drop: torch.Tensor, mask_token_id: int
+    model: Classifier,
+    batch: TokenBatch,
+    owner: torch.Tensor | np.ndarray,
+    drop: torch.Tensor,
+    mask_token_id: int,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     """Logits on copies of batch rows with some tokens replaced by ``[MASK]``.
 
-    ``owner`` ``(R,)``: the batch row each copy is made from; ``drop`` ``(R, T)`` bool:
-    the positions masked in it. Returns ``(R, C)`` float32. Each chunk is cut to its
-    longest row (padding is on the right).
+    ``owner`` ``(R,)``: the batch row each copy is made from (best given on the host: chunks are planned
+    from it); ``drop`` ``(R, T)`` bool: the positions masked in it. Returns ``(R, C)`` float32. Each chunk
+    holds about ``runtime.tokens`` padded tokens and is cut to its longest row (padding is on the right).
     """
     device = batch.input_ids.device
-    owner, drop = owner.to(device), drop.to(device)
-    rows = max(1, CHUNK_TOKENS // batch.input_ids.shape[1])
+    runtime = runtime or Runtime.default(device)
+    owner_host = owner if isinstance(owner, np.ndarray) else owner.cpu().numpy()
+    owner_device = to_device(owner_host, device)
+    drop = drop.to(device, non_blocking=True)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(owner), rows):
-            idx = owner[start : start + rows]
-            attention = batch.attention_mask[idx]
-            length = int(attention.sum(1).max())
-            ids = batch.input_ids[idx, :length].masked_fill(drop[start : start + rows, :length], mask_token_id)
-            out.append(
-                model(
-                    input_ids=ids,
-                    attention_mask=attention[:, :length],
-                    token_type_ids=batch.token_type_ids[idx, :length],
-                ).logits.float()
-            )
+        for chunk in plan_chunks(host_lengths(batch), owner_host, runtime, batch.input_ids.shape[1]):
+            idx = owner_device[chunk.start : chunk.stop]
+            ids, attention, types = _rows(batch, idx, chunk.length)
+            ids = ids.masked_fill(drop[chunk.start : chunk.stop, : chunk.length], mask_token_id)
+            out.append(logits_of(model, runtime, attention, types, input_ids=ids))
     if not out:
         return torch.empty(0, int(model.config.num_labels), device=device)
     return torch.cat(out)
+
+
+def _rows(batch: TokenBatch, idx: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of the batch's ids, attention mask and token types, cut to ``length``."""
+    return batch.input_ids[idx, :length], batch.attention_mask[idx, :length], batch.token_type_ids[idx, :length]
 
 
 @contextmanager
@@ -95,3 +267,60 @@ def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(parameters, flags, strict=True):
             p.requires_grad_(flag)
+
+
+# --- counter-based random numbers -----------------------------------------------------------------
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _M1, _M2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
+
+
+def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch shifts arithmetically)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 (wrapping multiplication, as on every torch device)."""
+    x = (x ^ _shift(x, 30)) * _M1
+    x = (x ^ _shift(x, 27)) * _M2
+    return x ^ _shift(x, 31)
+
+
+def stream_id(name: str) -> int:
+    """A stable 62-bit number for a named stream of draws (``"views"``, ``"shapley"``...)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little") >> 2
+
+
+def example_keys(seed: int, example_ids: Sequence[str]) -> torch.Tensor:
+    """``(B,)`` int64 keys of the examples under a run seed (host side: sha256 of ``seed:id``)."""
+    keys = [
+        int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
+        for example_id in example_ids
+    ]
+    return torch.tensor(keys, dtype=torch.int64)
+
+
+BITS = 53  # random_bits are uniform integers in [0, 2**BITS)
+
+
+def random_bits(keys: torch.Tensor, stream: int, samples: int, length: int) -> torch.Tensor:
+    """``(B, samples, length)`` int64 uniform in ``[0, 2**53)``, on the device of ``keys``.
+
+    Entry ``[b, s, t]`` is a hash of (``keys[b]``, ``stream``, ``s``, ``t``) alone: it does not depend on the
+    batch, its padding, the device or anything drawn before, so an example gets the same draws wherever it
+    is explained. Integer arithmetic only, so CPU and GPU agree bit for bit.
+    """
+    device = keys.device
+    base = _mix(keys + _signed(stream * _GOLDEN % (1 << 64)))  # (B,)
+    counter = torch.arange(samples, device=device)[:, None] * (1 << 16) + torch.arange(length, device=device) + 1
+    return _shift(_mix(base[:, None, None] + counter * _GOLDEN), 64 - BITS)
+
+
+def below(bits: torch.Tensor, probability: float) -> torch.Tensor:
+    """``bits < probability * 2**53``: True with ``probability`` (exact for dyadic ones such as 0.5)."""
+    return bits < int(round(probability * (1 << BITS)))

@@ -10,7 +10,6 @@ cache, verification and student collation need to know of them.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -20,6 +19,7 @@ import torch
 from pipeline.cache.extras import Extra, Extras
 from pipeline.config import ExplainParams
 from pipeline.encoding import TokenBatch
+from pipeline.explain._ops import Runtime, example_keys, to_device
 from pipeline.methods import Method
 from pipeline.models import Classifier
 
@@ -32,7 +32,12 @@ class Explanation:
 
 
 class Explainer(ABC):
-    """Computes one family's explanations of a classifier for a batch of inputs."""
+    """Computes one family's explanations of a classifier for a batch of inputs.
+
+    ``explain`` runs on the batch's device with the :class:`~pipeline.explain._ops.Runtime` that the
+    parameters give there (precision, padded tokens per forward) and never waits for the device: the
+    caller copies the explanation out once per batch.
+    """
 
     method: ClassVar[Method]
     extras: ClassVar[tuple[type[Extra], ...]] = ()  # what stage one caches beside the attribution
@@ -46,14 +51,25 @@ class Explainer(ABC):
     def explain(self, batch: TokenBatch) -> Explanation:
         """Explain the model's predicted class for every example of ``batch``."""
 
-    def example_generator(self, example_id: str) -> torch.Generator:
-        """A random generator seeded by the run seed and the example id.
+    @abstractmethod
+    def copies(self, real: int) -> int:
+        """Rows that one example of ``real`` explained tokens adds to the batch's largest forward pass.
 
-        Random choices then depend on the example alone, never on which batch or
-        worker it lands in, so results are the same for any batch size.
+        Perturbed copies, IG points, surrogate samples; times the padded length, that is the example's
+        share of the token budget of a batch (:func:`pipeline.explain.part.plan_batches`).
         """
-        digest = hashlib.sha256(f"{self.params.seed}:{example_id}".encode()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+    def runtime(self, batch: TokenBatch) -> Runtime:
+        return Runtime.of(self.params, batch.input_ids.device)
+
+    def keys(self, batch: TokenBatch) -> torch.Tensor:
+        """``(B,)`` int64 keys of the batch's examples on its device: the seeds of their random draws.
+
+        Draws are :func:`~pipeline.explain._ops.random_bits` of the key, a stream, a sample and a
+        position, so they depend on the run seed and the example alone, never on which batch, device or
+        worker it lands in: results are the same for any batching.
+        """
+        return to_device(example_keys(self.params.seed, batch.example_ids), batch.input_ids.device)
 
     def method_params(self) -> object:
         """This method's own parameters (recorded in the cache metadata)."""

@@ -19,9 +19,12 @@ it does not saturate, so confident predictions still get informative gradients.
 
 Cost: gradient x input is one forward and one backward per example; IG is one
 forward (for the predicted class) plus ``ig_steps`` forwards and backwards. All
-``B * ig_steps`` interpolated inputs run as one batch, in chunks of about
-``CHUNK_TOKENS`` tokens. Gradients are taken with respect to the embeddings
+``B * ig_steps`` interpolated inputs run as one batch, in chunks of about the
+runtime's token budget. Gradients are taken with respect to the embeddings
 only: parameters are frozen during ``explain`` so no weight gradient is computed.
+Each row's contribution ``sum_h delta * w * grad`` is written to its own slot and
+the slots of an example are summed at the end, in a fixed order, so results do
+not depend on the chunking (no scattered atomic additions on a GPU).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import CHUNK_TOKENS, frozen_parameters, full_logits
+from pipeline.explain._ops import Runtime, frozen_parameters, full_logits, host_lengths, logits_of, plan_chunks
 from pipeline.explain.base import Explainer, Explanation, register
 from pipeline.methods import Method
 
@@ -45,73 +48,73 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 class GradientExplainer(Explainer):
     method = Method.GRADIENT
 
+    def copies(self, real: int) -> int:
+        return 1 if self.params.gradient.variant == "input_x_gradient" else self.params.gradient.ig_steps
+
     def explain(self, batch: TokenBatch) -> Explanation:
-        size = batch.size
+        runtime = self.runtime(batch)
+        device = batch.input_ids.device
         with torch.no_grad():
             words = self.model.get_input_embeddings()(batch.input_ids)  # (B, T, H)
         if self.params.gradient.variant == "input_x_gradient":
-            ones = torch.ones(size, device=words.device)
-            grads, logits = self._gradients(
-                batch, torch.arange(size, device=words.device), ones, ones, words, torch.zeros_like(words), target=None
-            )
-            delta = words
+            alphas, weights = torch.ones(1), torch.ones(1)
+            baseline, target, logits = torch.zeros_like(words), None, None
         else:
-            logits = full_logits(self.model, batch)
+            logits = full_logits(self.model, batch, runtime)
             pad_id = self.model.config.pad_token_id or 0
             baseline_ids = batch.input_ids.masked_fill(~batch.special_mask, pad_id)
             with torch.no_grad():
                 baseline = self.model.get_input_embeddings()(baseline_ids)
             alphas, weights = gauss_legendre(self.params.gradient.ig_steps)
-            steps = len(alphas)
-            owner = torch.arange(size, device=words.device).repeat_interleave(steps)
-            grads, _ = self._gradients(
-                batch,
-                owner,
-                alphas.repeat(size).to(words.device),
-                weights.repeat(size).to(words.device),
-                words,
-                baseline,
-                target=logits.argmax(-1),
-            )
-            delta = words - baseline
-        attribution = (delta.float() * grads).sum(-1).masked_fill(batch.special_mask, 0.0)
-        return Explanation(attribution, logits)
+            target = logits.argmax(-1)
+        contributions, point_logits = self._contributions(
+            batch, runtime, alphas.to(device), weights.to(device), words, baseline, target
+        )
+        attribution = contributions.sum(1).masked_fill(batch.special_mask, 0.0)
+        return Explanation(attribution, point_logits[:, 0] if logits is None else logits)
 
-    def _gradients(
+    def _contributions(
         self,
         batch: TokenBatch,
-        owner: torch.Tensor,
+        runtime: Runtime,
         alpha: torch.Tensor,
         weight: torch.Tensor,
         words: torch.Tensor,
         baseline: torch.Tensor,
         target: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted sum of target-logit gradients at ``R`` points ``baseline + alpha * (words - baseline)``.
+        """Per-step token contributions ``w_s * sum_h (E - E0) dF/dE(E0 + alpha_s (E - E0))``.
 
-        ``owner``, ``alpha``, ``weight`` are ``(R,)``: row ``r`` is example ``owner[r]``
-        at ``alpha[r]`` with weight ``weight[r]``. ``target`` ``(B,)``, or None to explain
-        each row's own argmax (rows are then the full inputs). Returns the ``(B, T, H)``
-        summed gradients and the ``(R, C)`` logits at the points.
+        ``alpha``, ``weight`` are ``(S,)``: example ``b`` is evaluated at every ``alpha[s]``; rows run
+        example-major (row ``b * S + s``). ``target`` ``(B,)``, or None to explain each row's own argmax
+        (then ``S == 1`` and the points are the inputs). Returns ``(B, S, T)`` contributions and the
+        ``(B, S, C)`` logits at the points.
         """
-        total = torch.zeros(words.shape, dtype=torch.float32, device=words.device)
-        rows = max(1, CHUNK_TOKENS // words.shape[1])
-        all_logits = []
+        size, length, _ = words.shape
+        steps = len(alpha)
+        owner = np.repeat(np.arange(size), steps)
+        device = words.device
+        owner_device = torch.arange(size, device=device).repeat_interleave(steps)
+        step_alpha, step_weight = alpha.repeat(size), weight.repeat(size)
+        delta = words - baseline
+        contributions = torch.zeros(size * steps, length, dtype=torch.float32, device=device)
+        logits_out = []
         with frozen_parameters(self.model), torch.enable_grad():
-            for start in range(0, len(owner), rows):
-                idx = owner[start : start + rows]
-                attention = batch.attention_mask[idx]
-                length = int(attention.sum(1).max())
-                base = baseline[idx, :length]
-                a = alpha[start : start + rows, None, None].to(words.dtype)
-                point = (base + a * (words[idx, :length] - base)).requires_grad_(True)
-                logits = self.model(
+            for chunk in plan_chunks(host_lengths(batch), owner, runtime, length):
+                rows, cut = slice(chunk.start, chunk.stop), chunk.length
+                idx = owner_device[rows]
+                change = delta[idx, :cut]
+                a = step_alpha[rows, None, None].to(words.dtype)
+                point = (baseline[idx, :cut] + a * change).requires_grad_(True)
+                logits = logits_of(
+                    self.model,
+                    runtime,
+                    batch.attention_mask[idx, :cut],
+                    batch.token_type_ids[idx, :cut],
                     inputs_embeds=point,
-                    attention_mask=attention[:, :length],
-                    token_type_ids=batch.token_type_ids[idx, :length],
-                ).logits.float()
+                )
                 chosen = logits.argmax(-1) if target is None else target[idx]
                 (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), point)
-                total[:, :length].index_add_(0, idx, grad.float() * weight[start : start + rows, None, None])
-                all_logits.append(logits.detach())
-        return total, torch.cat(all_logits)
+                contributions[rows, :cut] = (change.float() * grad.float()).sum(-1) * step_weight[rows, None]
+                logits_out.append(logits.detach())
+        return contributions.view(size, steps, length), torch.cat(logits_out).view(size, steps, -1)

@@ -15,7 +15,11 @@ regression, ``num_labels == 1``), see :func:`target_score`.
   ``1 + S * (n - 1)`` forwards. Sums telescope: ``sum_i a_i = p(x) - p(all masked)``.
 
 All perturbed inputs of a batch go through the teacher as one big forward batch,
-in chunks of about :data:`~pipeline.explain._ops.CHUNK_TOKENS` tokens, under ``torch.inference_mode``.
+in chunks of about the runtime's token budget, under ``torch.inference_mode``.
+Which rows copy which example is laid out on the host from the batch's host copy;
+the permutations and random views are drawn on the device
+(:func:`~pipeline.explain._ops.random_bits`, ranked among the example's real tokens),
+so nothing waits for the device.
 
 Stage two also gets :class:`~pipeline.cache.extras.Views`: view 0 masks the ``ceil(mask_fraction * n)``
 highest-attributed tokens, views ``1..random_views`` mask as many random tokens, with
@@ -24,13 +28,28 @@ the teacher's logits on each view.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pipeline.cache.extras import Extras, Views
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import full_logits, masked_logits, share, target_score, top_k
+from pipeline.explain._ops import (
+    Runtime,
+    full_logits,
+    host_real,
+    masked_logits,
+    random_bits,
+    ranks,
+    share,
+    stream_id,
+    target_score,
+    to_device,
+    top_k,
+)
 from pipeline.explain.base import Explainer, Explanation, register
 from pipeline.methods import Method
+
+SHAPLEY, VIEWS = stream_id("shapley"), stream_id("views")
 
 
 @register
@@ -38,76 +57,89 @@ class PerturbationExplainer(Explainer):
     method = Method.PERTURBATION
     extras = (Views,)
 
+    def copies(self, real: int) -> int:
+        params = self.params.perturbation
+        return max(1, real if params.variant == "occlusion" else 1 + params.shapley_samples * (real - 1))
+
     def explain(self, batch: TokenBatch) -> Explanation:
-        logits = full_logits(self.model, batch)
+        runtime = self.runtime(batch)
+        logits = full_logits(self.model, batch, runtime)
         target = logits.argmax(-1)
         full = target_score(logits, target)
         if self.params.perturbation.variant == "occlusion":
-            attribution = self._occlusion(batch, target, full)
+            attribution = self._occlusion(batch, runtime, target, full)
         else:
-            attribution = self._shapley(batch, target, full)
-        return Explanation(attribution, logits, Extras((self._views(batch, attribution),)))
+            attribution = self._shapley(batch, runtime, target, full)
+        return Explanation(attribution, logits, Extras((self._views(batch, runtime, attribution),)))
 
-    def _occlusion(self, batch: TokenBatch, target: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    def _occlusion(self, batch: TokenBatch, runtime: Runtime, target: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
         """One copy per real token with that token masked: ``R = sum n`` forwards."""
-        rows, cols = (~batch.special_mask).nonzero(as_tuple=True)
-        drop = torch.zeros(len(rows), batch.input_ids.shape[1], dtype=torch.bool, device=rows.device)
-        drop[torch.arange(len(rows), device=rows.device), cols] = True
-        scores = target_score(masked_logits(self.model, batch, rows, drop, self.mask_token_id), target[rows])
-        attribution = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=rows.device)
+        device = batch.input_ids.device
+        rows_host, cols_host = np.nonzero(host_real(batch))
+        rows, cols = to_device(rows_host, device), to_device(cols_host, device)
+        drop = torch.zeros(len(rows_host), batch.input_ids.shape[1], dtype=torch.bool, device=device)
+        drop[torch.arange(len(rows_host), device=device), cols] = True
+        scores = target_score(masked_logits(self.model, batch, rows_host, drop, self.mask_token_id, runtime), target[rows])
+        attribution = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)
         attribution[rows, cols] = full[rows] - scores
         return attribution
 
-    def _shapley(self, batch: TokenBatch, target: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
-        """Permutation sampling; per example one all-masked copy, then ``S * (n - 1)`` prefixes."""
+    def _shapley(self, batch: TokenBatch, runtime: Runtime, target: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+        """Permutation sampling; per example one all-masked copy, then ``S * (n - 1)`` prefixes.
+
+        Permutation ``s`` of example ``b`` orders its real tokens by ``random_bits``; ``rank[b, s, t]`` is
+        token ``t``'s place in it. Copy ``(b, s, k)`` keeps the tokens of rank below ``k`` (``k = 0``: the
+        all-masked copy, shared by the permutations); ``path[b, s, k]`` is its score, ``path[b, s, n]``
+        the full input's, and token ``t`` gains ``path[rank + 1] - path[rank]``.
+        """
         samples = self.params.perturbation.shapley_samples
-        real = ~batch.special_mask.cpu()
-        owners, drops, ranks = [], [], []
-        for b, example_id in enumerate(batch.example_ids):
-            positions = real[b].nonzero()[:, 0]
-            n = len(positions)
+        device = batch.input_ids.device
+        real_host = host_real(batch)
+        size, length = real_host.shape
+        counts = real_host.sum(1)
+        # Host layout of the copies, example by example: (owner, permutation, step k).
+        owner, sample, step = [], [], []
+        for b, n in enumerate(counts.tolist()):
             if n == 0:
                 continue
-            generator = self.example_generator(example_id)
-            rank = torch.stack([torch.randperm(n, generator=generator) for _ in range(samples)]).argsort(1)
-            # present[s, k - 1, i]: token i is unmasked after the first k steps of permutation s.
-            present = rank[:, None, :] < torch.arange(1, n)[None, :, None]  # (S, n - 1, n)
-            drop = torch.zeros(1 + samples * (n - 1), real.shape[1], dtype=torch.bool)
-            drop[:, positions] = True  # row 0: everything masked
-            drop[1:, positions] = ~present.reshape(-1, n)
-            owners.append(torch.full((len(drop),), b))
-            drops.append(drop)
-            ranks.append((b, rank))
-        attribution = torch.zeros(real.shape, dtype=torch.float32)
-        if not ranks:
-            return attribution.to(full.device)
-        owner = torch.cat(owners)
-        logits = masked_logits(self.model, batch, owner, torch.cat(drops), self.mask_token_id)
-        scores = target_score(logits, target[owner.to(target.device)]).cpu().split([len(d) for d in drops])
-        for (b, rank), score in zip(ranks, scores, strict=False):
-            n = rank.shape[1]
-            # path[s, k]: score after the first k steps of permutation s, k = 0..n.
-            path = torch.cat(
-                [score[:1].expand(samples, 1), score[1:].reshape(samples, n - 1), full[b].cpu().expand(samples, 1)],
-                dim=1,
-            )
-            gain = path.gather(1, rank + 1) - path.gather(1, rank)  # (S, n): credit of each token
-            attribution[b, real[b]] = gain.mean(0)
-        return attribution.to(full.device)
+            owner.append(np.full(1 + samples * (n - 1), b))
+            sample.append(np.concatenate([[0], np.repeat(np.arange(samples), n - 1)]))
+            step.append(np.concatenate([[0], np.tile(np.arange(1, n), samples)]))
+        attribution = torch.zeros(size, length, dtype=torch.float32, device=device)
+        if not owner:
+            return attribution
+        owner_host, sample_host, step_host = (np.concatenate(x) for x in (owner, sample, step))
+        real = ~batch.special_mask
+        rank = ranks(random_bits(self.keys(batch), SHAPLEY, samples, length), real[:, None, :], descending=False)
+        o, s, k = (to_device(x, device) for x in (owner_host, sample_host, step_host))
+        drop = real[o] & (rank[o, s] >= k[:, None])
+        scores = target_score(
+            masked_logits(self.model, batch, owner_host, drop, self.mask_token_id, runtime), target[o]
+        )
+        path = torch.zeros(size, samples, length + 1, dtype=torch.float32, device=device)
+        first = np.flatnonzero(step_host == 0)  # the all-masked copy of each example
+        later = np.flatnonzero(step_host > 0)
+        path[o[later], s[later], k[later]] = scores[to_device(later, device)]
+        examples = to_device(owner_host[first], device)
+        path[examples, :, 0] = scores[to_device(first, device)][:, None]
+        path[examples, :, to_device(counts[owner_host[first]], device)] = full[examples][:, None]
+        position = rank.clamp(max=length - 1)
+        gain = path.gather(2, position + 1) - path.gather(2, position)  # (B, S, T): credit of each token
+        return attribution + gain.mean(1).masked_fill(~real, 0.0)
 
-    def _views(self, batch: TokenBatch, attribution: torch.Tensor) -> Views:
-        """``(B, P, T)`` masks (view 0: top attributed, then random) and the teacher's ``(B, P, C)`` logits."""
-        real = ~batch.special_mask.cpu()
+    def _views(self, batch: TokenBatch, runtime: Runtime, attribution: torch.Tensor) -> Views:
+        """``(B, P, T)`` masks (view 0: top attributed, then random) and the teacher's ``(B, P, C)`` logits.
+
+        A random view masks the ``k`` real tokens of lowest ``random_bits``: a uniform random subset.
+        """
+        device = batch.input_ids.device
+        real = ~batch.special_mask
         size, length = real.shape
-        k = share(self.params.perturbation.mask_fraction, real.sum(1))
-        randoms = torch.zeros(size, self.params.perturbation.random_views, length, dtype=torch.bool)
-        for b, example_id in enumerate(batch.example_ids):
-            positions = real[b].nonzero()[:, 0]
-            generator = self.example_generator(f"{example_id}/views")
-            for v in range(randoms.shape[1]):
-                randoms[b, v, positions[torch.randperm(len(positions), generator=generator)[: k[b]]]] = True
-        masks = torch.cat([top_k(attribution.cpu(), real, k)[:, None], randoms], dim=1)  # (B, P, T)
+        k = to_device(share(self.params.perturbation.mask_fraction, host_real(batch).sum(1)), device)
+        bits = random_bits(self.keys(batch), VIEWS, self.params.perturbation.random_views, length)
+        randoms = (ranks(bits, real[:, None, :], descending=False) < k[:, None, None]) & real[:, None, :]
+        masks = torch.cat([top_k(attribution, real, k)[:, None], randoms], dim=1)  # (B, P, T)
         views = masks.shape[1]
-        owner = torch.arange(size).repeat_interleave(views)
-        logits = masked_logits(self.model, batch, owner, masks.reshape(-1, length), self.mask_token_id)
-        return Views(masks.to(batch.input_ids.device), logits.reshape(size, views, -1))
+        owner = np.repeat(np.arange(size), views)
+        logits = masked_logits(self.model, batch, owner, masks.reshape(-1, length), self.mask_token_id, runtime)
+        return Views(masks, logits.reshape(size, views, -1))

@@ -3,17 +3,25 @@
 :func:`run_explain` loads the split, cuts it into parts of ``partition_size``
 examples in dataset order, and keeps every part already in the cache that is
 whole and was made by the same run (same teacher weights, tokenizer, data,
-method parameters...). A part made by a different run is refused, naming the
-differing field, unless ``overwrite`` clears the partition first. Each missing
-or corrupt part becomes one task,
-:func:`pipeline.explain.part.compute_part`: encode, explain in length
-buckets, put rows back in dataset order, write the part atomically.
+method parameters, precision...). That check reads each part's footer only
+(its metadata, index and row count), so a rerun with nothing to compute takes
+seconds; ``verify`` reads every part in full first (checksums and digest), as
+``egkd cache verify`` does. A part made by a different run is refused, naming
+the differing field, unless ``overwrite`` clears the partition first. Missing
+or corrupt parts are computed by :func:`pipeline.explain.part.stream_parts`:
+encode, explain in token-budget batches, put rows back in dataset order, write
+each part atomically.
 
-Tasks run in this process (``workers == 0``), on a local dask cluster
-(``workers > 0``: one process per worker, torch threads split between them; with
-CUDA GPUs, one worker per GPU pinned through ``CUDA_VISIBLE_DEVICES``), or on an
-existing dask scheduler (``scheduler``: its workers must see the cache folder
-and the teacher at the same paths). Each worker process loads the teacher once.
+``precision: auto`` is resolved here, once, for the devices the parts will be
+computed on (bf16 where they are CUDA GPUs, fp32 elsewhere), and recorded in
+the metadata; workers use the recorded value.
+
+Parts run as one stream in this process (``workers == 0``), or as tasks of
+consecutive parts (a few per worker, so each task streams too) on a local dask
+cluster (``workers > 0``: one process per worker, torch threads split between
+them; with CUDA GPUs, one worker per GPU pinned through ``CUDA_VISIBLE_DEVICES``),
+or on an existing dask scheduler (``scheduler``: its workers must see the cache
+folder and the teacher at the same paths). Each worker process loads the teacher once.
 """
 
 from __future__ import annotations
@@ -36,13 +44,15 @@ from pipeline.cache.store import (
     part_path,
     partition_dir,
     read_part,
+    read_part_header,
     temp_files,
 )
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
 from pipeline.explain.base import explainer_class
-from pipeline.explain.part import PartJob, PartResult, compute_part
+from pipeline.explain._ops import resolve_precision
+from pipeline.explain.part import PartJob, PartResult, compute_parts, stream_parts
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
 from pipeline.tasks import get_task
@@ -63,6 +73,7 @@ class ExplainRequest:
     overwrite: bool = False  # delete this (method, split) partition first
     progress: bool = False
     allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
+    verify: bool = False  # read existing parts in full (checksums, digest) before deciding what to compute
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         split=request.split,
         method=request.method.value,
         method_params=method_params_json(request.method, request.params),
+        precision=resolve_precision(request.params.precision, _device_type(request)),
         extras=tuple(kind.kind for kind in explainer_class(request.method).extras),
         teacher=request.teacher,
         teacher_base=base_model_of(request.teacher),
@@ -138,7 +150,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         shutil.rmtree(directory)
     for stale in temp_files(directory):
         stale.unlink(missing_ok=True)
-    kept, corrupt = _existing_parts(directory, meta)
+    kept, corrupt = _existing_parts(directory, meta, request.verify)
     threads = _threads_per_worker(request)
     jobs = [
         PartJob(
@@ -179,10 +191,12 @@ def run_explain(request: ExplainRequest) -> RunSummary:
     )
 
 
-def _existing_parts(directory: Path, meta: CacheMetadata) -> tuple[dict[int, int], list[str]]:
+def _existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[dict[int, int], list[str]]:
     """Valid parts of this run (index -> truncated count) and corrupt part files (to recompute).
 
-    Refuses, before anything is computed, when a valid part was made by a different run.
+    A part is valid when its footer parses, holds this run's metadata, its own index and the row count
+    its index implies; ``verify`` also reads its rows and checks page checksums and digest. Refuses,
+    before anything is computed, when a valid part was made by a different run.
     """
     kept: dict[int, int] = {}
     corrupt: list[str] = []
@@ -191,18 +205,45 @@ def _existing_parts(directory: Path, meta: CacheMetadata) -> tuple[dict[int, int
     hint = f"pass --overwrite to delete {directory} and recompute it"
     for path in sorted(p for p in directory.iterdir() if part_index(p) is not None):
         try:
-            part = read_part(path)
+            if verify:
+                part = read_part(path)
+                part_meta, info = part.meta, part.info
+            else:
+                part_meta, info = read_part_header(path)
         except SchemaVersionError as err:  # whole, but another egkd's: never overwritten silently
             raise EgkdError(f"{err}; {hint}") from None
         except EgkdError:
             corrupt.append(path.name)
             continue
-        check_compatible(part.meta, meta, context=str(path), hint=hint)
-        kept[part.info.index] = part.info.truncated
+        check_compatible(part_meta, meta, context=str(path), hint=hint)
+        index = part_index(path)
+        assert index is not None
+        expected_rows = min(meta.partition_size, meta.num_examples - index * meta.partition_size)
+        if info.index != index or info.rows != expected_rows:
+            corrupt.append(path.name)
+            continue
+        kept[index] = info.truncated
     beyond = [name for name in corrupt if (part_index(Path(name)) or 0) >= meta.num_parts]
     if beyond:
         raise EgkdError(f"{directory / beyond[0]}: corrupt part beyond this run's {meta.num_parts} parts; {hint}")
     return kept, corrupt
+
+
+def _device_type(request: ExplainRequest) -> str:
+    """``cuda`` when the parts will be computed on CUDA GPUs (this machine's, or every worker's of the scheduler)."""
+    if request.scheduler is None:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    with _dask_client(request) as client:
+        found = set(client.run(_worker_device_type).values())
+    return "cuda" if found == {"cuda"} else "cpu"
+
+
+def _worker_device_type() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _cpu_count() -> int:
@@ -221,20 +262,30 @@ def _threads_per_worker(request: ExplainRequest) -> int | None:
 # --- execution ------------------------------------------------------------------------------------
 
 
+TASKS_PER_WORKER = 4  # tasks of consecutive parts per worker: long streams, yet balanced over workers
+MAX_TASK_EXAMPLES = 16384
+
+
 def _execute(jobs: list[PartJob], request: ExplainRequest) -> Iterator[PartResult]:
     if request.scheduler is None and request.params.workers == 0:
-        for job in jobs:
-            yield compute_part(job)
+        yield from stream_parts(jobs)
         return
     from distributed import as_completed
 
     with _dask_client(request) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
         futures = [
-            client.submit(compute_part, job, key=f"egkd-part-{job.index:05d}-{os.urandom(4).hex()}", pure=False)
-            for job in jobs
+            client.submit(compute_parts, group, key=f"egkd-parts-{group[0].index:05d}-{os.urandom(4).hex()}", pure=False)
+            for group in _groups(jobs, workers, request.params.partition_size)
         ]
         for future in as_completed(futures):
-            yield future.result()
+            yield from future.result()
+
+
+def _groups(jobs: list[PartJob], workers: int, partition_size: int) -> list[list[PartJob]]:
+    """Consecutive jobs in about ``TASKS_PER_WORKER`` tasks per worker, each of at most ``MAX_TASK_EXAMPLES``."""
+    per_task = max(1, min(-(-len(jobs) // (workers * TASKS_PER_WORKER)), MAX_TASK_EXAMPLES // partition_size))
+    return [jobs[i : i + per_task] for i in range(0, len(jobs), per_task)]
 
 
 @contextmanager
