@@ -2,7 +2,7 @@
 
 For each worker count: start a local dask cluster (one process per worker, one
 thread, ``OMP_NUM_THREADS=1``), load the teacher in every worker process the way
-``compute_part`` does (the per-process teacher cache of ``pipeline.explain.part``),
+``stream_parts`` does (the per-process teacher cache of ``pipeline.explain.part``),
 then time :func:`pipeline.explain.run.run_explain` against that running
 scheduler. The timed run therefore excludes cluster start-up and model loading
 (both reported on their own) but includes everything else a real run does:
@@ -17,22 +17,18 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from pipeline.config import ExplainParams
 from pipeline.methods import Method
 
 
 def _load_teacher(teacher: str, weights_hash: str, num_labels: int) -> int:
-    """Runs in a worker: fill its teacher cache exactly as ``compute_part`` would."""
+    """Runs in a worker: fill its teacher cache exactly as ``stream_parts`` would."""
     import os
 
-    from pipeline.explain import part as explain_part
+    from pipeline.explain.part import load_teacher
 
-    job = SimpleNamespace(
-        teacher=teacher, weights_hash=weights_hash, meta=SimpleNamespace(num_labels=num_labels), allow_pickle=False
-    )
-    explain_part._teacher(job)
+    load_teacher(teacher, weights_hash, num_labels)
     return os.getpid()
 
 

@@ -107,7 +107,9 @@ class FeatureSelectionParams:
 
 
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on a CPU
-Compile = Literal["off", "default", "cudagraphs"]  # torch.compile of the teacher: none, inductor, inductor + CUDA graphs
+Compile = Literal[
+    "off", "default", "cudagraphs"
+]  # torch.compile of the teacher: none, inductor, inductor + CUDA graphs
 
 
 @dataclass(frozen=True)

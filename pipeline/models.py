@@ -132,13 +132,19 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
         config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            location,
-            config=config,
-            use_safetensors=use_safetensors,
-            trust_remote_code=False,
+
+    def load(**options: str):
+        return AutoModelForSequenceClassification.from_pretrained(
+            location, config=config, use_safetensors=use_safetensors, trust_remote_code=False, **options
         )
+
+    try:
+        try:
+            model = load(attn_implementation="sdpa")  # torch's fused attention, where transformers offers it
+        except ValueError as err:
+            if "sdpa" not in str(err).lower():
+                raise
+            model = load()
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
     return model

@@ -50,6 +50,15 @@ def command(
         int | None, typer.Option("--batch-size", help="Examples per explainer batch (results do not depend on it).")
     ] = None,
     partition_size: Annotated[int | None, typer.Option("--partition-size", help="Examples per cache part.")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            "--precision", help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16; recorded in the cache."
+        ),
+    ] = None,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Read existing parts in full (checksums, digest) before resuming.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this method/split partition first.")] = False,
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
@@ -64,6 +73,7 @@ def command(
         batch_size=batch_size,
         partition_size=partition_size,
         workers=workers,
+        precision=precision,
     )
     if limit is None:
         limit = {"train": data_params.train_limit, "dev": data_params.dev_limit}.get(explain.split)
@@ -81,6 +91,7 @@ def command(
         overwrite=overwrite,
         progress=progress_enabled(),
         allow_pickle=allow_pickle,
+        verify=verify,
     )
     for line in run_explain(request).lines():
         typer.echo(line)

@@ -17,7 +17,9 @@ import numpy as np
 
 from pipeline.cache.extras import Extras
 
-SCHEMA_VERSION = 3  # 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position)
+SCHEMA_VERSION = (
+    3  # 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position)
+)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ class Runtime:
     def of(cls, params: ExplainParams, device: torch.device | str) -> Runtime:
         device = torch.device(device)
         return cls(
-            device, resolve_precision(params.precision, device.type), params.tokens_per_forward.on(device.type),
+            device,
+            resolve_precision(params.precision, device.type),
+            params.tokens_per_forward.on(device.type),
             params.compile,
         )
 
@@ -93,8 +95,7 @@ def network(model: Classifier, mode: Compile) -> Any:
         return model
     compiled = _COMPILED.setdefault(model, {})
     if mode not in compiled:
-        options = {"mode": "reduce-overhead"} if mode == "cudagraphs" else {}
-        compiled[mode] = torch.compile(model, dynamic=True, **options)
+        compiled[mode] = torch.compile(model, dynamic=True, mode="reduce-overhead" if mode == "cudagraphs" else None)
     return compiled[mode]
 
 
@@ -213,9 +214,7 @@ def full_logits(model: Classifier, batch: TokenBatch, runtime: Runtime | None = 
     """``(B, C)`` float32 logits on the unperturbed batch (a normal tensor, not an inference one)."""
     runtime = runtime or Runtime.default(batch.input_ids.device)
     with torch.inference_mode():
-        logits = logits_of(
-            model, runtime, batch.attention_mask, batch.token_type_ids, input_ids=batch.input_ids
-        )
+        logits = logits_of(model, runtime, batch.attention_mask, batch.token_type_ids, input_ids=batch.input_ids)
     return logits.clone()
 
 

@@ -83,9 +83,7 @@ class FeatureSelectionExplainer(Explainer):
         counts = host_real(batch).sum(1)
         k = to_device(torch.clamp(share(params.k_fraction, counts), min=1), device)
         selected = top_k(weights, real, k)
-        kept_logits = masked_logits(
-            self.model, batch, np.arange(size), real & ~selected, self.mask_token_id, runtime
-        )
+        kept_logits = masked_logits(self.model, batch, np.arange(size), real & ~selected, self.mask_token_id, runtime)
         return Explanation(weights, logits, Extras((Selection(selected, kept_logits),)))
 
     def _keep_masks(self, batch: TokenBatch, real: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,6 @@ and keeps it in :data:`_TEACHERS`, keyed by the teacher reference and its weight
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from pipeline.cache.extras import row_of, to_host
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.cache.store import write_part
-from pipeline.config import ExplainParams
+from pipeline.config import ExplainParams, override
 from pipeline.data import Example
 from pipeline.encoding import EncodedExample
 from pipeline.errors import EgkdError
@@ -80,19 +79,27 @@ class _Teacher:
 _TEACHERS: dict[tuple[str, str], _Teacher] = {}  # per worker process: (teacher ref, weights hash) -> model
 
 
-def _teacher(job: PartJob) -> _Teacher:
-    key = (job.teacher, job.weights_hash)
+def load_teacher(teacher: str, weights: str | None, num_labels: int, allow_pickle: bool = False) -> _Teacher:
+    """This process's teacher for (reference, weights hash), loaded once onto the GPU if there is one.
+
+    ``weights``: the hash the driver computed, checked against the files this process sees; None takes
+    the files' own hash (a warm-up before the driver's is known).
+    """
+    from pipeline.models import weights_hash
+
+    found = weights_hash(teacher) if weights is None else None
+    key = (teacher, str(found if weights is None else weights))
     if key not in _TEACHERS:
         import torch
 
-        from pipeline.models import load_classifier, load_tokenizer, weights_hash
+        from pipeline.models import load_classifier, load_tokenizer
 
-        if weights_hash(job.teacher) != job.weights_hash:
-            raise EgkdError(f"the teacher weights at {job.teacher} on this worker differ from the driver's")
+        if found is None and weights_hash(teacher) != weights:
+            raise EgkdError(f"the teacher weights at {teacher} on this worker differ from the driver's")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_classifier(job.teacher, job.meta.num_labels, allow_pickle=job.allow_pickle).to(device).eval()
+        model = load_classifier(teacher, num_labels, allow_pickle=allow_pickle).to(device).eval()
         _TEACHERS.clear()  # one teacher per worker at a time
-        _TEACHERS[key] = _Teacher(model, load_tokenizer(job.teacher), device)
+        _TEACHERS[key] = _Teacher(model, load_tokenizer(teacher), device)
     return _TEACHERS[key]
 
 
@@ -144,8 +151,8 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
     first = jobs[0]
     if first.torch_threads is not None:
         torch.set_num_threads(first.torch_threads)
-    teacher = _teacher(first)
-    params = dataclasses.replace(first.params, precision=first.meta.precision)  # what the cache records
+    teacher = load_teacher(first.teacher, first.weights_hash, first.meta.num_labels, first.allow_pickle)
+    params = override(first.params, precision=first.meta.precision)  # what the cache records
     explainer = make_explainer(first.method, teacher.model, params, teacher.tokenizer.mask_token_id)
     device = torch.device(teacher.device)
     tokens = params.tokens_per_forward.on(device.type)

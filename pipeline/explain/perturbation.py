@@ -79,7 +79,9 @@ class PerturbationExplainer(Explainer):
         rows, cols = to_device(rows_host, device), to_device(cols_host, device)
         drop = torch.zeros(len(rows_host), batch.input_ids.shape[1], dtype=torch.bool, device=device)
         drop[torch.arange(len(rows_host), device=device), cols] = True
-        scores = target_score(masked_logits(self.model, batch, rows_host, drop, self.mask_token_id, runtime), target[rows])
+        scores = target_score(
+            masked_logits(self.model, batch, rows_host, drop, self.mask_token_id, runtime), target[rows]
+        )
         attribution = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=device)
         attribution[rows, cols] = full[rows] - scores
         return attribution

@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,8 @@ from pipeline.cache.store import (
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
-from pipeline.explain.base import explainer_class
 from pipeline.explain._ops import resolve_precision
+from pipeline.explain.base import explainer_class
 from pipeline.explain.part import PartJob, PartResult, compute_parts, stream_parts
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
@@ -109,11 +110,20 @@ class RunSummary:
 
 
 def run_explain(request: ExplainRequest) -> RunSummary:
-    from pipeline.models import base_model_of, load_tokenizer, read_info, tokenizer_hash, weights_hash
-
     started = time.perf_counter()
     task = get_task(request.task)
     dataset = load_dataset(request.data, task, request.split, request.limit)
+    size = request.params.partition_size
+    directory = partition_dir(request.out, request.method.value, request.split)
+    with _Workers(request) as workers:
+        if workers.dask and (request.overwrite or _part_files(directory) < -(-len(dataset.examples) // size)):
+            workers.start(task.num_labels)  # parts are missing: start workers while the driver prepares
+        return _run(request, task, dataset, directory, workers, started)
+
+
+def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Workers, started: float) -> RunSummary:
+    from pipeline.models import base_model_of, load_tokenizer, read_info, tokenizer_hash, weights_hash
+
     info = read_info(request.teacher)
     if info is not None and info.task != task.name:
         raise EgkdError(f"teacher {request.teacher} was fine-tuned on {info.task}, not {task.name}")
@@ -129,7 +139,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         split=request.split,
         method=request.method.value,
         method_params=method_params_json(request.method, request.params),
-        precision=resolve_precision(request.params.precision, _device_type(request)),
+        precision=resolve_precision(request.params.precision, workers.device_type()),
         extras=tuple(kind.kind for kind in explainer_class(request.method).extras),
         teacher=request.teacher,
         teacher_base=base_model_of(request.teacher),
@@ -145,7 +155,6 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         num_parts=-(-len(examples) // size),
         num_examples=len(examples),
     )
-    directory = partition_dir(request.out, request.method.value, request.split)
     if request.overwrite and directory.exists():
         shutil.rmtree(directory)
     for stale in temp_files(directory):
@@ -175,7 +184,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         with tqdm(
             total=len(jobs), unit="part", desc=f"explain {meta.method}/{meta.split}", disable=not request.progress
         ) as bar:
-            for result in _execute(jobs, request):
+            for result in _execute(jobs, request, workers):
                 computed.append(result)
                 bar.update(1)
     truncated = sum(kept.values()) + sum(r.truncated for r in computed)
@@ -229,15 +238,8 @@ def _existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple
     return kept, corrupt
 
 
-def _device_type(request: ExplainRequest) -> str:
-    """``cuda`` when the parts will be computed on CUDA GPUs (this machine's, or every worker's of the scheduler)."""
-    if request.scheduler is None:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    with _dask_client(request) as client:
-        found = set(client.run(_worker_device_type).values())
-    return "cuda" if found == {"cuda"} else "cpu"
+def _part_files(directory: Path) -> int:
+    return sum(1 for p in directory.iterdir() if part_index(p) is not None) if directory.is_dir() else 0
 
 
 def _worker_device_type() -> str:
@@ -262,24 +264,95 @@ def _threads_per_worker(request: ExplainRequest) -> int | None:
 # --- execution ------------------------------------------------------------------------------------
 
 
+class _Workers:
+    """The run's dask client, if it uses dask: started early, in a thread, when parts are missing.
+
+    The worker processes then start, import torch and load the teacher (a warm-up task on each) while
+    the driver hashes the teacher, reads the tokenizer and checks the cache; a run that computes nothing
+    starts no workers. In process (``workers == 0``) there is no client.
+    """
+
+    def __init__(self, request: ExplainRequest) -> None:
+        self.request = request
+        self.dask = request.scheduler is not None or request.params.workers > 0
+        self._stack = ExitStack()
+        self._thread: threading.Thread | None = None
+        self._client = None
+        self._error: BaseException | None = None
+        self._warm: list = []  # warm-up futures, kept so that they run
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self._warm.clear()
+        self._stack.close()
+
+    def start(self, num_labels: int | None = None) -> None:
+        if self._thread is None and self._client is None:
+            self._thread = threading.Thread(target=self._connect, args=(num_labels,), name="egkd-dask-start")
+            self._thread.start()
+
+    def _connect(self, num_labels: int | None) -> None:
+        try:
+            client = self._stack.enter_context(_dask_client(self.request))
+            if self.request.scheduler is None:
+                client.wait_for_workers(len(client.cluster.worker_spec), timeout=120)
+            self._client = client
+            if num_labels is not None:
+                request = self.request
+                self._warm = [
+                    client.submit(
+                        _warm_teacher, request.teacher, num_labels, request.allow_pickle, workers=[address], pure=False
+                    )
+                    for address in client.scheduler_info().get("workers", {})
+                ]
+        except BaseException as err:  # raised in the driver's thread by client()
+            self._error = err
+
+    def client(self):
+        self.start()
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def device_type(self) -> str:
+        """``cuda`` when the parts will be computed on CUDA GPUs (this machine's, or every worker's)."""
+        if self.request.scheduler is None:
+            return _worker_device_type()
+        found = set(self.client().run(_worker_device_type).values())
+        return "cuda" if found == {"cuda"} else "cpu"
+
+
+def _warm_teacher(teacher: str, num_labels: int, allow_pickle: bool) -> None:
+    """Runs on a worker: load the teacher into its per-process cache before the first part arrives."""
+    from pipeline.explain.part import load_teacher
+
+    load_teacher(teacher, None, num_labels, allow_pickle)
+
+
 TASKS_PER_WORKER = 4  # tasks of consecutive parts per worker: long streams, yet balanced over workers
 MAX_TASK_EXAMPLES = 16384
 
 
-def _execute(jobs: list[PartJob], request: ExplainRequest) -> Iterator[PartResult]:
-    if request.scheduler is None and request.params.workers == 0:
+def _execute(jobs: list[PartJob], request: ExplainRequest, workers: _Workers) -> Iterator[PartResult]:
+    if not workers.dask:
         yield from stream_parts(jobs)
         return
     from distributed import as_completed
 
-    with _dask_client(request) as client:
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        futures = [
-            client.submit(compute_parts, group, key=f"egkd-parts-{group[0].index:05d}-{os.urandom(4).hex()}", pure=False)
-            for group in _groups(jobs, workers, request.params.partition_size)
-        ]
-        for future in as_completed(futures):
-            yield from future.result()
+    client = workers.client()
+    count = max(1, len(client.scheduler_info().get("workers", {})))
+    futures = [
+        client.submit(compute_parts, group, key=f"egkd-parts-{group[0].index:05d}-{os.urandom(4).hex()}", pure=False)
+        for group in _groups(jobs, count, request.params.partition_size)
+    ]
+    for future in as_completed(futures):
+        yield from future.result()
 
 
 def _groups(jobs: list[PartJob], workers: int, partition_size: int) -> list[list[PartJob]]:
@@ -294,16 +367,26 @@ def _dask_client(request: ExplainRequest) -> Iterator:
 
     for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Closed explicitly, not as context managers: a client's context may be entered in another thread (_Workers).
     if request.scheduler is not None:
         try:
             client = Client(request.scheduler, timeout="30s")
         except (OSError, TimeoutError) as err:
             raise EgkdError(f"could not connect to the dask scheduler at {request.scheduler}: {err}") from None
-        with client:
+        try:
             yield client
+        finally:
+            client.close()
         return
-    with _local_cluster(request.params.workers) as cluster, Client(cluster) as client:
-        yield client
+    cluster = _local_cluster(request.params.workers)
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
 
 
 def _local_cluster(workers: int):
