@@ -139,6 +139,32 @@ def test_other_run_refused_naming_the_field_unless_overwrite(finished, tiny_mode
     assert len(summary.computed) == 2 and verify_cache(tmp_path).ok
 
 
+def test_precision_is_recorded_and_parts_of_another_are_never_mixed_in(tiny_model_dir, glue_dir, tmp_path) -> None:
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path, precision="auto"))  # auto is fp32 on a CPU
+    assert read_part_header(part_path(tmp_path, "gradient", "dev", 0))[0].precision == "fp32"
+    fp32 = read_cache(tmp_path, "gradient", "dev")[1]
+    part_path(tmp_path, "gradient", "dev", 1).unlink()
+    with pytest.raises(EgkdError, match="cache field 'precision' differs: cache has 'fp32', expected 'bf16'.*--overwrite"):
+        run_explain(request(tiny_model_dir, glue_dir, tmp_path, precision="bf16"))
+    assert not part_path(tmp_path, "gradient", "dev", 1).exists()  # refused before computing anything
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, precision="bf16", overwrite=True))
+    assert len(summary.computed) == 3 and verify_cache(tmp_path).ok
+    meta, bf16 = read_cache(tmp_path, "gradient", "dev")
+    assert meta.precision == "bf16"
+    assert any(not np.array_equal(a.attribution, b.attribution) for a, b in zip(fp32, bf16, strict=True))
+    for a, b in zip(fp32, bf16, strict=True):
+        np.testing.assert_allclose(a.attribution, b.attribution, atol=0.05, rtol=0.05)
+
+
+def test_dask_tasks_are_runs_of_consecutive_parts() -> None:
+    from pipeline.explain.run import _groups
+
+    jobs: list = list(range(10))  # stand-ins for PartJobs: only their order matters
+    assert _groups(jobs, 1, 256) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]  # about 4 tasks per worker
+    assert _groups(jobs, 8, 256) == [[i] for i in range(10)]
+    assert [len(g) for g in _groups(list(range(1000)), 1, 256)][:2] == [64, 64]  # at most 16384 examples
+
+
 @pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_dask_workers_give_the_same_cache(finished, tiny_model_dir, glue_dir, tmp_path, workers) -> None:
     """A local cluster of worker processes writes the same rows as the in-process run (~25 s each)."""
@@ -195,6 +221,7 @@ def test_cli_explain_info_verify(tiny_model_dir, glue_dir, tmp_path, monkeypatch
         ),
         (["--data", "/nonexistent/glue"], "error: data folder not found: /nonexistent/glue"),
         (["--workers", "-1"], "error: workers must not be negative, got -1"),
+        (["--precision", "fp16"], "error: option 'precision' must be one of ['auto', 'fp32', 'bf16'], got 'fp16'"),
     ],
 )
 def test_cli_errors_are_one_line(tiny_model_dir, tmp_path, monkeypatch, extra, message) -> None:

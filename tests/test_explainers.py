@@ -13,10 +13,19 @@ from captum.attr import LayerGradientXActivation, LayerIntegratedGradients, Occl
 from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
 
 from pipeline.cache.extras import Axis, Selection, Views
-from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams
+from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams, TokenBudget
 from pipeline.data import Example
 from pipeline.encoding import TokenBatch, collate, encode
 from pipeline.explain import REGISTRY, explainer_class, make_explainer
+from pipeline.explain._ops import (
+    Runtime,
+    below,
+    example_keys,
+    plan_chunks,
+    random_bits,
+    resolve_precision,
+    stream_id,
+)
 from pipeline.methods import Method
 
 SINGLES = [
@@ -263,3 +272,147 @@ def test_occlusion_exact_values_on_a_toy_classifier(tokenizer):
     sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731  p(class 0) for logits (a, b) is sigmoid(a - b)
     expected = torch.tensor([[0.0, sigmoid(1) - sigmoid(-1), sigmoid(1) - sigmoid(2), 0.0]])
     torch.testing.assert_close(result.attribution, expected, atol=1e-6, rtol=0)
+
+
+# --- precision, token budgets, device-side draws ----------------------------------------------------
+
+
+def with_runtime(params: ExplainParams, **changes) -> ExplainParams:
+    return dataclasses.replace(params, **changes)
+
+
+def explain_with(model, tokenizer, batch, method, variant, **changes):
+    params = with_runtime(make_params(method, variant), **changes)
+    return make_explainer(method, model, params, tokenizer.mask_token_id).explain(batch)
+
+
+def spearman_and_overlap(first: torch.Tensor, second: torch.Tensor, real: torch.Tensor) -> tuple[float, float]:
+    """Mean Spearman correlation and top-20% overlap of two (B, T) maps over each row's real tokens."""
+    from scipy import stats
+
+    correlations, overlaps = [], []
+    for b in range(first.shape[0]):
+        a, c = first[b][real[b]].numpy(), second[b][real[b]].numpy()
+        if len(a) > 1 and np.ptp(a) > 0 and np.ptp(c) > 0:
+            correlations.append(stats.spearmanr(a, c)[0])
+        k = max(1, math.ceil(0.2 * len(a) - 1e-9))
+        overlaps.append(len(set(np.argsort(-a, kind="stable")[:k]) & set(np.argsort(-c, kind="stable")[:k])) / k)
+    return float(np.mean(correlations)), float(np.mean(overlaps))
+
+
+@pytest.mark.parametrize("method,variant", CASES)
+def test_bf16_maps_rank_tokens_as_fp32_maps_do(model, tokenizer, method, variant):
+    """bf16 autocast (here on the CPU) changes the values a little, not the ranking. The bound is looser than
+    the benchmark's on a fine-tuned teacher: this random tiny model's scores are close together."""
+    batch = make_batch(tokenizer, SINGLES + [a for a, _ in PAIRS])
+    fp32 = explain_with(model, tokenizer, batch, method, variant, precision="fp32")
+    bf16 = explain_with(model, tokenizer, batch, method, variant, precision="bf16")
+    assert not torch.equal(fp32.attribution, bf16.attribution)  # autocast did take effect
+    assert (bf16.attribution[batch.special_mask] == 0).all() and bf16.attribution.dtype == torch.float32
+    spearman, overlap = spearman_and_overlap(fp32.attribution, bf16.attribution, ~batch.special_mask)
+    assert spearman >= 0.97 and overlap >= 0.9, (spearman, overlap)
+    torch.testing.assert_close(bf16.logits, fp32.logits, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("method,variant", CASES)
+def test_bf16_result_does_not_depend_on_batch(model, tokenizer, method, variant):
+    together = explain_with(model, tokenizer, make_batch(tokenizer, SINGLES), method, variant, precision="bf16")
+    for i in (0, 5, 6):
+        alone_batch = make_batch(tokenizer, [SINGLES[i]])
+        alone_batch = TokenBatch([f"dev-{i}"], *dataclasses.astuple(alone_batch)[1:])
+        alone = explain_with(model, tokenizer, alone_batch, method, variant, precision="bf16")
+        n = alone_batch.input_ids.shape[1]
+        torch.testing.assert_close(alone.attribution[0], together.attribution[i, :n], atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("method,variant", CASES)
+def test_token_budget_does_not_change_results(model, tokenizer, method, variant):
+    """Forwards of at most 24 padded tokens (a row or two) give what one forward of everything gives."""
+    batch = make_batch(tokenizer, PAIRS)
+    small = explain_with(model, tokenizer, batch, method, variant, tokens_per_forward=TokenBudget(cpu=24))
+    large = explain_with(model, tokenizer, batch, method, variant, tokens_per_forward=TokenBudget(cpu=10**6))
+    torch.testing.assert_close(small.attribution, large.attribution, atol=1e-5, rtol=1e-4)
+    for item, whole in zip(small.extras.items, large.extras.items, strict=True):
+        for (spec, mine), (_, theirs) in zip(item.arrays(), whole.arrays(), strict=True):
+            torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4, msg=spec.name)
+
+
+def test_chunks_fill_the_token_budget():
+    runtime = Runtime(torch.device("cpu"), "fp32", tokens=20)
+    lengths = np.array([6, 4, 9])
+    owner = np.array([0, 0, 0, 1, 1, 2, 2, 2])  # rows: 6 6 6 4 4 9 9 9 tokens long
+    chunks = plan_chunks(lengths, owner, runtime, width=9)
+    assert [(c.start, c.stop, c.length) for c in chunks] == [(0, 3, 6), (3, 5, 4), (5, 7, 9), (7, 8, 9)]
+    gpu = Runtime(torch.device("cuda"), "bf16", tokens=20)  # lengths rounded up to 8 (at most the width)
+    assert [(c.start, c.stop, c.length) for c in plan_chunks(lengths, owner, gpu, width=9)] == [
+        (0, 2, 8),
+        (2, 4, 8),
+        (4, 6, 9),  # an 8 and a 9 padded to 9: 18 tokens
+        (6, 8, 9),
+    ]
+    assert plan_chunks(lengths, owner[:0], runtime, width=9) == []
+
+
+def test_batches_hold_one_token_budget_of_copies(model, tokenizer):
+    from pipeline.explain.part import plan_batches
+
+    items = encode(tokenizer, [Example(f"x{i}", "dev", text, None, 0) for i, text in enumerate(SINGLES)], 64)
+    explainer = make_explainer(Method.PERTURBATION, model, make_params(Method.PERTURBATION, "occlusion"), 4)
+    # Occlusion: one copy per real token, each as long as the batch's longest (first) example.
+    cost = {i: int((~e.special_mask).sum()) for i, e in enumerate(items)}
+    batches = plan_batches(items, explainer, tokens=120)
+    assert sorted(i for b in batches for i in b) == list(range(len(items)))
+    lengths = [len(e.input_ids) for e in items]
+    for batch in batches:
+        assert lengths[batch[0]] == max(lengths[i] for i in batch)  # longest first
+        assert len(batch) == 1 or sum(cost[i] for i in batch) * lengths[batch[0]] <= 120
+    assert len(batches) > 2
+    assert plan_batches(items, explainer, tokens=10**6, cap=3) == [
+        sorted(range(len(items)), key=lambda i: -lengths[i])[s : s + 3] for s in range(0, len(items), 3)
+    ]
+
+
+def _reference_bits(key: int, stream: int, sample: int, position: int) -> int:
+    """random_bits in plain Python integers: SplitMix64's finaliser on wrapping 64-bit arithmetic."""
+    mask = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x &= mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    golden = 0x9E3779B97F4A7C15
+    base = mix(key + stream * golden)
+    return mix(base + (sample * (1 << 16) + position + 1) * golden) >> 11
+
+
+def test_random_bits_are_splitmix_of_key_stream_sample_and_position():
+    keys = example_keys(7, ["dev-0", "dev-1", "a rather long example id"])
+    bits = random_bits(keys, stream_id("views"), samples=3, length=5)
+    assert bits.shape == (3, 3, 5) and bits.dtype == torch.int64
+    for b in range(3):
+        for s in range(3):
+            for t in range(5):
+                assert int(bits[b, s, t]) == _reference_bits(int(keys[b]), stream_id("views"), s, t)
+    assert (bits >= 0).all() and (bits < 2**53).all()
+
+
+def test_random_bits_depend_on_the_example_alone():
+    """The same example gets the same draws in any batch and at any padding; seeds and streams differ."""
+    together = random_bits(example_keys(0, ["a", "b", "c"]), 1, 4, 12)
+    alone = random_bits(example_keys(0, ["b"]), 1, 4, 7)
+    assert torch.equal(alone[0], together[1, :, :7])
+    assert not torch.equal(random_bits(example_keys(1, ["b"]), 1, 4, 7), alone)
+    assert not torch.equal(random_bits(example_keys(0, ["b"]), 2, 4, 7), alone)
+    draws = below(random_bits(example_keys(0, [str(i) for i in range(100)]), 3, 40, 25), 0.3)
+    assert abs(draws.float().mean().item() - 0.3) < 0.01
+    assert below(together, 1.0).all() and not below(together, 0.0).any()
+
+
+def test_precision_auto_is_bf16_on_cuda_only():
+    assert resolve_precision("auto", "cuda") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp32", "cuda") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    params = ExplainParams(precision="auto", tokens_per_forward=TokenBudget(cpu=100, cuda=5000))
+    assert Runtime.of(params, "cpu") == Runtime(torch.device("cpu"), "fp32", 100)
+    assert Runtime.of(params, "cuda") == Runtime(torch.device("cuda"), "bf16", 5000)
