@@ -1,10 +1,18 @@
-"""egkd performance benchmark: stage one against the matmul roofline and captum, stage two against
-plain fine-tuning and the online loss, stage-one scaling over dask workers.
+"""egkd performance benchmark.
 
-    python -m benchmarks.bench [--quick] [--out benchmarks/results] [--teacher REF]
+    python -m benchmarks.bench [--device cpu|cuda] [--quick] [--out benchmarks/results] [--machine NAME]
+                               [--teacher REF] [--tokenizer REF] [--data GLUE]
 
-Writes ``<out>/<machine>.json`` and ``<out>/<machine>.md``. See benchmarks/README.md
-for the FLOP model and what every number means.
+``--device cpu`` (the default) runs the CPU suite: stage one against the matmul
+roofline and captum, stage two against plain fine-tuning and the online loss,
+stage-one scaling over dask workers. ``--device cuda`` runs the device suite
+(:mod:`benchmarks.device`): matmul peaks at fp32, TF32 and bf16, egkd at fp32 and
+bf16, captum on the same GPU, bf16-vs-fp32 accuracy, a token-budget sweep,
+``egkd explain`` end to end and torch.compile / CUDA graphs, side by side.
+
+Writes ``<out>/<machine>.json`` and ``<out>/<machine>.md`` (the device suite after
+every section, so an interrupted run keeps what it measured). See
+benchmarks/README.md for the FLOP model and what every number means.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +32,9 @@ from benchmarks import report
 from benchmarks.measure import FlopModel, machine_info, matmul_peak
 from benchmarks.stage_one import Workload, agreement, cases, run_captum, run_egkd
 
-TASK, SPLIT, MAX_LENGTH, BATCH = "sst2", "dev", 128, 32
+TASK, SPLIT, MAX_LENGTH = "sst2", "dev", 128
+BATCH = None  # egkd explain's default: batches of one token budget (explain.tokens_per_forward)
+CAPTUM_TOKENS = 2048  # captum's internal batches (IG) on the CPU: as many tokens as egkd's forwards
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")
 
 
@@ -90,7 +101,9 @@ def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:
                 ("captum_best", True, sizes.captum_best),
             ):
                 subset = examples[:count]  # the same sentences as egkd's run, or its first ones in --quick
-                measured, attributions = run_captum(work, case.captum, subset, best, sizes.captum_batch, sizes.repeats)
+                measured, attributions = run_captum(
+                    work, case.captum, subset, best, sizes.captum_batch, sizes.repeats, case.ig_steps, CAPTUM_TOKENS
+                )
                 measured["agreement"] = agreement(explained, attributions, subset)
                 measured["egkd_speedup"] = egkd["ex_per_s"] / measured["ex_per_s"]
                 entry[label] = measured
@@ -153,7 +166,7 @@ def stage_two(work: Workload, explanations: dict, sizes: Sizes, student_ref: str
 def scaling(teacher: str, data: str, sizes: Sizes) -> dict:
     from benchmarks.scaling import scale
 
-    case = {c.name: c for c in cases(sizes.scaling_part)}[sizes.scaling_method]
+    case = {c.name: c for c in cases(BATCH)}[sizes.scaling_method]
     params = dataclasses.replace(case.params, partition_size=sizes.scaling_part)
     runs = [
         scale(teacher, data, TASK, SPLIT, sizes.scaling_examples, MAX_LENGTH, case.method, params, workers)
@@ -176,20 +189,98 @@ def scaling(teacher: str, data: str, sizes: Sizes) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to run (default: cpu)")
+    parser.add_argument(
+        "--suite",
+        choices=["cpu", "device"],
+        default=None,
+        help="cpu: stage one vs captum, stage two, scaling; device: the GPU tables (default: cpu on the CPU, "
+        "device on a GPU; --device cpu --suite device runs the device suite's code on the CPU)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer examples and repeats (under 2 minutes)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--teacher", default="builtin:minilm-l6", help="teacher model reference or directory")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="GLUE folder holding SST-2/dev.tsv")
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="teacher model reference or directory (default: builtin:minilm-l6 on the CPU, a random-weight "
+        "BERT-base on a GPU)",
+    )
+    parser.add_argument(
+        "--tokenizer", default="builtin:minilm-l6", help="tokenizer of the random BERT-base teacher (BERT uncased)"
+    )
+    parser.add_argument("--data", default=DEFAULT_DATA, help="GLUE folder holding SST-2/dev.tsv (and train.tsv)")
     parser.add_argument(
         "--threads",
         type=int,
         default=len(os.sched_getaffinity(0)),
         help="torch threads for the matmul peak, stage one and stage two",
     )
-    parser.add_argument("--machine", default=None, help="results file name (default: the host name)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["stage_two", "scaling"])
+    parser.add_argument("--machine", default=None, help="results file name (default: the GPU's or the host's name)")
+    parser.add_argument(
+        "--save-teacher",
+        default=None,
+        help="device suite without --teacher: save the random BERT-base teacher to this folder (for egkd explain)",
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["stage_two", "scaling", "peaks", "egkd", "syncs", "captum", "sweep", "end_to_end", "compile"],
+    )
     args = parser.parse_args(argv)
-    return run(args.quick, args.out, args.teacher, args.data, args.threads, args.machine, set(args.skip))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    if (args.suite or ("device" if args.device == "cuda" else "cpu")) == "device":
+        return run_on_device(
+            args.device,
+            args.quick,
+            args.out,
+            args.teacher,
+            args.tokenizer,
+            args.data,
+            args.threads,
+            args.machine,
+            set(args.skip),
+            save_teacher=args.save_teacher,
+        )
+    teacher = args.teacher or "builtin:minilm-l6"
+    return run(args.quick, args.out, teacher, args.data, args.threads, args.machine, set(args.skip))
+
+
+def machine_name(device: str) -> str:
+    """The results file name: the GPU's name (``nvidia-h200``) on a GPU, else the host name."""
+    if device == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+    return os.uname().nodename
+
+
+def run_on_device(
+    device: str,
+    quick: bool,
+    out: Path,
+    teacher: str | None,
+    tokenizer: str,
+    data: str,
+    threads: int,
+    machine: str | None = None,
+    skip: set[str] = frozenset(),  # type: ignore[assignment]
+    sizes=None,
+    save_teacher: str | None = None,
+) -> dict:
+    """The device suite (:mod:`benchmarks.device`), its results rewritten after every section."""
+    from benchmarks.device import run_device
+
+    name = machine or machine_name(device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(results: dict) -> None:
+        results["targets"] = report.device_targets(results)
+        (out / f"{name}.json").write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+        (out / f"{name}.md").write_text(report.device_markdown(results), encoding="utf-8")
+
+    results = run_device(device, quick, teacher, tokenizer, data, threads, write, skip, sizes, save_teacher)
+    print(f"wrote {out / name}.json and .md in {results['wall_s']} s", flush=True)
+    return results
 
 
 def run(

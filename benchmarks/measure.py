@@ -100,6 +100,69 @@ def matmul_peak(sizes: tuple[int, ...] = (1024, 1536, 2048), repeats: int = 5) -
     return {"flops_per_s": best, "per_size": per_size, "threads": torch.get_num_threads()}
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timers around GPU work need it); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peaks(device: torch.device, sizes: tuple[int, ...], repeats: int = 5) -> dict:
+    """Best ``torch.mm`` FLOP/s per number format on ``device``: fp32, TF32 (CUDA only) and bf16.
+
+    Square matrices of each size; each timed product is synchronised, the best of ``repeats`` kept.
+    """
+    formats = {"fp32": (torch.float32, False), "bf16": (torch.bfloat16, False)}
+    if device.type == "cuda":
+        formats = {"fp32": (torch.float32, False), "tf32": (torch.float32, True), "bf16": (torch.bfloat16, False)}
+    out: dict = {"sizes": list(sizes), "threads": torch.get_num_threads()}
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for name, (dtype, tf32) in formats.items():
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            best = 0.0
+            for n in sizes:
+                a = torch.randn(n, n, device=device, dtype=dtype)
+                b = torch.randn(n, n, device=device, dtype=dtype)
+                torch.mm(a, b)  # warm-up
+                for _ in range(repeats):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    torch.mm(a, b)
+                    synchronize(device)
+                    best = max(best, 2.0 * n**3 / (time.perf_counter() - start))
+                del a, b
+            out[name] = best
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+    return out
+
+
+@contextmanager
+def device_memory(device: torch.device) -> Iterator[dict]:
+    """Yields a dict that gets ``peak_device_mib``: the block's peak CUDA memory (nothing on a CPU)."""
+    out: dict = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        yield out
+    finally:
+        if device.type == "cuda":
+            out["peak_device_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def device_info(device: torch.device) -> dict:
+    """The accelerator's name, memory and software versions (empty on a CPU)."""
+    if device.type != "cuda":
+        return {}
+    props = torch.cuda.get_device_properties(device)
+    return {
+        "name": props.name,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "multiprocessors": props.multi_processor_count,
+        "cuda": torch.version.cuda,
+    }
+
+
 def _status_kib(field_name: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as handle:

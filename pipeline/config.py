@@ -107,9 +107,7 @@ class FeatureSelectionParams:
 
 
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on a CPU
-Compile = Literal[
-    "off", "default", "cudagraphs"
-]  # torch.compile of the teacher: none, inductor, inductor + CUDA graphs
+Compile = Literal["eager", "inductor", "cudagraphs"]  # torch.compile of the teacher: none, inductor, + CUDA graphs
 
 
 @dataclass(frozen=True)
@@ -138,7 +136,7 @@ class ExplainParams:
     seed: int = 0
     precision: Precision = "auto"  # recorded in the cache: parts made at another precision are never mixed in
     tokens_per_forward: TokenBudget = field(default_factory=TokenBudget)
-    compile: Compile = "off"
+    compile: Compile = "eager"  # measured by the device benchmark (benchmarks/README.md)
     gradient: GradientParams = field(default_factory=GradientParams)
     perturbation: PerturbationParams = field(default_factory=PerturbationParams)
     feature_selection: FeatureSelectionParams = field(default_factory=FeatureSelectionParams)

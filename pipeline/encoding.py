@@ -52,8 +52,12 @@ class TokenBatch:
         return self.host if self.host is not None else self.to("cpu")
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenBatch:
+        """This batch on ``device``; ``non_blocking`` from the CPU to a GPU pins the host tensors first, so
+        the copy does not wait for the work already queued on the GPU."""
+        pin = non_blocking and torch.device(device).type == "cuda" and self.input_ids.device.type == "cpu"
+
         def move(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.to(device, non_blocking=non_blocking)
+            return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=non_blocking)
 
         return TokenBatch(
             self.example_ids,

@@ -99,3 +99,64 @@ def test_flop_model_counts_bert_weights(tiny_model_dir):
     assert flops.per_token == 2 * (4 * 32 * 32 + 2 * 32 * 37)
     assert flops.per_sequence == 32 * 32 + 32 * 2  # pooler + classifier
     assert flops.forward(1, 10) == 2 * flops.per_token * 10 + 4 * 2 * 100 * 32 + 2 * flops.per_sequence
+
+
+# --- the device suite (--device cuda), run through the same code on the CPU --------------------------------
+
+
+@pytest.fixture(scope="module")
+def device_results(tiny_model_dir, glue_dir, tmp_path_factory):
+    from benchmarks.device import sizes_for_smoke
+    from benchmarks.end_to_end import EndToEnd
+
+    out = tmp_path_factory.mktemp("device")
+    sizes = sizes_for_smoke((EndToEnd("gradient", 12, 0), EndToEnd("perturbation", 12, 1, rerun=True)))
+    found = bench.run_on_device(
+        "cpu", True, out, str(tiny_model_dir), "unused", str(glue_dir), 1, "device-smoke", set(), sizes
+    )
+    return found, out
+
+
+def test_device_suite_runs_every_section_on_the_cpu(device_results):
+    found, out = device_results
+    assert {name: s["status"] for name, s in found["sections"].items()} == {
+        name: "ok" for name in ("peaks", "egkd", "syncs", "captum", "sweep", "end_to_end", "compile")
+    }
+    assert json.loads((out / "device-smoke.json").read_text(encoding="utf-8"))["suite"] == "device"
+    table = (out / "device-smoke.md").read_text(encoding="utf-8")
+    for heading in ("Matmul peaks", "egkd at fp32 and bf16", "bf16 against fp32", "Token budget sweep", "end to end"):
+        assert heading in table, heading
+    assert found["peaks"]["fp32"] > 0 and found["peaks"]["bf16"] > 0 and "tf32" not in found["peaks"]  # CUDA only
+
+
+def test_device_suite_stage_one_tables(device_results):
+    found, _ = device_results
+    for case, entry in found["egkd"].items():
+        for precision in ("fp32", "bf16"):
+            run = entry[precision]
+            assert run["precision"] == precision and run["tokens_per_forward"] == 2048, case
+            assert math.isfinite(run["ex_per_s"]) and run["fraction_of_peak"] > 0, case
+        assert entry["bf16_vs_fp32"]["examples"] > 0, case
+    assert set(found["captum"]) == {"input_x_gradient", "integrated_gradients", "occlusion"}
+    for case, entry in found["captum"].items():
+        assert {"tutorial", "best_fp32", "best_bf16"} <= set(entry)
+        # captum and egkd compute the same attributions (IG with the same number of steps).
+        assert entry["best_fp32"]["agreement_with_egkd_fp32"]["allclose"], case
+    assert all(not s["checked"] for s in found["syncs"].values())  # only a CUDA device reports them
+    for entry in found["sweep"]["runs"].values():
+        assert entry["fastest"] in {"64", "4096"} and set(entry["by_budget"]) == {"64", "4096"}
+    names = [check["name"] for check in found["targets"]]
+    assert any("captum best" in n for n in names) and any("fraction of the bf16 peak" in n for n in names)
+
+
+def test_device_suite_end_to_end_through_the_cli(device_results):
+    found, _ = device_results
+    runs = found["end_to_end"]["runs"]
+    assert [(r["method"], r["workers"], bool(r.get("rerun"))) for r in runs] == [
+        ("gradient", 0, False),
+        ("perturbation", 1, False),
+        ("perturbation", 1, True),
+    ]
+    assert runs[0]["rows"] == runs[1]["rows"] == 12 and runs[0]["vs_in_process"] > 0
+    assert runs[2]["nothing_to_compute"] and runs[2]["exit_code"] == 0
+    assert set(found["end_to_end"]["reference"]) == {"gradient", "perturbation"}

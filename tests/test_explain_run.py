@@ -144,7 +144,9 @@ def test_precision_is_recorded_and_parts_of_another_are_never_mixed_in(tiny_mode
     assert read_part_header(part_path(tmp_path, "gradient", "dev", 0))[0].precision == "fp32"
     fp32 = read_cache(tmp_path, "gradient", "dev")[1]
     part_path(tmp_path, "gradient", "dev", 1).unlink()
-    with pytest.raises(EgkdError, match="cache field 'precision' differs: cache has 'fp32', expected 'bf16'.*--overwrite"):
+    with pytest.raises(
+        EgkdError, match="cache field 'precision' differs: cache has 'fp32', expected 'bf16'.*--overwrite"
+    ):
         run_explain(request(tiny_model_dir, glue_dir, tmp_path, precision="bf16"))
     assert not part_path(tmp_path, "gradient", "dev", 1).exists()  # refused before computing anything
     summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, precision="bf16", overwrite=True))

@@ -47,7 +47,7 @@ class Runtime:
     device: torch.device
     precision: str  # "fp32" or "bf16" (resolved, never "auto")
     tokens: int  # padded tokens per forward
-    compile: Compile = "off"
+    compile: Compile = "eager"
 
     @classmethod
     def of(cls, params: ExplainParams, device: torch.device | str) -> Runtime:
@@ -86,12 +86,12 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def network(model: Classifier, mode: Compile) -> Any:
-    """The callable that runs ``model``: itself, or its ``torch.compile`` d form (one per model and mode).
+    """The callable that runs ``model``: itself (``eager``), or its ``torch.compile`` d form (one per model and mode).
 
-    ``default`` compiles with dynamic shapes (one graph for every batch shape); ``cudagraphs`` adds CUDA
+    ``inductor`` compiles with dynamic shapes (one graph for every batch shape); ``cudagraphs`` adds CUDA
     graphs (``mode="reduce-overhead"``), which replays one recorded graph per distinct shape.
     """
-    if mode == "off":
+    if mode == "eager":
         return model
     compiled = _COMPILED.setdefault(model, {})
     if mode not in compiled:
@@ -116,9 +116,13 @@ def logits_of(
     if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
         mask = attention_mask[:, None, None, :].bool()
     call = network(model, runtime.compile)
+    inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    if runtime.compile == "cudagraphs":
+        torch.compiler.cudagraph_mark_step_begin()  # each forward is a new step: earlier outputs are ours to keep
     with runtime.autocast():
-        out = call(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask, token_type_ids=token_type_ids)
-    return out.logits.float()
+        out = call(**inputs, attention_mask=mask, token_type_ids=token_type_ids)
+    logits = out.logits.float()
+    return logits.clone() if runtime.compile == "cudagraphs" and logits is out.logits else logits
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,13 @@ def host_real(batch: TokenBatch) -> np.ndarray:
 
 
 def to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host array on ``device``, copied without waiting for the device's queue."""
+    """A host array on ``device``, copied without waiting for the device's queue.
+
+    To a GPU the array is pinned first: from pageable memory the driver may wait for the stream.
+    """
     tensor = torch.from_numpy(np.ascontiguousarray(array)) if isinstance(array, np.ndarray) else array
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)
 
 

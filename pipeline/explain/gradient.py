@@ -33,7 +33,15 @@ import numpy as np
 import torch
 
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import Runtime, frozen_parameters, full_logits, host_lengths, logits_of, plan_chunks
+from pipeline.explain._ops import (
+    Runtime,
+    frozen_parameters,
+    full_logits,
+    host_lengths,
+    logits_of,
+    plan_chunks,
+    to_device,
+)
 from pipeline.explain.base import Explainer, Explanation, register
 from pipeline.methods import Method
 
@@ -68,7 +76,7 @@ class GradientExplainer(Explainer):
             alphas, weights = gauss_legendre(self.params.gradient.ig_steps)
             target = logits.argmax(-1)
         contributions, point_logits = self._contributions(
-            batch, runtime, alphas.to(device), weights.to(device), words, baseline, target
+            batch, runtime, to_device(alphas, device), to_device(weights, device), words, baseline, target
         )
         attribution = contributions.sum(1).masked_fill(batch.special_mask, 0.0)
         return Explanation(attribution, point_logits[:, 0] if logits is None else logits)
