@@ -123,7 +123,26 @@ FULL = DeviceSizes(
     deadline_s=280.0,
 )
 
-# The least time (s) a section needs to be worth starting, as a share of the quick run's.
+
+def on_cpu(sizes: DeviceSizes) -> DeviceSizes:
+    """The suite's sizes for a CPU (``--device cpu --suite device``): ~100x fewer FLOP/s than a GPU's bf16."""
+    return dataclasses.replace(
+        sizes,
+        bf16_examples=96,
+        fp32_examples={k: min(v, 96 if k != "integrated_gradients" else 32) for k, v in sizes.fp32_examples.items()},
+        captum_tutorial={k: min(v, 8) for k, v in sizes.captum_tutorial.items()},
+        captum_best={k: min(v, 32) for k, v in sizes.captum_best.items()},
+        sweep_budgets=(1024, 2048, 4096),
+        sweep_examples=32,
+        compile_examples=32,
+        end_to_end=tuple(dataclasses.replace(run, limit=min(run.limit, 512)) for run in sizes.end_to_end),
+        reference_examples=256,
+        peak_sizes=(1024, 2048),
+        deadline_s=sizes.deadline_s * 6,
+    )
+
+
+# The least time (s) a section needs to be worth starting.
 NEEDS = {"syncs": 3, "captum": 15, "sweep": 10, "end_to_end": 25, "compile": 30}
 
 
@@ -186,8 +205,10 @@ def run_device(
     from pipeline.models import load_classifier, load_tokenizer
     from pipeline.tasks import get_task
 
-    sizes = sizes or (QUICK if quick else FULL)
     target = torch.device(device)
+    if sizes is None:
+        sizes = QUICK if quick else FULL
+        sizes = on_cpu(sizes) if target.type == "cpu" else sizes
     torch.set_num_threads(threads)
     results: dict = {
         "suite": "device",
