@@ -33,7 +33,7 @@ from benchmarks.measure import FlopModel, machine_info, matmul_peak
 from benchmarks.stage_one import Workload, agreement, cases, run_captum, run_egkd
 
 TASK, SPLIT, MAX_LENGTH = "sst2", "dev", 128
-BATCH = None  # egkd explain's default: batches of one token budget (explain.tokens_per_forward)
+BATCH = None  # egkd explain's default: batches planned by the token budget (explain.tokens_per_forward)
 CAPTUM_TOKENS = 2048  # captum's internal batches (IG) on the CPU: as many tokens as egkd's forwards
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "glue")
 

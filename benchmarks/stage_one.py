@@ -24,7 +24,7 @@ from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParam
 from pipeline.encoding import EncodedExample, TokenBatch, bucketed_batches, collate
 from pipeline.explain._ops import Runtime
 from pipeline.explain.base import Explanation, make_explainer
-from pipeline.explain.part import _HostCopy, plan_batches
+from pipeline.explain.part import BATCH_FORWARDS, _HostCopy, plan_batches
 from pipeline.methods import Method
 
 IG_STEPS = 50  # the CPU suite's like-for-like setting with captum's default
@@ -106,9 +106,9 @@ def _rates(examples: Sequence[EncodedExample], seconds: float, counter: FlopCoun
 
 
 def egkd_batches(work: Workload, case: Case, examples: Sequence[EncodedExample]) -> list[TokenBatch]:
-    """Host batches as ``egkd explain`` plans them: length-sorted, one token budget of copies each."""
+    """Host batches as ``egkd explain`` plans them: length-sorted, ``BATCH_FORWARDS`` token budgets of copies."""
     explainer = make_explainer(case.method, work.model, case.params, work.tokenizer.mask_token_id)
-    tokens = case.params.tokens_per_forward.on(work.device.type)
+    tokens = BATCH_FORWARDS * case.params.tokens_per_forward.on(work.device.type)
     return [
         collate([examples[i] for i in idx], work.pad)
         for idx in plan_batches(examples, explainer, tokens, case.params.batch_size)

@@ -130,7 +130,7 @@ class TokenBudget:
 class ExplainParams:
     method: Method = Method.GRADIENT
     split: str = "train"
-    batch_size: int | None = positive(None)  # at most this many examples per batch; None: one token budget's worth
+    batch_size: int | None = positive(None)  # at most this many examples per batch; None: as the token budget says
     partition_size: int = positive(256)
     workers: int = non_negative(0)  # 0: a single process, no dask cluster
     seed: int = 0

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pipeline.cache.schema import CachedExample
 from pipeline.cache.store import cache_info, part_path, read_cache, read_part_header
 from pipeline.cache.verify import verify_cache
-from pipeline.config import ExplainParams
+from pipeline.config import ExplainParams, TokenBudget
 from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
 from pipeline.explain import REGISTRY
@@ -86,6 +86,14 @@ def test_writes_rows_in_dataset_order(finished, method: Method, glue_dir: Path) 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.value)
 def test_batch_size_does_not_change_results(finished, method: Method, tiny_model_dir, glue_dir, tmp_path) -> None:
     run_explain(request(tiny_model_dir, glue_dir, tmp_path, method, batch_size=1))
+    assert_close(read_cache(tmp_path, method.value, "dev")[1], read_cache(finished[method], method.value, "dev")[1])
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.value)
+def test_token_budget_does_not_change_results(finished, method: Method, tiny_model_dir, glue_dir, tmp_path) -> None:
+    """A budget of 48 tokens: many batches per pool and a pool per part, one batch in flight across them."""
+    summary = run_explain(request(tiny_model_dir, glue_dir, tmp_path, method, tokens_per_forward=TokenBudget(cpu=48)))
+    assert [r.index for r in sorted(summary.computed, key=lambda r: r.index)] == [0, 1, 2]
     assert_close(read_cache(tmp_path, method.value, "dev")[1], read_cache(finished[method], method.value, "dev")[1])
 
 

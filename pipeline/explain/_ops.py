@@ -86,7 +86,7 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def network(model: Classifier, mode: Compile) -> Any:
-    """The callable that runs ``model``: itself (``eager``), or its ``torch.compile`` d form (one per model and mode).
+    """What runs ``model``: itself (``eager``), or its compiled form (one per model and mode).
 
     ``inductor`` compiles with dynamic shapes (one graph for every batch shape); ``cudagraphs`` adds CUDA
     graphs (``mode="reduce-overhead"``), which replays one recorded graph per distinct shape.

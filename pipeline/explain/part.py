@@ -5,9 +5,10 @@ results out and writes Parquet:
 
 * a thread encodes the parts ahead of the explainer;
 * the examples of consecutive parts are pooled (a few token budgets of work),
-  sorted by length and cut by :func:`plan_batches` into batches of about one
-  token budget: padded tokens of the largest forward, every perturbed copy and
-  IG step counted (:meth:`Explainer.copies`);
+  sorted by length and cut by :func:`plan_batches` into batches of about
+  :data:`BATCH_FORWARDS` token budgets: padded tokens of the copies, every
+  perturbed copy and IG step counted (:meth:`Explainer.copies`); the explainer
+  runs them in forwards of one budget each;
 * each batch's explanation is copied to the host asynchronously and turned into
   rows while the device explains the next batch (one wait per batch, none inside);
 * a second thread refuses non-finite values and writes each part atomically as
@@ -41,7 +42,9 @@ from pipeline.explain.base import Explainer, Explanation
 from pipeline.methods import Method
 from pipeline.models import Classifier
 
-POOL_BUDGETS = 4  # a pool holds parts until it has this many token budgets of work: full batches, early writes
+BATCH_FORWARDS = 4  # a batch holds this many forwards' worth of copies: its own small forwards (the unperturbed
+# input, the views, the selection: one row per example or a few) then hold enough rows to run efficiently too
+POOL_BUDGETS = 8  # a pool holds parts until it has this many token budgets of work: full batches, early writes
 ENCODE_AHEAD = 8  # parts tokenised ahead of the explainer
 
 
@@ -106,7 +109,7 @@ def load_teacher(teacher: str, weights: str | None, num_labels: int, allow_pickl
 def plan_batches(
     items: Sequence[EncodedExample], explainer: Explainer, tokens: int, cap: int | None = None
 ) -> list[list[int]]:
-    """Indices of ``items`` in batches of similar length, each about one budget of ``tokens``.
+    """Indices of ``items`` in batches of similar length, each about ``tokens`` padded tokens of copies.
 
     Longest first (stable within a length); a batch grows while its examples' copies, padded to its
     first (longest) example, fit ``tokens`` (at least one example), and to at most ``cap`` examples.
@@ -139,8 +142,34 @@ class _Slot:
     missing: int
 
 
+@dataclass
+class _Pool:
+    """Consecutive parts explained together: their examples, in one length-sorted plan of batches."""
+
+    slots: list[_Slot]
+    started: float = 0.0
+
+    @property
+    def where(self) -> list[tuple[int, int]]:  # (slot, row) of each example, in pool order
+        return [(s, i) for s, slot in enumerate(self.slots) for i in range(len(slot.encoded))]
+
+
+@dataclass
+class _InFlight:
+    """A batch whose explanation is being copied out."""
+
+    pool: _Pool
+    places: list[tuple[int, int]]
+    copy: _HostCopy
+
+
 def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
-    """Explain and write consecutive parts (same run) as one stream; yields each part once it is written."""
+    """Explain and write consecutive parts (same run) as one stream; yields each part once it is written.
+
+    One batch is always in flight: the next batch (of the same pool or the next) is queued on the device
+    before the host waits for the last one's copy, turns it into rows and, when that completes a pool,
+    hands the pool's parts to the writer.
+    """
     import torch
 
     from pipeline.encoding import collate, encode
@@ -161,36 +190,58 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
     def encoded(job: PartJob) -> list[EncodedExample]:
         return encode(teacher.tokenizer, job.examples, job.meta.max_length)
 
+    def work(items: list[EncodedExample]) -> int:
+        return sum(explainer.copies(int((~e.special_mask).sum())) * len(e.input_ids) for e in items)
+
     with (
         ThreadPoolExecutor(1, thread_name_prefix="egkd-encode") as encoder,
         ThreadPoolExecutor(1, thread_name_prefix="egkd-write") as writer,
     ):
-        pending_encodings: deque[tuple[PartJob, Future]] = deque()
+        ahead: deque[tuple[PartJob, Future]] = deque()
         writes: deque[Future] = deque()
         queued = 0
-        try:
-            while queued < len(jobs) or pending_encodings:
-                while queued < len(jobs) and len(pending_encodings) < ENCODE_AHEAD:
-                    pending_encodings.append((jobs[queued], encoder.submit(encoded, jobs[queued])))
-                    queued += 1
-                pool: list[_Slot] = []
-                work = 0
-                while pending_encodings and work < POOL_BUDGETS * tokens:
-                    job, future = pending_encodings.popleft()
-                    items = future.result()
-                    pool.append(_Slot(job, items, [None] * len(items), len(items)))
-                    work += sum(explainer.copies(int((~e.special_mask).sum())) * len(e.input_ids) for e in items)
-                    if queued < len(jobs):
-                        pending_encodings.append((jobs[queued], encoder.submit(encoded, jobs[queued])))
+
+        def pools() -> Iterator[_Pool]:
+            """Pools of parts as their encodings come in, each a few token budgets of work."""
+            nonlocal queued
+            while queued < len(jobs) or ahead:
+                slots: list[_Slot] = []
+                pooled = 0
+                while (queued < len(jobs) or ahead) and pooled < POOL_BUDGETS * tokens:
+                    while queued < len(jobs) and len(ahead) < ENCODE_AHEAD:
+                        ahead.append((jobs[queued], encoder.submit(encoded, jobs[queued])))
                         queued += 1
-                started = time.perf_counter()
-                _explain_pool(pool, explainer, tokens, params.batch_size, pad, device, collate)
-                seconds = time.perf_counter() - started
-                total = sum(len(slot.encoded) for slot in pool) or 1
-                for slot in pool:
+                    job, future = ahead.popleft()
+                    items = future.result()
+                    slots.append(_Slot(job, items, [None] * len(items), len(items)))
+                    pooled += work(items)
+                yield _Pool(slots)
+
+        def settle(flight: _InFlight) -> None:
+            """Rows of the batch in flight; a pool that this completes goes to the writer."""
+            _store(flight.pool.slots, flight.places, flight.copy)
+            if not any(slot.missing for slot in flight.pool.slots):
+                seconds = time.perf_counter() - flight.pool.started
+                total = sum(len(slot.encoded) for slot in flight.pool.slots)
+                for slot in flight.pool.slots:
                     writes.append(writer.submit(_write, slot, seconds * len(slot.encoded) / total))
+
+        try:
+            in_flight: _InFlight | None = None
+            for pool in pools():
+                pool.started = time.perf_counter()
+                where = pool.where
+                items = [pool.slots[s].encoded[i] for s, i in where]
+                for indices in plan_batches(items, explainer, BATCH_FORWARDS * tokens, params.batch_size):
+                    batch = collate([items[i] for i in indices], pad).to(device, non_blocking=True)
+                    flight = _InFlight(pool, [where[i] for i in indices], _HostCopy(explainer.explain(batch)))
+                    if in_flight is not None:
+                        settle(in_flight)
+                    in_flight = flight
                 while writes and writes[0].done():
                     yield writes.popleft().result()
+            if in_flight is not None:
+                settle(in_flight)
             while writes:
                 yield writes.popleft().result()
         except BaseException:
@@ -202,23 +253,6 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
 def compute_parts(jobs: Sequence[PartJob]) -> list[PartResult]:
     """One dask task: :func:`stream_parts` over consecutive parts, to the end."""
     return list(stream_parts(jobs))
-
-
-def _explain_pool(
-    pool: list[_Slot], explainer: Explainer, tokens: int, cap: int | None, pad: int, device, collate
-) -> None:
-    """Explain every example of the pool into its slot, one batch in flight while the last one is copied out."""
-    where = [(s, i) for s, slot in enumerate(pool) for i in range(len(slot.encoded))]
-    items = [pool[s].encoded[i] for s, i in where]
-    in_flight: tuple[list[int], _HostCopy] | None = None
-    for indices in plan_batches(items, explainer, tokens, cap):
-        batch = collate([items[i] for i in indices], pad).to(device, non_blocking=True)
-        copy = _HostCopy(explainer.explain(batch))
-        if in_flight is not None:
-            _store(pool, where, *in_flight)
-        in_flight = (indices, copy)
-    if in_flight is not None:
-        _store(pool, where, *in_flight)
 
 
 class _HostCopy:
@@ -246,16 +280,15 @@ class _HostCopy:
         return self.explanation
 
 
-def _store(pool: list[_Slot], where: list[tuple[int, int]], indices: list[int], copy: _HostCopy) -> None:
-    places = [where[i] for i in indices]
+def _store(slots: list[_Slot], places: list[tuple[int, int]], copy: _HostCopy) -> None:
     rows = explanation_to_rows(
         copy.get(),
-        [pool[s].job.examples[i] for s, i in places],
-        [pool[s].encoded[i] for s, i in places],
+        [slots[s].job.examples[i] for s, i in places],
+        [slots[s].encoded[i] for s, i in places],
     )
     for (s, i), row in zip(places, rows, strict=True):
-        pool[s].rows[i] = row
-        pool[s].missing -= 1
+        slots[s].rows[i] = row
+        slots[s].missing -= 1
 
 
 def _write(slot: _Slot, seconds: float) -> PartResult:
