@@ -343,6 +343,8 @@ def test_chunks_fill_the_token_budget():
     owner = np.array([0, 0, 0, 1, 1, 2, 2, 2])  # rows: 6 6 6 4 4 9 9 9 tokens long
     chunks = plan_chunks(lengths, owner, runtime, width=9)
     assert [(c.start, c.stop, c.length) for c in chunks] == [(0, 3, 6), (3, 5, 4), (5, 7, 9), (7, 8, 9)]
+    assert not any(c.padded for c in chunks)  # each chunk holds rows of one length
+    assert [c.padded for c in plan_chunks(lengths, owner, Runtime(torch.device("cpu"), "fp32", 100), 9)] == [True]
     gpu = Runtime(torch.device("cuda"), "bf16", tokens=20)  # lengths rounded up to 8 (at most the width)
     assert [(c.start, c.stop, c.length) for c in plan_chunks(lengths, owner, gpu, width=9)] == [
         (0, 2, 8),
@@ -350,6 +352,7 @@ def test_chunks_fill_the_token_budget():
         (4, 6, 9),  # an 8 and a 9 padded to 9: 18 tokens
         (6, 8, 9),
     ]
+    assert [c.padded for c in plan_chunks(lengths, owner, gpu, width=9)] == [True, True, True, False]
     assert plan_chunks(lengths, owner[:0], runtime, width=9) == []
 
 

@@ -106,15 +106,17 @@ def logits_of(
     token_type_ids: torch.Tensor,
     input_ids: torch.Tensor | None = None,
     inputs_embeds: torch.Tensor | None = None,
+    padded: bool = True,
 ) -> torch.Tensor:
     """``(R, C)`` float32 logits of one forward, under the runtime's precision.
 
     For transformers models using SDPA the padding mask goes in as a ready ``(R, 1, 1, T)`` boolean
-    mask: given a 2-D mask, transformers asks the device whether any token is padded (a host stall).
+    mask, or as none when the host knows that no row is padded (``padded`` False: SDPA may then use its
+    fused kernels): given a 2-D mask, transformers would ask the device whether any token is padded.
     """
-    mask: torch.Tensor = attention_mask
+    mask: torch.Tensor | None = attention_mask
     if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
-        mask = attention_mask[:, None, None, :].bool()
+        mask = attention_mask[:, None, None, :].bool() if padded else None
     call = network(model, runtime.compile)
     inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
     if runtime.compile == "cudagraphs":
@@ -130,6 +132,7 @@ class Chunk:
     start: int  # rows [start, stop) of the copies
     stop: int
     length: int  # padded length of the chunk: its longest row, rounded up to the runtime's multiple
+    padded: bool = True  # some row is shorter than ``length``
 
 
 def plan_chunks(lengths: np.ndarray, owner: np.ndarray, runtime: Runtime, width: int) -> list[Chunk]:
@@ -145,16 +148,16 @@ def plan_chunks(lengths: np.ndarray, owner: np.ndarray, runtime: Runtime, width:
     def padded(length: int) -> int:
         return min(width, -(-length // multiple) * multiple)
 
-    chunks, start, longest = [], 0, 0
+    bounds, start, longest = [], 0, 0
     for row, length in enumerate(row_lengths.tolist()):
         grown = max(longest, padded(length))
         if row > start and (row - start + 1) * grown > runtime.tokens:
-            chunks.append(Chunk(start, row, longest))
+            bounds.append((start, row, longest))
             start, grown = row, padded(length)
         longest = grown
     if len(row_lengths):
-        chunks.append(Chunk(start, len(row_lengths), longest))
-    return chunks
+        bounds.append((start, len(row_lengths), longest))
+    return [Chunk(a, b, n, bool((row_lengths[a:b] < n).any())) for a, b, n in bounds]
 
 
 def host_lengths(batch: TokenBatch) -> np.ndarray:
@@ -222,8 +225,11 @@ def top_k(scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Te
 def full_logits(model: Classifier, batch: TokenBatch, runtime: Runtime | None = None) -> torch.Tensor:
     """``(B, C)`` float32 logits on the unperturbed batch (a normal tensor, not an inference one)."""
     runtime = runtime or Runtime.default(batch.input_ids.device)
+    padded = bool((host_lengths(batch) < batch.input_ids.shape[1]).any())
     with torch.inference_mode():
-        logits = logits_of(model, runtime, batch.attention_mask, batch.token_type_ids, input_ids=batch.input_ids)
+        logits = logits_of(
+            model, runtime, batch.attention_mask, batch.token_type_ids, input_ids=batch.input_ids, padded=padded
+        )
     return logits.clone()
 
 
@@ -252,7 +258,7 @@ def masked_logits(
             idx = owner_device[chunk.start : chunk.stop]
             ids, attention, types = _rows(batch, idx, chunk.length)
             ids = ids.masked_fill(drop[chunk.start : chunk.stop, : chunk.length], mask_token_id)
-            out.append(logits_of(model, runtime, attention, types, input_ids=ids))
+            out.append(logits_of(model, runtime, attention, types, input_ids=ids, padded=chunk.padded))
     if not out:
         return torch.empty(0, int(model.config.num_labels), device=device)
     return torch.cat(out)

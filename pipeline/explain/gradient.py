@@ -120,6 +120,7 @@ class GradientExplainer(Explainer):
                     batch.attention_mask[idx, :cut],
                     batch.token_type_ids[idx, :cut],
                     inputs_embeds=point,
+                    padded=chunk.padded,
                 )
                 chosen = logits.argmax(-1) if target is None else target[idx]
                 (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), point)
