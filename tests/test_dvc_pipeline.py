@@ -101,6 +101,11 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         assert all(c.startswith("egkd ") and "--params params.yaml" in c for c in commands), stage.name
         assert stage.params, f"{stage.name} lists no params"
+    for stage in stages.values():  # a stage that reads the GLUE folder reruns when data.source changes
+        commands = " ".join(stage.cmd if isinstance(stage.cmd, list) else [stage.cmd])
+        if "--data " in commands:
+            keys = {key for dependency in stage.params for key in dependency.params}
+            assert keys & {"data", "data.source"}, stage.name
     glue = "shared/data/glue"
     assert (REPO / "dvc.yaml").read_text().count(glue) == 1
     for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("params*.yaml")]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,9 +16,13 @@ from conftest import make_tiny_model_dir
 from distill_cache import build_cache
 from typer.testing import CliRunner
 
+from pipeline.config import ExplainParams, GradientParams
 from pipeline.encoding import TokenBatch
+from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap
 from pipeline.evaluate.metrics import compute_metrics, predictions_from_logits
+from pipeline.explain.record import explain_params_from_cache, method_params_json
+from pipeline.methods import Method
 from pipeline.tasks import get_task
 from stages.cli import app
 
@@ -69,6 +74,33 @@ def test_agreement_measures():
     assert rank_agreement(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
     assert rank_agreement(np.array([1.0, 1.0]), np.array([1.0, 2.0])) is None
     assert top_k_overlap(np.array([0.9, 0.1, 0.8, 0.3]), np.array([True, True, False, False]), 2) == 0.5
+
+
+def test_explain_params_from_cache_keep_the_recorded_seed_and_section():
+    recorded = ExplainParams(seed=7, gradient=GradientParams("integrated_gradients", ig_steps=5))
+    params = explain_params_from_cache(
+        ExplainParams(seed=0), Method.GRADIENT, method_params_json(Method.GRADIENT, recorded)
+    )
+    assert params.seed == 7 and params.method is Method.GRADIENT
+    assert params.gradient == GradientParams("integrated_gradients", ig_steps=5)
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ("{not json", "cache field 'method_params' is not readable JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"seed": "0", "variant": "input_x_gradient", "ig_steps": 20}', "seed must be an integer"),
+        ('{"seed": 0, "variant": "smoothgrad", "ig_steps": 20}', "method_params.gradient.variant"),
+        (
+            '{"seed": 0, "variant": "input_x_gradient", "steps": 20}',
+            "unknown params key 'method_params.gradient.steps'",
+        ),
+    ],
+)
+def test_an_unreadable_method_record_is_an_error_not_a_silent_default(record, message):
+    with pytest.raises(EgkdError, match=re.escape(message)):
+        explain_params_from_cache(ExplainParams(), Method.GRADIENT, record)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
 from pipeline.report.build import ReportRequest, build_report, format_table
-from pipeline.report.data import Stat, split_name
+from pipeline.report.data import Stat, read_losses, split_name
 from pipeline.report.heatmaps import TokenScore
 from pipeline.report.html import highlighted
 from pipeline.report.plots import smoothed
@@ -154,6 +154,16 @@ def test_report_aggregates_over_seeds(experiment):
     ]
     assert table[-1].startswith("| teacher | 1 | 0.9000 |")
     assert page.count('<td rowspan="2">kd</td>') == 1 and '<td class="best">0.7000' in page
+
+
+def test_a_half_written_last_log_line_is_skipped(experiment):
+    """A run killed while writing its log leaves a partial last line: the report reads the lines before it."""
+    log = experiment / "students" / "kd-s0" / "train_log.jsonl"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 13, "epoch": 0, "lo')
+    assert [p.step for p in read_losses(log.parent)] == list(range(1, 13))
+    result = runner.invoke(app, ["report", "--evals", str(experiment / "eval"), "--out", str(experiment / "r.html")])
+    assert result.exit_code == 0, result.output
 
 
 def test_report_errors_are_one_line(experiment, tmp_path):
