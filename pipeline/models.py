@@ -145,10 +145,10 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
 
 
 def weights_hash(ref: str) -> str:
-    """sha256 over the model's weight files (hub models: their resolved revision)."""
+    """sha256 over a local model's weight files; for a hub model, ``hub:<id>@<commit>``, its resolved revision."""
     location = Path(resolve(ref))
     if not location.is_dir():
-        return f"hub:{ref}"
+        return f"hub:{ref}@{hub_revision(ref)}"
     digest = hashlib.sha256()
     files = sorted(location.glob("*.safetensors")) or sorted(
         location / n for n in _PICKLE_WEIGHTS if (location / n).exists()
@@ -158,6 +158,32 @@ def weights_hash(ref: str) -> str:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def hub_revision(repo_id: str) -> str:
+    """The commit a hub id resolves to: the one the local hub cache's ``main`` ref names (what ``from_pretrained``
+    loads offline), else, unless the hub is offline, the hub's current one.
+
+    Never a guess: without the revision, a changed hub model would pass for the same teacher, so a revision
+    that cannot be determined is an error.
+    """
+    import huggingface_hub
+
+    cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # <cache>/models--<org>--<name>/snapshots/<commit>/config.json
+    where = f"hub model {repo_id} is not in the local hub cache ({huggingface_hub.constants.HF_HUB_CACHE})"
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise EgkdError(f"cannot tell the revision of {repo_id}: {where} and the hub is offline")
+    try:
+        commit = huggingface_hub.model_info(repo_id).sha
+    except Exception as err:  # network or hub failure: one line for the user
+        raise EgkdError(
+            f"cannot tell the revision of {repo_id}: {where} and the hub said: {err}".splitlines()[0]
+        ) from None
+    if not commit:
+        raise EgkdError(f"cannot tell the revision of {repo_id}: the hub reports no commit for it")
+    return str(commit)
 
 
 def tokenizer_hash(tokenizer) -> str:
