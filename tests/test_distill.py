@@ -65,6 +65,16 @@ def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
     assert "explanation method: " + method in card and "dev metrics: accuracy" in card
 
 
+def test_a_student_that_predicts_one_class_is_flagged(cache, tmp_path, monkeypatch):
+    from pipeline.evaluate import metrics
+
+    monkeypatch.setattr(metrics, "one_class", lambda preds: metrics.OneClass(1, 0.975))
+    report = run(cache, tmp_path / "s", method="none", epochs=1)
+    assert report.dev is not None and report.dev.one_class == metrics.OneClass(1, 0.975)
+    assert report.notes[-1].startswith("warning: the student predicts class 1 for 97.5% of the examples")
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev"]["one_class"] == {"label": 1, "share": 0.975}
+
+
 def test_explain_every_skips_steps(cache, tmp_path):
     run(cache, tmp_path / "s", method="perturbation", explain_every=3)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]

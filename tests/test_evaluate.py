@@ -22,7 +22,7 @@ from pipeline.config import ExplainParams, GradientParams
 from pipeline.encoding import TokenBatch
 from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap
-from pipeline.evaluate.metrics import compute_metrics, predictions_from_logits
+from pipeline.evaluate.metrics import OneClass, compute_metrics, one_class, predictions_from_logits
 from pipeline.evaluate.run import by_length, student_batches
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache, method_params_json
@@ -72,6 +72,22 @@ def test_aopc_exact_with_a_counting_model():
     assert result.sufficiency.item() == pytest.approx(suff, abs=1e-6)
     worst = aopc(CountModel(), batch, -scores, [0.25, 0.5], mask_token_id=4)
     assert worst.comprehensiveness.item() == pytest.approx(0.0) and worst.sufficiency.item() > suff
+
+
+def test_one_class_flags_predictions_that_fall_95_percent_into_one_class():
+    assert one_class(np.array([1] * 19 + [0])) == OneClass(1, 0.95)
+    assert one_class(np.array([1] * 18 + [0, 0])) is None  # 90 %
+    assert one_class(np.array([2, 2, 2])) == OneClass(2, 1.0) and one_class(np.array([], dtype=int)) is None
+    nli = get_task("qnli")
+    flagged = compute_metrics(nli, np.ones(40, dtype=int), np.array([0, 1] * 20))
+    assert flagged.one_class == OneClass(1, 1.0) and flagged.main == 0.5
+    assert flagged.one_class.note(nli.labels, "the student") == (
+        "warning: the student predicts class not_entailment for 100.0% of the examples (flagged at 95% or more): "
+        "it has learnt next to nothing but the class balance"
+    )
+    assert compute_metrics(nli, np.array([0, 1] * 20), np.array([0, 1] * 20)).one_class is None
+    stsb = get_task("stsb")
+    assert compute_metrics(stsb, np.full(5, 2.0), np.arange(5.0)).one_class is None  # regression: no classes
 
 
 def test_agreement_measures():
@@ -198,6 +214,13 @@ def test_cli_evaluate_with_cache(evaluated_cache, glue_dir, method):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["metrics"]["count"] == 20
+    predictions = report["predictions"]  # per example, for the report's paired test; one line per list
+    assert predictions["example_ids"] == [f"dev-{i}" for i in range(20)] and len(predictions["classes"]) == 20
+    labels = [int(line.split("\t")[1]) for line in (glue_dir / "SST-2" / "dev.tsv").read_text().splitlines()[1:21]]
+    assert predictions["labels"] == labels
+    correct = np.mean(np.array(predictions["classes"]) == np.array(labels))
+    assert report["metrics"]["main"] == pytest.approx(correct)
+    assert len(out.read_text().splitlines()) < 60
     (explanation,) = report["explanations"]
     _check_self_agreement(evaluated_cache, explanation, method)
 
@@ -281,3 +304,21 @@ def test_cli_evaluate_names_a_missing_cache(evaluated_cache, glue_dir, tmp_path)
     )
     assert result.exit_code == 2
     assert f"explanation cache not found: {tmp_path / 'nowhere'}" in result.output
+
+
+def test_a_model_without_a_trained_head_is_refused_unless_allowed(tmp_path, glue_dir):
+    """Bug 8: evaluating a checkpoint without a classification head is refused, naming the new weights; with
+    --allow-new-head its head is drawn from explain.seed, the same in every run, and the report says so."""
+    encoder = make_tiny_model_dir(tmp_path / "encoder", head=False)
+    (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 16\n", encoding="utf-8")
+    args = ["evaluate", "--model", str(encoder), "--data", str(glue_dir), "--params", str(tmp_path / "p.yaml")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "model" in refused.output
+    assert "classifier.bias, classifier.weight would be newly initialised" in refused.output
+    reports = []
+    for name in ("first", "second"):
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(app, [*args, "--allow-new-head", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(out.read_text()))
+    assert reports[0]["head_seed"] == 0 and reports[0] == reports[1]

@@ -8,13 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import make_tiny_model_dir
 
 from pipeline.errors import EgkdError
 from pipeline.models import (
     ModelInfo,
+    NewHead,
     base_model_of,
     load_classifier,
     load_tokenizer,
+    load_trained_classifier,
     resolve,
     save_model,
     tokenizer_hash,
@@ -109,3 +112,19 @@ def test_hub_revision_from_the_hub_or_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
     with pytest.raises(EgkdError, match="the hub said: network unreachable$"):
         weights_hash("org/absent")
+
+
+def test_a_checkpoint_without_a_classification_head_is_named(tmp_path):
+    """builtin:minilm-l6 is a sentence-embedding model: as a teacher its head would be random."""
+    with pytest.raises(EgkdError, match=r"teacher builtin:minilm-l6 .* classifier\.bias, classifier\.weight"):
+        load_trained_classifier("builtin:minilm-l6", 2, NewHead(role="teacher"))
+    encoder = make_tiny_model_dir(tmp_path / "encoder", head=False)
+    first, new = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=3))
+    second, _ = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=3))
+    other, _ = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=4))
+    assert new == ("classifier.bias", "classifier.weight")
+    torch.testing.assert_close(first.state_dict(), second.state_dict())
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+    assert first.classifier.bias.abs().sum() == 0 and 0.01 < first.classifier.weight.std() < 0.03
+    _, none = load_trained_classifier(str(make_tiny_model_dir(tmp_path / "trained")), 2, NewHead())
+    assert none == ()
