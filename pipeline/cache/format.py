@@ -172,7 +172,13 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
 
 
 def metadata_json(meta: CacheMetadata) -> bytes:
-    return json.dumps(dataclasses.asdict(meta), sort_keys=True).encode("utf-8")
+    """The metadata as stored (and digested); a field added later with a default is left out while it holds that
+    default, so parts written before the field existed keep their digests."""
+    data = dataclasses.asdict(meta)
+    for f in dataclasses.fields(CacheMetadata):
+        if f.default is not dataclasses.MISSING and data[f.name] == f.default:
+            del data[f.name]
+    return json.dumps(data, sort_keys=True).encode("utf-8")
 
 
 def _check_type(name: str, value: Any, hint: object) -> Any:
