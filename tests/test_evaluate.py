@@ -322,3 +322,16 @@ def test_a_model_without_a_trained_head_is_refused_unless_allowed(tmp_path, glue
         assert result.exit_code == 0, result.output
         reports.append(json.loads(out.read_text()))
     assert reports[0]["head_seed"] == 0 and reports[0] == reports[1]
+
+
+def test_cli_evaluate_flags_a_model_that_predicts_one_class(tmp_path, glue_dir, tiny_model_dir, monkeypatch):
+    from pipeline.evaluate import metrics
+
+    monkeypatch.setattr(metrics, "one_class", lambda preds: metrics.OneClass(0, 0.96))
+    (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 8\n", encoding="utf-8")
+    out = tmp_path / "e.json"
+    args = ["evaluate", "--model", str(tiny_model_dir), "--data", str(glue_dir), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--params", str(tmp_path / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "warning: the model predicts class 0 for 96.0% of the examples" in result.stderr
+    assert json.loads(out.read_text())["metrics"]["one_class"] == {"label": 0, "share": 0.96}
