@@ -11,6 +11,7 @@ from pipeline.config import override
 from pipeline.explain.run import ExplainRequest, run_explain
 from pipeline.methods import Method
 from stages.common import (
+    AllowNewHeadOption,
     AllowPickleOption,
     DataOption,
     ParamsOption,
@@ -61,6 +62,7 @@ def command(
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this method/split partition first.")] = False,
     allow_pickle: AllowPickleOption = False,
+    allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
@@ -91,6 +93,7 @@ def command(
         overwrite=overwrite,
         progress=progress_enabled(),
         allow_pickle=allow_pickle,
+        allow_new_head=allow_new_head,
         verify=verify,
     )
     for line in run_explain(request).lines():

@@ -79,31 +79,49 @@ class _Teacher:
     device: str
 
 
-_TEACHERS: dict[tuple[str, str], _Teacher] = {}  # per worker process: (teacher ref, weights hash) -> model
+_TEACHERS: dict[tuple[str, str, int | None], _Teacher] = {}  # per worker process: (ref, weights hash, head seed)
 
 
-def load_teacher(teacher: str, weights: str | None, num_labels: int, allow_pickle: bool = False) -> _Teacher:
-    """This process's teacher for (reference, weights hash), loaded once onto the GPU if there is one.
+def load_teacher(
+    teacher: str, weights: str, num_labels: int, head_seed: int | None, allow_pickle: bool = False
+) -> _Teacher:
+    """This process's teacher for (reference, weights hash, head seed), loaded once onto the GPU if there is one.
 
-    ``weights``: the hash the driver computed, checked against the files this process sees; None takes
-    the files' own hash (a warm-up before the driver's is known).
+    ``weights``: the hash the driver computed, checked against the files this process sees; ``head_seed``:
+    None for the teacher's own trained head, else the seed its new head is drawn from (the driver checked it).
     """
-    from pipeline.models import weights_hash
-
-    found = weights_hash(teacher) if weights is None else None
-    key = (teacher, str(found if weights is None else weights))
+    key = (teacher, weights, head_seed)
     if key not in _TEACHERS:
-        import torch
+        from pipeline.models import NewHead, weights_hash
 
-        from pipeline.models import load_classifier, load_tokenizer
-
-        if found is None and weights_hash(teacher) != weights:
+        if weights_hash(teacher) != weights:
             raise EgkdError(f"the teacher weights at {teacher} on this worker differ from the driver's")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_classifier(teacher, num_labels, allow_pickle=allow_pickle).to(device).eval()
-        _TEACHERS.clear()  # one teacher per worker at a time
-        _TEACHERS[key] = _Teacher(model, load_tokenizer(teacher), device)
+        _store_teacher(
+            key, teacher, num_labels, NewHead(head_seed is not None, head_seed or 0, "teacher"), allow_pickle
+        )
     return _TEACHERS[key]
+
+
+def warm_teacher(teacher: str, num_labels: int, new_head: bool, seed: int, allow_pickle: bool = False) -> None:
+    """Load the teacher before the driver's hash and head check are known, under the key its jobs will use."""
+    from pipeline.models import NewHead, weights_hash
+
+    _store_teacher(
+        (teacher, weights_hash(teacher), None), teacher, num_labels, NewHead(new_head, seed, "teacher"), allow_pickle
+    )
+
+
+def _store_teacher(key: tuple[str, str, int | None], teacher: str, num_labels: int, head, allow_pickle: bool) -> None:
+    import torch
+
+    from pipeline.models import load_tokenizer, load_trained_classifier
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, drawn = load_trained_classifier(teacher, num_labels, head, allow_pickle)
+    _TEACHERS.clear()  # one teacher per worker at a time
+    _TEACHERS[key[:2] + ((head.seed if drawn else None),)] = _Teacher(
+        model.to(device).eval(), load_tokenizer(teacher), device
+    )
 
 
 def plan_batches(
@@ -180,7 +198,9 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
     first = jobs[0]
     if first.torch_threads is not None:
         torch.set_num_threads(first.torch_threads)
-    teacher = load_teacher(first.teacher, first.weights_hash, first.meta.num_labels, first.allow_pickle)
+    teacher = load_teacher(
+        first.teacher, first.weights_hash, first.meta.num_labels, first.meta.teacher_head_seed, first.allow_pickle
+    )
     params = override(first.params, precision=first.meta.precision)  # what the cache records
     explainer = make_explainer(first.method, teacher.model, params, teacher.tokenizer.mask_token_id)
     device = torch.device(teacher.device)

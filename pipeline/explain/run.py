@@ -53,7 +53,7 @@ from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
 from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
-from pipeline.explain.part import PartJob, PartResult, compute_parts, stream_parts
+from pipeline.explain.part import PartJob, PartResult, compute_parts, stream_parts, warm_teacher
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
 from pipeline.tasks import get_task
@@ -74,6 +74,7 @@ class ExplainRequest:
     overwrite: bool = False  # delete this (method, split) partition first
     progress: bool = False
     allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
+    allow_new_head: bool = False  # a teacher without a trained head gets one drawn from params.seed
     verify: bool = False  # read existing parts in full (checksums, digest) before deciding what to compute
 
 
@@ -87,14 +88,21 @@ class RunSummary:
     rows: int  # rows in the whole partition
     truncated: int  # sentences cut to max_length, whole partition
     seconds: float
+    new_head: tuple[str, ...] = ()  # teacher weights newly initialised from the seed (--allow-new-head)
+    seed: int = 0
 
     @property
     def rows_computed(self) -> int:
         return sum(part.rows for part in self.computed)
 
     def lines(self) -> list[str]:
+        head = (
+            [f"note: the teacher has no trained head; {', '.join(self.new_head)} drawn from seed {self.seed}"]
+            if self.new_head
+            else []
+        )
         if not self.computed:
-            return [
+            return head + [
                 f"nothing to compute: all {self.parts_total} parts ({self.rows} rows) are already in {self.partition}"
             ]
         rate = self.rows_computed / self.seconds if self.seconds > 0 else float("inf")
@@ -106,7 +114,7 @@ class RunSummary:
         ]
         if self.corrupt:
             lines.insert(1, f"recomputed corrupt part(s): {', '.join(self.corrupt)}")
-        return lines
+        return head + lines
 
 
 def run_explain(request: ExplainRequest) -> RunSummary:
@@ -122,7 +130,15 @@ def run_explain(request: ExplainRequest) -> RunSummary:
 
 
 def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Workers, started: float) -> RunSummary:
-    from pipeline.models import base_model_of, load_tokenizer, read_info, tokenizer_hash, weights_hash
+    from pipeline.models import (
+        NewHead,
+        base_model_of,
+        load_tokenizer,
+        load_trained_classifier,
+        read_info,
+        tokenizer_hash,
+        weights_hash,
+    )
 
     info = read_info(request.teacher)
     if info is not None and info.task != task.name:
@@ -130,6 +146,8 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
     tokenizer = load_tokenizer(request.teacher)
     if tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.teacher} has no mask token")
+    head = NewHead(request.allow_new_head, request.params.seed, "teacher")
+    _, new_head = load_trained_classifier(request.teacher, task.num_labels, head, request.allow_pickle)
     size = request.params.partition_size
     examples = dataset.examples
     meta = CacheMetadata(
@@ -154,6 +172,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         partition_size=size,
         num_parts=-(-len(examples) // size),
         num_examples=len(examples),
+        teacher_head_seed=request.params.seed if new_head else None,
     )
     if request.overwrite and directory.exists():
         shutil.rmtree(directory)
@@ -197,6 +216,8 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         len(examples),
         truncated,
         time.perf_counter() - started,
+        new_head,
+        request.params.seed,
     )
 
 
@@ -305,7 +326,14 @@ class _Workers:
                 request = self.request
                 self._warm = [
                     client.submit(
-                        _warm_teacher, request.teacher, num_labels, request.allow_pickle, workers=[address], pure=False
+                        warm_teacher,
+                        request.teacher,
+                        num_labels,
+                        request.allow_new_head,
+                        request.params.seed,
+                        request.allow_pickle,
+                        workers=[address],
+                        pure=False,
                     )
                     for address in client.scheduler_info().get("workers", {})
                 ]
@@ -326,13 +354,6 @@ class _Workers:
             return _worker_device_type()
         found = set(self.client().run(_worker_device_type).values())
         return "cuda" if found == {"cuda"} else "cpu"
-
-
-def _warm_teacher(teacher: str, num_labels: int, allow_pickle: bool) -> None:
-    """Runs on a worker: load the teacher into its per-process cache before the first part arrives."""
-    from pipeline.explain.part import load_teacher
-
-    load_teacher(teacher, None, num_labels, allow_pickle)
 
 
 TASKS_PER_WORKER = 4  # tasks of consecutive parts per worker: long streams, yet balanced over workers
