@@ -111,9 +111,12 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
     """A sequence classifier from ``ref``; with ``num_layers``, only its first ``num_layers`` layers.
 
     Keeping the lower layers of a pretrained encoder is the usual student
-    initialisation in PKD-style distillation.
+    initialisation in PKD-style distillation. The weights are always fp32, whatever the checkpoint's
+    dtype (an fp16 copy of a model loads as fp32): they are the master weights that training updates
+    and that bf16 autocast reads.
     """
     _quiet_transformers()
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     location = resolve(ref)
@@ -138,6 +141,7 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
             config=config,
             use_safetensors=use_safetensors,
             trust_remote_code=False,
+            dtype=torch.float32,
         )
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None

@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.config import DataParams, Params, load_params, override
+from pipeline.config import ComputeParams, DataParams, Params, load_params, override
 from pipeline.data import resolve_source
 from pipeline.errors import EgkdError
 
@@ -41,6 +41,23 @@ AllowPickleOption = Annotated[
     typer.Option(
         "--allow-pickle",
         help="Also load pickle weights (pytorch_model.bin), which can run code: only for files you trust.",
+    ),
+]
+
+
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: compute.device).",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="auto (bf16 autocast on CUDA, fp32 on a CPU), fp32 or bf16; weights stay fp32 "
+        "(default: compute.precision).",
     ),
 ]
 
@@ -76,3 +93,7 @@ def with_task(params: Params, task: str | None) -> DataParams:
 
 def progress_enabled() -> bool:
     return sys.stderr.isatty()
+
+
+def compute_params(params: Params, device: str | None, precision: str | None) -> ComputeParams:
+    return override(params.compute, device=device, precision=precision)

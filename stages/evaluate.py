@@ -11,8 +11,11 @@ from pipeline.evaluate.run import EvaluateRequest, run_evaluation
 from stages.common import (
     AllowPickleOption,
     DataOption,
+    DeviceOption,
     ParamsOption,
+    PrecisionOption,
     TaskOption,
+    compute_params,
     data_source,
     read_params,
     user_errors,
@@ -40,6 +43,8 @@ def command(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the report.")] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -62,6 +67,7 @@ def command(
             limit,
             data_params.max_length,
             allow_pickle,
+            compute_params(params, device, precision),
         )
     )
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
