@@ -323,3 +323,29 @@ def test_an_fp16_checkpoint_loads_as_fp32_master_weights(tiny_model_dir, tmp_pat
         torch.testing.assert_close(tensor, reference[name].half().float(), rtol=0, atol=0)
     student = load_classifier(str(half), 2, num_layers=1)
     assert {p.dtype for p in student.parameters()} == {torch.float32}
+
+
+# --- collating a large batch -------------------------------------------------------------------------
+
+
+def test_vectorised_collate_pads_exactly_as_row_by_row(cache):
+    from pipeline.cache.project import collate_students, to_student_examples
+    from pipeline.cache.store import read_cache
+
+    _, rows = read_cache(cache, "perturbation", "train")
+    examples = to_student_examples(rows)
+    batch = collate_students(examples, pad_token_id=7)
+    length = max(len(e.input_ids) for e in examples)
+    assert batch.tokens.input_ids.shape == (len(examples), length)
+    for b, e in enumerate(examples):
+        n = len(e.input_ids)
+        assert batch.tokens.input_ids[b].tolist() == e.input_ids.tolist() + [7] * (length - n)
+        assert batch.tokens.attention_mask[b].tolist() == [1] * n + [0] * (length - n)
+        assert batch.tokens.token_type_ids[b].tolist() == e.token_type_ids.tolist() + [0] * (length - n)
+        assert batch.tokens.special_mask[b].tolist() == e.special_mask.tolist() + [True] * (length - n)
+        assert batch.attribution[b].tolist() == e.attribution.tolist() + [0.0] * (length - n)
+        views = batch.extras.items[0]
+        assert torch.equal(views.masks[b, :, :n], torch.from_numpy(e.extras.items[0].masks))
+        assert not views.masks[b, :, n:].any()
+    assert batch.tokens.input_ids.dtype == torch.long and batch.tokens.special_mask.dtype == torch.bool
+    assert batch.attribution.dtype == torch.float32
