@@ -118,7 +118,7 @@ def pad_rows(arrays: Sequence[np.ndarray], real: np.ndarray, fill: int | float |
     One scatter of the concatenated rows instead of a copy per row: collating a training batch of
     hundreds of sentences stays well under a GPU step.
     """
-    out = np.full(real.shape, fill, dtype=dtype)
+    out: np.ndarray = np.full(real.shape, fill, dtype=dtype)
     out[real] = np.concatenate(arrays)
     return out
 
