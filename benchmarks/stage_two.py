@@ -68,7 +68,8 @@ class StepSizes:
     warmup: int  # untimed blocks per configuration
     repeats: int  # timed blocks per cached configuration (the median is reported)
     online_repeats: int  # timed blocks per online configuration
-    block: int = 1  # steps per timed block (one device synchronisation per block)
+    block: int = 1  # steps per timed block of a cached configuration (one device synchronisation per block)
+    online_block: int = 1  # steps per timed block of an online one (its teacher already synchronises)
 
 
 CPU_SIZES = StepSizes(batch=32, batches=2, layers=2, warmup=2, repeats=10, online_repeats=3)
@@ -210,14 +211,18 @@ def make_runner(
     return StepRunner(name, trainer, optimizer, scheduler, host, teacher, compute)
 
 
-def time_interleaved(runners: Sequence[StepRunner], warmup: int, repeats: dict[str, int], block: int = 1) -> dict:
-    """Round-robin blocks of ``block`` steps over the runners; per runner the median step of its timed blocks.
+def time_interleaved(
+    runners: Sequence[StepRunner], warmup: int, repeats: dict[str, int], block: int = 1, online_block: int = 1
+) -> dict:
+    """Round-robin blocks of ``block`` steps (``online_block`` for an online runner) over the runners; per runner
+    the median step of its timed blocks.
 
     Each runner first takes one untimed step under :func:`section_memory` (its peak RSS, and on a GPU its
     peak device memory) with its student's FLOPs counted, then ``warmup`` untimed and ``repeats[name]``
     timed blocks, interleaved.
     """
     out: dict[str, dict] = {}
+    blocks = {r.name: block if r.teacher is None else online_block for r in runners}
     for runner in runners:
         compute = runner.compute
         if compute.cuda:
@@ -230,13 +235,14 @@ def time_interleaved(runners: Sequence[StepRunner], warmup: int, repeats: dict[s
         out[runner.name] = {**memory, "student_flops_per_step": counter.total, "times": [], "teacher_times": []}
     for _ in range(warmup):
         for runner in runners:
-            runner.steps(block)
+            runner.steps(blocks[runner.name])
     for round_ in range(max(repeats.values())):
         for runner in runners:
             if round_ < repeats[runner.name]:
-                total, teacher_s = runner.steps(block)
-                out[runner.name]["times"].append(total / block)
-                out[runner.name]["teacher_times"].append(teacher_s / block)
+                steps = blocks[runner.name]
+                total, teacher_s = runner.steps(steps)
+                out[runner.name]["times"].append(total / steps)
+                out[runner.name]["teacher_times"].append(teacher_s / steps)
     for runner in runners:
         entry = out[runner.name]
         times, teacher_times = entry.pop("times"), entry.pop("teacher_times")
@@ -244,7 +250,7 @@ def time_interleaved(runners: Sequence[StepRunner], warmup: int, repeats: dict[s
         entry.update(
             step_s=step,
             step_s_min=min(times),
-            steps=len(times) * block,
+            steps=len(times) * blocks[runner.name],
             sentences_per_s=runner.batch_size / step,
             student_flops_per_s=entry["student_flops_per_step"] / step,
         )
@@ -348,7 +354,7 @@ def section(
             ),
         ]
         repeats.update({f"{method.value}/cached": sizes.repeats, f"{method.value}/online": sizes.online_repeats})
-    timed = time_interleaved(runners, sizes.warmup, repeats, sizes.block)
+    timed = time_interleaved(runners, sizes.warmup, repeats, sizes.block, sizes.online_block)
     for entry in timed.values():
         entry["fraction_of_peak"] = entry["student_flops_per_s"] / peak["flops_per_s"]
     plain = timed["plain"]
@@ -363,7 +369,8 @@ def section(
         "peak": peak,
         "plain": plain,
         "kd": {**timed["kd"], "vs_plain": timed["kd"]["step_s"] / plain["step_s"]},
-        "timing": f"configurations interleaved round-robin in blocks of {sizes.block} step(s); median step",
+        "timing": f"configurations interleaved round-robin in blocks of {sizes.block} step(s) "
+        f"({sizes.online_block} online); median step",
     }
     for method, case_name in TEACHER_CASE.items():
         cached, online = timed[f"{method.value}/cached"], timed[f"{method.value}/online"]

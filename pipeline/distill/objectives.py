@@ -7,9 +7,9 @@ KD and CE terms) and, when asked, computes its explanation term:
   embeddings for the teacher's predicted class, with ``create_graph=True`` so the
   term is trained by double backprop; signed per-token scores (summed over the
   hidden dimension) matched to the cached map by ``1 - cosine`` after L2
-  normalisation over the real tokens. The main logits come from the same forward. On a GPU that
-  forward uses the plain ("math") attention kernel: the fused flash and memory-efficient kernels
-  have no second derivative.
+  normalisation over the real tokens. The main logits come from the same forward, which uses the
+  plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
+  derivative.
 * :class:`PerturbationObjective`: one cached perturbed view per example per
   step (chosen by the step's seeded generator); the student runs on that masked
   input (one extra forward) and matches the teacher's cached logits there (KD loss).
@@ -23,7 +23,7 @@ KD and CE terms) and, when asked, computes its explanation term:
 from __future__ import annotations
 
 from abc import ABC
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -106,13 +106,12 @@ class NoExplanation(Objective):
     method = None
 
 
-def twice_differentiable_attention(device: torch.device) -> AbstractContextManager:
-    """On CUDA, restrict scaled-dot-product attention to the math kernel (the only one with a double backward).
+def twice_differentiable_attention() -> AbstractContextManager:
+    """Restrict scaled-dot-product attention to the math kernel, the only one with a double backward.
 
-    On a CPU nothing changes: its attention kernels are differentiable twice as they are.
+    The fused kernels (flash and memory-efficient on CUDA, flash on a CPU) have no second derivative; on
+    a CPU the math kernel is what a padded batch gets anyway, so CPU results are unchanged.
     """
-    if device.type != "cuda":
-        return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
@@ -126,7 +125,7 @@ class GradientObjective(Objective):
         if not explain:
             return super().compute(student, batch, explain, generator)
         tokens = batch.tokens
-        with twice_differentiable_attention(tokens.input_ids.device):
+        with twice_differentiable_attention():
             embeds = student.get_input_embeddings()(tokens.input_ids)
             logits = student(
                 inputs_embeds=embeds, attention_mask=tokens.attention_mask, token_type_ids=tokens.token_type_ids
