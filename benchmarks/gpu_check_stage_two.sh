@@ -6,28 +6,30 @@
 #
 # MODEL_DIR: a local copy of the MiniLM-L6 encoder (config.json, *.safetensors in any dtype, tokenizer files),
 # used in place of builtin:minilm-l6; OUT_DIR: where the results go; GLUE_DIR: the GLUE TSV folder (default:
-# ../shared/data/glue, the path dvc.yaml names; another folder is linked there). Run in the repository root.
+# ../shared/data/glue, the path dvc.yaml names; for another folder, this copy's dvc.yaml is pointed at it).
+# Run it in the repository root of a copy made for the check: it replaces params.yaml and the pipeline's
+# outputs (models/, data/cache/, metrics/, reports/, plots/).
 # To try the plumbing on a CPU: CHECK_DEVICE=cpu CHECK_PARAMS=<a small params file> (default: cuda, params-gpu.yaml).
 set -euo pipefail
 MODEL=$(realpath "$1")
 OUT=$(realpath -m "$2")
-GLUE=${3:-../shared/data/glue}
+GLUE=$(realpath "${3:-../shared/data/glue}")
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD
 PYTHON=$(command -v python)
+START=$(date +%s.%N)
 
 stamp() {  # prefix every line with the seconds since the start of this script
   "$PYTHON" -u -c 'import sys, time
 start = float(sys.argv[1])
 for line in sys.stdin:
-    print(f"{time.time() - start:7.1f}s {line}", end="", flush=True)' "$(date +%s.%N)"
+    print(f"{time.time() - start:7.1f}s {line}", end="", flush=True)' "$START"
 }
 
-# dvc.yaml reads ../shared/data/glue: link the given folder there when it is elsewhere.
-if [ ! -e ../shared/data/glue ]; then
-  mkdir -p ../shared/data && ln -s "$(realpath "$GLUE")" ../shared/data/glue
-fi
-test -f ../shared/data/glue/SST-2/train.tsv && test -f ../shared/data/glue/SST-2/dev.tsv
+# dvc.yaml names the GLUE folder once (vars: glue); point this copy at the given one.
+test -f "$GLUE/SST-2/train.tsv" && test -f "$GLUE/SST-2/dev.tsv"
+sed -i "s|^  - glue: ../shared/data/glue |  - glue: $GLUE |" dvc.yaml
+grep -q "^  - glue: $GLUE " dvc.yaml
 # The stages call `egkd`: where it is not installed, a shim runs this checkout's CLI with this interpreter.
 if ! command -v egkd > /dev/null; then
   mkdir -p /tmp/egkd-bin
@@ -39,7 +41,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 # 1. The stage-two benchmark (about a minute): plain, vanilla KD and every objective, cached and online.
 timeout 120 "$PYTHON" -u -m benchmarks.stage_two --device "${CHECK_DEVICE:-cuda}" --quick --teacher "$MODEL" \
-  --data ../shared/data/glue --out "$OUT" --machine gpu 2>&1 | stamp | tee "$OUT/stage-two.log" || true
+  --data "$GLUE" --out "$OUT" --machine gpu 2>&1 | stamp | tee "$OUT/stage-two.log" || true
 
 # 2. The GPU profile: params-gpu.yaml as params.yaml, its teacher the local MiniLM copy. It gets what is left of
 # 585 s (one device call may run 600 s); the stamped log keeps each stage's start if it is cut short.
