@@ -176,8 +176,8 @@ def _restart_log(path: Path, keep_until: int) -> None:
 def prefetched(make: Callable[[int], Batch], steps: range, depth: int) -> Iterator[Iterator[Batch]]:
     """``make(step)`` for each step in order, up to ``depth`` steps ahead in one background thread.
 
-    ``depth`` 0 makes each batch when it is asked for. The thread's work (collating, pinning) is numpy and
-    small torch copies, most of it outside the GIL, while the main thread waits on the device.
+    ``depth`` 0 makes each batch when it is asked for. The thread's work (collating, pinning) runs while
+    the main thread is inside torch calls (which release the GIL) or waits for the device.
     """
     if depth <= 0:
         yield (make(step) for step in steps)
@@ -249,7 +249,10 @@ class Trainer(Generic[Item, Batch]):
             epoch, index = divmod(step, steps_per_epoch)
             order = orders.setdefault(epoch, epoch_order(params.seed, epoch, len(items)))
             batch = self.collate([items[i] for i in order[index * params.batch_size : (index + 1) * params.batch_size]])
-            return pin(batch) if compute.cuda else batch
+            if not compute.cuda:
+                return batch
+            torch.cuda.set_device(compute.device)  # the loader thread pins with the training GPU's context
+            return pin(batch)
 
         bar = tqdm(total=total, initial=start, disable=not progress, desc=self.desc, dynamic_ncols=True)
         pending: list[PendingStep] = []

@@ -228,7 +228,6 @@ def test_checkpoint_saved_on_another_device_loads_with_map_location(cache, tmp_p
 
 def test_prefetching_and_batched_log_copies_change_nothing(cache, tmp_path, monkeypatch):
     run(cache, tmp_path / "inline", method="feature_selection")
-    monkeypatch.setattr(training, "PREFETCH", 3)
     monkeypatch.setattr(training, "SYNC_EVERY", 3)  # host copies after steps 3, 4 (a checkpoint) and 6 (the end)
     original = training.Trainer.__init__
 
