@@ -23,15 +23,14 @@ from pipeline.config import ExplainParams
 from pipeline.methods import Method
 
 
-def _load_teacher(teacher: str, weights_hash: str, num_labels: int) -> int:
+def _load_teacher(teacher: str, weights_hash: str, num_labels: int, head_seed: int | None) -> int:
     """Runs in a worker: fill its teacher cache exactly as ``compute_part`` would."""
     import os
 
     from pipeline.explain import part as explain_part
 
-    job = SimpleNamespace(
-        teacher=teacher, weights_hash=weights_hash, meta=SimpleNamespace(num_labels=num_labels), allow_pickle=False
-    )
+    meta = SimpleNamespace(num_labels=num_labels, teacher_head_seed=head_seed)
+    job = SimpleNamespace(teacher=teacher, weights_hash=weights_hash, meta=meta, allow_pickle=False)
     explain_part._teacher(job)
     return os.getpid()
 
@@ -60,7 +59,7 @@ def scale(
     from distributed import Client, LocalCluster
 
     from pipeline.explain.run import ExplainRequest, run_explain
-    from pipeline.models import weights_hash
+    from pipeline.models import NewHead, load_trained_classifier, weights_hash
 
     for name in ("distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -79,7 +78,10 @@ def scale(
         client.wait_for_workers(workers)
         cluster_s = time.perf_counter() - started
         started = time.perf_counter()
-        client.run(_load_teacher, teacher, weights_hash(teacher), 2)
+        # timing only: a teacher without a trained head (builtin:minilm-l6) is as fast with a seeded new one
+        _, new_head = load_trained_classifier(teacher, 2, NewHead(True, params.seed))
+        head_seed = params.seed if new_head else None
+        client.run(_load_teacher, teacher, weights_hash(teacher), 2, head_seed)
         load_s = time.perf_counter() - started
         threads = sorted(client.run(_torch_threads).values())
         with tempfile.TemporaryDirectory(prefix="egkd-bench-") as out:
@@ -95,6 +97,7 @@ def scale(
                 params=params,
                 scheduler=cluster.scheduler_address,
                 overwrite=True,
+                allow_new_head=True,
             )
             summary = run_explain(request)
         rss = sorted(client.run(_max_rss_mib).values())

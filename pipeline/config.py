@@ -228,6 +228,7 @@ class ExperimentParams:
     train_examples: int = positive(1000)  # training sentences explained in stage one: the students' training set
     agreement_examples: int = positive(100)  # dev sentences explained in stage one: agreement is measured on them
     report_examples: int = positive(4)  # dev sentences shown as explanation heatmaps in the report
+    reference: str = "kd"  # the variant the report compares every other one with, paired by seed
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]

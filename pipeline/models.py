@@ -107,13 +107,73 @@ def load_tokenizer(ref: str):
         raise EgkdError(f"could not load the tokenizer of {ref}: {str(err).splitlines()[0]}") from None
 
 
+@dataclass(frozen=True)
+class NewHead:
+    """What a model that should already classify the task (a teacher, a model under evaluation) may do with
+    classifier weights its checkpoint lacks, which would otherwise be initialised at random, unseeded.
+
+    Refused by default: such a model explains and scores noise, differently on every run. ``allow`` (the
+    ``--allow-new-head`` option) initialises them from ``seed`` instead, so two runs agree.
+    """
+
+    allow: bool = False
+    seed: int = 0
+    role: str = "model"  # how errors name the model: "teacher", "model"
+
+
 def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, allow_pickle: bool = False):
     """A sequence classifier from ``ref``; with ``num_layers``, only its first ``num_layers`` layers.
 
     Keeping the lower layers of a pretrained encoder is the usual student
-    initialisation in PKD-style distillation. The weights are always fp32, whatever the checkpoint's
-    dtype (an fp16 copy of a model loads as fp32): they are the master weights that training updates
-    and that bf16 autocast reads.
+    initialisation in PKD-style distillation; a student's new classifier head is
+    meant (the caller seeds torch first). For a model that must classify already,
+    see :func:`load_trained_classifier`.
+    """
+    return _load(ref, num_labels, num_layers, allow_pickle)[0]
+
+
+def load_trained_classifier(
+    ref: str, num_labels: int, new_head: NewHead, allow_pickle: bool = False
+) -> tuple[Classifier, tuple[str, ...]]:
+    """A classifier that is used as it is (a teacher, a model under evaluation), and the names of the weights
+    it got newly initialised (empty when its checkpoint holds its whole head).
+
+    Refuses such weights, naming them, unless ``new_head.allow``; then they are drawn from ``new_head.seed``:
+    matrices from N(0, initializer_range), biases zero, other vectors one.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(new_head.seed)  # anything not re-initialised below is seeded too
+        model, missing = _load(ref, num_labels, None, allow_pickle)
+    if not missing:
+        return model, ()
+    if not new_head.allow:
+        raise EgkdError(
+            f"{new_head.role} {ref} has no trained classification head for {num_labels} labels: "
+            f"{', '.join(missing)} would be newly initialised; fine-tune it first (egkd finetune), "
+            "or pass --allow-new-head to use a head drawn from explain.seed"
+        )
+    generator = torch.Generator().manual_seed(new_head.seed)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in missing:
+            weight = parameters.get(name)
+            if weight is None:
+                continue
+            if weight.ndim >= 2:
+                weight.copy_(torch.randn(weight.shape, generator=generator) * std)
+            else:
+                weight.fill_(0.0 if name.endswith("bias") else 1.0)
+    return model, missing
+
+
+def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool) -> tuple[Classifier, tuple[str, ...]]:
+    """The classifier and, sorted, the weights its checkpoint lacked (transformers initialised them at random).
+
+    The weights are always fp32, whatever the checkpoint's dtype (an fp16 copy of a model loads as fp32):
+    they are the master weights that training updates and that bf16 autocast reads.
     """
     _quiet_transformers()
     import torch
@@ -136,23 +196,24 @@ def load_classifier(ref: str, num_labels: int, num_layers: int | None = None, al
         config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             location,
             config=config,
             use_safetensors=use_safetensors,
             trust_remote_code=False,
             dtype=torch.float32,
+            output_loading_info=True,
         )
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
-    return model
+    return model, tuple(sorted(info.get("missing_keys", ())))
 
 
 def weights_hash(ref: str) -> str:
-    """sha256 over the model's weight files (hub models: their resolved revision)."""
+    """sha256 over a local model's weight files; for a hub model, ``hub:<id>@<commit>``, its resolved revision."""
     location = Path(resolve(ref))
     if not location.is_dir():
-        return f"hub:{ref}"
+        return f"hub:{ref}@{hub_revision(ref)}"
     digest = hashlib.sha256()
     files = sorted(location.glob("*.safetensors")) or sorted(
         location / n for n in _PICKLE_WEIGHTS if (location / n).exists()
@@ -162,6 +223,32 @@ def weights_hash(ref: str) -> str:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def hub_revision(repo_id: str) -> str:
+    """The commit a hub id resolves to: the one the local hub cache's ``main`` ref names (what ``from_pretrained``
+    loads offline), else, unless the hub is offline, the hub's current one.
+
+    Never a guess: without the revision, a changed hub model would pass for the same teacher, so a revision
+    that cannot be determined is an error.
+    """
+    import huggingface_hub
+
+    cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # <cache>/models--<org>--<name>/snapshots/<commit>/config.json
+    where = f"hub model {repo_id} is not in the local hub cache ({huggingface_hub.constants.HF_HUB_CACHE})"
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise EgkdError(f"cannot tell the revision of {repo_id}: {where} and the hub is offline")
+    try:
+        commit = huggingface_hub.model_info(repo_id).sha
+    except Exception as err:  # network or hub failure: one line for the user
+        raise EgkdError(
+            f"cannot tell the revision of {repo_id}: {where} and the hub said: {err}".splitlines()[0]
+        ) from None
+    if not commit:
+        raise EgkdError(f"cannot tell the revision of {repo_id}: the hub reports no commit for it")
+    return str(commit)
 
 
 def tokenizer_hash(tokenizer) -> str:

@@ -61,10 +61,6 @@ class TaskSpec:
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
 
-    @property
-    def main_metric(self) -> Metric:
-        return self.metrics[0]
-
     def label_index(self, raw: str) -> float | int:
         """Map a raw label string to the model's target; raise ``ValueError`` if outside the set."""
         if self.labels is None:

@@ -36,6 +36,14 @@ TaskOption = Annotated[
     str | None,
     typer.Option("--task", help="GLUE task: sst2, cola, mrpc, qqp, stsb, mnli, qnli, rte, wnli (default: data.task)."),
 ]
+AllowNewHeadOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-new-head",
+        help="Use a model whose checkpoint has no trained classification head, with a new head drawn from "
+        "explain.seed (otherwise refused: a random head explains and scores noise).",
+    ),
+]
 AllowPickleOption = Annotated[
     bool,
     typer.Option(

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from pipeline.evaluate.run import EvaluateRequest, run_evaluation
+from pipeline.tasks import get_task
 from stages.common import (
+    AllowNewHeadOption,
     AllowPickleOption,
     DataOption,
     DeviceOption,
@@ -46,6 +48,7 @@ def command(
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
+    allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Evaluate a model on a GLUE split, and its explanations against the teacher's in explanation caches."""
@@ -67,11 +70,16 @@ def command(
             limit,
             data_params.max_length,
             allow_pickle,
+            allow_new_head,
             compute_params(params, device, precision),
         )
     )
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
     typer.echo(f"{report.task} {report.split}: {line} ({report.metrics.count} examples)")
+    if report.head_seed is not None:
+        typer.echo(f"note: the model has no trained head; a new one was drawn from seed {report.head_seed}")
+    if report.metrics.one_class is not None:
+        typer.echo(report.metrics.one_class.note(get_task(report.task).labels), err=True)
     for explanation in report.explanations:
         a, f = explanation.agreement, explanation.faithfulness
         spearman = "n/a" if a.spearman is None else f"{a.spearman:.3f}"

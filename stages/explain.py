@@ -11,6 +11,7 @@ from pipeline.config import override
 from pipeline.explain.run import ExplainRequest, run_explain
 from pipeline.methods import Method
 from stages.common import (
+    AllowNewHeadOption,
     AllowPickleOption,
     DataOption,
     ParamsOption,
@@ -52,6 +53,7 @@ def command(
     partition_size: Annotated[int | None, typer.Option("--partition-size", help="Examples per cache part.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this method/split partition first.")] = False,
     allow_pickle: AllowPickleOption = False,
+    allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
@@ -81,6 +83,7 @@ def command(
         overwrite=overwrite,
         progress=progress_enabled(),
         allow_pickle=allow_pickle,
+        allow_new_head=allow_new_head,
     )
     for line in run_explain(request).lines():
         typer.echo(line)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.config import override
 from pipeline.report.build import ReportRequest, build_report, format_table
 from stages.common import ParamsOption, read_params, user_errors
 
@@ -23,7 +24,19 @@ def command(
     ],
     out: Annotated[Path, typer.Option("--out", help="The HTML page to write.")],
     summary: Annotated[
-        Path | None, typer.Option("--summary", help="Write the metrics aggregated over seeds to this JSON file.")
+        Path | None,
+        typer.Option(
+            "--summary",
+            help="Write everything aggregated over seeds, with the paired comparisons, to this JSON file.",
+        ),
+    ] = None,
+    headline: Annotated[
+        Path | None,
+        typer.Option(
+            "--headline",
+            help="Write the headline figures to this folder, one <variant>.json each and teacher.json "
+            "(the DVC metrics).",
+        ),
     ] = None,
     loss_csv: Annotated[
         Path | None,
@@ -50,21 +63,33 @@ def command(
         int | None,
         typer.Option("--examples", help="Dev sentences shown as heatmaps (default: experiment.report_examples)."),
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference",
+            help="The variant every other one is compared with, paired by seed (default: experiment.reference).",
+        ),
+    ] = None,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Compare the students (mean ± std over seeds), plot their training, show their explanations."""
+    """Compare the students (mean ± std, and the paired difference to vanilla KD with its 95% interval), plot
+    their training, show their explanations."""
     params = read_params(params_file)
+    experiment = override(params.experiment, reference=reference)
     request = ReportRequest(
         evals=tuple(evals),
         out=out,
         summary=summary,
+        headline=headline,
         loss_csv=loss_csv,
         comparison_csv=comparison_csv,
         caches=tuple(cache or ()),
         teacher=teacher,
-        variant_order=tuple(v.name for v in params.experiment.variants),
-        examples=params.experiment.report_examples if examples is None else examples,
+        variant_order=tuple(v.name for v in experiment.variants),
+        examples=experiment.report_examples if examples is None else examples,
         explain=params.explain,
+        reference=experiment.reference,
+        families={v.name: str(v.options.method) for v in experiment.variants},
     )
     result = build_report(request)
     for line in format_table(result.summary):

@@ -66,9 +66,10 @@ def glue_dir() -> Path:
 
 
 def make_tiny_model_dir(
-    path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2, vocab: list[str] = VOCAB
+    path: Path, num_labels: int = 2, seed: int = 0, layers: int = 2, vocab: list[str] = VOCAB, head: bool = True
 ) -> Path:
-    """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``."""
+    """Write a tiny seeded random BERT classifier and its WordPiece tokenizer to ``path``; without ``head``, only
+    its encoder (a checkpoint with no classification head, like a sentence-embedding model)."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,7 @@ def make_tiny_model_dir(
         num_labels=num_labels,
     )
     model = BertForSequenceClassification(config).eval()
-    model.save_pretrained(path, safe_serialization=True)
+    (model if head else model.bert).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
 

@@ -114,6 +114,23 @@ def test_missing_part_says_incomplete_and_how_to_finish(tmp_path: Path) -> None:
         read_cache(tmp_path, "gradient", "dev")
 
 
+def test_teacher_head_seed_is_stored_only_when_set_so_older_parts_keep_their_digests(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.cache.format import metadata_json, parse_metadata
+
+    own_head = make_meta(num_examples=4)
+    assert "teacher_head_seed" not in json.loads(metadata_json(own_head))  # as written before the field existed
+    assert parse_metadata(metadata_json(own_head)) == own_head
+    new_head = make_meta(teacher_head_seed=3)
+    assert json.loads(metadata_json(new_head))["teacher_head_seed"] == 3
+    assert parse_metadata(metadata_json(new_head)) == new_head
+    write_part(part_path(tmp_path, "perturbation", "dev", 0), own_head, 0, make_rows("perturbation", 0, 4), 0)
+    assert verify_cache(tmp_path).ok
+    with pytest.raises(ValueError, match="metadata fields differ"):
+        parse_metadata(metadata_json(own_head)[:-1] + b', "surprise": 1}')
+
+
 def test_check_compatible_names_the_field() -> None:
     meta = make_meta()
     check_compatible(meta, meta)

@@ -114,3 +114,24 @@ def test_finetune_tiny_teacher_is_reproducible(glue_dir, tiny_model_dir, tmp_pat
     assert info == {"role": "teacher", "task": "sst2", "base_model": str(tiny_model_dir), "num_layers": 2}
     losses = [json.loads(line)["loss"] for line in (outs[0] / "train_log.jsonl").read_text().splitlines()]
     assert len(losses) == 3
+
+
+@pytest.mark.parametrize("command", ["finetune", "explain", "evaluate"])
+def test_every_command_reads_the_data_source_from_the_params(command, glue_dir, tmp_path, tiny_model_dir, monkeypatch):
+    """`data.source: hub` wins over the GLUE folder dvc.yaml passes as --data, in every command that reads data."""
+    from pipeline.errors import EgkdError
+
+    def hub(task, split, limit):
+        raise EgkdError(f"hub asked for {task.name} {split}")
+
+    monkeypatch.setattr("pipeline.data._load_hub", hub)
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  source: hub\n", encoding="utf-8")
+    model = str(tiny_model_dir)
+    options = {
+        "finetune": ["--model", model, "--out", str(tmp_path / "teacher")],
+        "explain": ["--teacher", model, "--out", str(tmp_path / "cache")],
+        "evaluate": ["--model", model],
+    }[command]
+    result = runner.invoke(app, [command, *options, "--data", str(glue_dir), "--params", str(params)])
+    _one_line_error(result, "hub asked for sst2")

@@ -65,6 +65,16 @@ def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
     assert "explanation method: " + method in card and "dev metrics: accuracy" in card
 
 
+def test_a_student_that_predicts_one_class_is_flagged(cache, tmp_path, monkeypatch):
+    from pipeline.evaluate import metrics
+
+    monkeypatch.setattr(metrics, "one_class", lambda preds: metrics.OneClass(1, 0.975))
+    report = run(cache, tmp_path / "s", method="none", epochs=1)
+    assert report.dev is not None and report.dev.one_class == metrics.OneClass(1, 0.975)
+    assert report.notes[-1].startswith("warning: the student predicts class 1 for 97.5% of the examples")
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev"]["one_class"] == {"label": 1, "share": 0.975}
+
+
 def test_explain_every_skips_steps(cache, tmp_path):
     run(cache, tmp_path / "s", method="perturbation", explain_every=3)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
@@ -173,6 +183,59 @@ def test_reprojection_onto_another_tokenizer_exact(tmp_path):
         [False, False, False, False, True, False],
     ]
     assert selection.mask.tolist() == [False, False, False, False, True, False]
+
+
+def bpe_tokenizer(folder: Path):
+    """A tiny RoBERTa-style byte-level BPE tokenizer, written offline: its token type ids are all zero."""
+    from transformers import RobertaTokenizer
+
+    merges = [
+        ("Ġ", "g"),
+        ("Ġg", "o"),
+        ("Ġgo", "o"),
+        ("Ġgoo", "d"),
+        ("f", "i"),
+        ("fi", "l"),
+        ("fil", "m"),
+        ("Ġ", "film"),
+    ]
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", "<mask>", "Ġ", *"abcdefghijklmnopqrstuvwxyz"] + [a + b for a, b in merges]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(vocab)}), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    return RobertaTokenizer.from_pretrained(str(folder))
+
+
+def test_pair_reprojection_from_a_tokenizer_without_token_type_ids(tmp_path):
+    """Second-segment teacher scores land on second-segment student tokens, though the teacher's
+    tokenizer (RoBERTa-style) gives every token type id 0; the segments travel through the cache."""
+    from rows import make_meta
+
+    from pipeline.cache.store import part_path, read_cache, write_part
+    from pipeline.data import Example
+    from pipeline.encoding import encode
+
+    teacher_tok = bpe_tokenizer(tmp_path / "bpe")
+    (item,) = encode(teacher_tok, [Example("dev-0", "dev", "good film", "film good", 1)], 64)
+    assert teacher_tok.convert_ids_to_tokens(item.input_ids.tolist()) == [
+        "<s>", "g", "o", "o", "d", "Ġfilm", "</s>", "</s>", "film", "Ġgood", "</s>"
+    ]  # fmt: skip
+    assert not item.token_type_ids.any()
+    attribution = np.array([0, 1, 2, 3, 4, 16, 0, 0, 20, 40, 0], np.float32)
+    views = Views(np.arange(11)[None, :] == 8, np.zeros((1, 2), np.float32))  # one view masking the second "film"
+    row = CachedExample(
+        "dev-0", "dev", 1, "good film", "film good", item.input_ids, item.token_type_ids, item.segments,
+        item.special_mask, item.offsets, attribution, np.zeros(2, np.float32), Extras((views,)),
+    )  # fmt: skip
+    write_part(part_path(tmp_path / "cache", "perturbation", "dev", 0), make_meta(num_examples=1), 0, [row], 0)
+    _, (cached,) = read_cache(tmp_path / "cache", "perturbation", "dev")
+
+    student_tok = load_tokenizer(str(make_tiny_model_dir(tmp_path / "student")))
+    (example,) = to_student_examples([cached], student_tok, 64)
+    tokens = student_tok.convert_ids_to_tokens(example.input_ids.tolist())
+    assert tokens == ["[CLS]", "good", "film", "[SEP]", "film", "good", "[SEP]"]
+    assert example.attribution.tolist() == [0, 10, 16, 0, 20, 40, 0]
+    assert example.extras.get(Views).masks.tolist() == [[False, False, False, False, True, False, False]]
 
 
 def test_distill_with_a_student_of_another_tokenizer(cache, tmp_path):

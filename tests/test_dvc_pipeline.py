@@ -101,6 +101,11 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         assert all(c.startswith("egkd ") and "--params params.yaml" in c for c in commands), stage.name
         assert stage.params, f"{stage.name} lists no params"
+    for stage in stages.values():  # a stage that reads the GLUE folder reruns when data.source changes
+        commands = " ".join(stage.cmd if isinstance(stage.cmd, list) else [stage.cmd])
+        if "--data " in commands:
+            keys = {key for dependency in stage.params for key in dependency.params}
+            assert keys & {"data", "data.source"}, stage.name
     glue = "shared/data/glue"
     assert (REPO / "dvc.yaml").read_text().count(glue) == 1
     for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("params*.yaml")]:
@@ -168,9 +173,15 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     assert set(summary["students"]["gradient"]["top_k_overlap"]) == set(methods)
     page = (repo / "reports" / "report.html").read_text()
     assert page.count("<polyline") == 2 and 'class="tok"' in page
+    assert summary["students"]["gradient"]["accuracy_vs_kd"]["seeds"] == 1  # one seed: no interval yet
+    assert set(summary["students"]["gradient"]["mcnemar_vs_kd"]) == {"b", "c", "p_value", "per_seed"}
+    # the DVC metrics are the headline figures only, one file (one row of `dvc metrics show`) per variant
     metrics = json.loads(sh(BIN / "dvc", "metrics", "show", "--json", cwd=repo))
     files = metrics[""]["data"]
-    assert "metrics/summary.json" in files and "metrics/eval/kd-s0.json" in files
+    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "gradient", "teacher")}
+    assert set(files["metrics/headline/gradient.json"]["data"]) == {"accuracy", "accuracy_std", "agreement", "vs_kd"}
+    table = sh(BIN / "dvc", "metrics", "show", cwd=repo)
+    assert max(len(line) for line in table.splitlines()) <= 120, table
     sh(BIN / "dvc", "plots", "show", "-q", cwd=repo)
     plots_page = (repo / "dvc_plots" / "index.html").read_text()
     assert "loss_smoothed" in plots_page and "variant" in plots_page

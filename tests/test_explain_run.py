@@ -215,3 +215,44 @@ def test_cli_cache_errors(tmp_path) -> None:
     assert result.exit_code == 2 and "error: cache not found" in result.output
     result = CliRunner().invoke(app, ["cache", "verify", str(tmp_path)])
     assert result.exit_code == 2 and "no cache partitions" in result.output
+
+
+def test_a_teacher_without_a_trained_head_is_refused_unless_allowed(tmp_path, glue_dir, monkeypatch) -> None:
+    """Bug 8: a checkpoint without a classification head (builtin:minilm-l6 is one) is refused, naming the new
+    weights; with --allow-new-head the head is drawn from explain.seed, so two runs write the same cache."""
+    from conftest import make_tiny_model_dir
+    from rows import assert_rows_equal
+
+    from pipeline.explain import part
+
+    encoder = make_tiny_model_dir(tmp_path / "encoder", head=False)
+    monkeypatch.chdir(tmp_path)
+
+    def explain(out: str, *extra: str):
+        part._TEACHERS.clear()  # each run loads its teacher afresh, as a new process would
+        args = ["explain", "--teacher", str(encoder), "--data", str(glue_dir), "--split", "dev", "--limit", "8"]
+        return CliRunner().invoke(app, [*args, "--partition-size", "4", "--out", out, *extra])
+
+    refused = explain("refused")
+    assert refused.exit_code == 2 and not (tmp_path / "refused").exists()
+    (line,) = refused.output.strip().splitlines()
+    assert line.startswith(f"error: teacher {encoder} has no trained classification head for 2 labels: ")
+    assert "classifier.bias, classifier.weight would be newly initialised" in line and "--allow-new-head" in line
+
+    for out in ("first", "second"):
+        result = explain(out, "--allow-new-head")
+        assert result.exit_code == 0, result.output
+        assert "classifier.bias, classifier.weight drawn from seed 0" in result.output
+    (first_meta, first), (second_meta, second) = (
+        read_cache(tmp_path / o, "gradient", "dev") for o in ("first", "second")
+    )
+    assert first_meta == second_meta and first_meta.teacher_head_seed == 0
+    assert_rows_equal(first, second)
+
+    (tmp_path / "seed1.yaml").write_text("explain:\n  seed: 1\n", encoding="utf-8")
+    other = explain("other", "--allow-new-head", "--params", "seed1.yaml")
+    assert other.exit_code == 0, other.output
+    _, rows = read_cache(tmp_path / "other", "gradient", "dev")
+    assert not np.allclose(rows[0].teacher_logits, first[0].teacher_logits)
+    mixed = explain("first", "--allow-new-head", "--params", "seed1.yaml")  # resuming with another head
+    assert mixed.exit_code == 2 and "differs" in mixed.output

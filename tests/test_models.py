@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import make_tiny_model_dir
 
 from pipeline.errors import EgkdError
 from pipeline.models import (
     ModelInfo,
+    NewHead,
     base_model_of,
     load_classifier,
     load_tokenizer,
+    load_trained_classifier,
     resolve,
     save_model,
     tokenizer_hash,
@@ -69,3 +73,58 @@ def test_save_records_base_model_and_hashes_are_stable(tiny_model_dir, tmp_path)
     assert weights_hash(str(out)) == weights_hash(str(out))
     assert tokenizer_hash(load_tokenizer(str(out))) == tokenizer_hash(tokenizer)
     assert tokenizer_hash(tokenizer) != tokenizer_hash(load_tokenizer("builtin:minilm-l6"))
+
+
+def fake_hub_cache(root, repo_id: str, commit: str) -> None:
+    """The local hub cache layout ``from_pretrained`` fills: a ``main`` ref naming a snapshot folder."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}", encoding="utf-8")
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
+
+
+def test_hub_weights_hash_names_the_resolved_revision(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    fake_hub_cache(tmp_path, "org/tiny", "a" * 40)
+    assert weights_hash("org/tiny") == f"hub:org/tiny@{'a' * 40}"
+    fake_hub_cache(tmp_path, "org/tiny", "b" * 40)  # the hub model changed and the cache followed
+    assert weights_hash("org/tiny") == f"hub:org/tiny@{'b' * 40}"
+
+
+def test_hub_revision_from_the_hub_or_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EgkdError, match="cannot tell the revision of org/absent: .* the hub is offline"):
+        weights_hash("org/absent")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id: SimpleNamespace(sha="c" * 40))
+    assert weights_hash("org/absent") == f"hub:org/absent@{'c' * 40}"
+
+    def unreachable(repo_id):
+        raise OSError("network unreachable\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", unreachable)
+    with pytest.raises(EgkdError, match="the hub said: network unreachable$"):
+        weights_hash("org/absent")
+
+
+def test_a_checkpoint_without_a_classification_head_is_named(tmp_path):
+    """builtin:minilm-l6 is a sentence-embedding model: as a teacher its head would be random."""
+    with pytest.raises(EgkdError, match=r"teacher builtin:minilm-l6 .* classifier\.bias, classifier\.weight"):
+        load_trained_classifier("builtin:minilm-l6", 2, NewHead(role="teacher"))
+    encoder = make_tiny_model_dir(tmp_path / "encoder", head=False)
+    first, new = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=3))
+    second, _ = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=3))
+    other, _ = load_trained_classifier(str(encoder), 2, NewHead(allow=True, seed=4))
+    assert new == ("classifier.bias", "classifier.weight")
+    torch.testing.assert_close(first.state_dict(), second.state_dict())
+    assert not torch.equal(first.classifier.weight, other.classifier.weight)
+    assert first.classifier.bias.abs().sum() == 0 and 0.01 < first.classifier.weight.std() < 0.03
+    _, none = load_trained_classifier(str(make_tiny_model_dir(tmp_path / "trained")), 2, NewHead())
+    assert none == ()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
 from pipeline.report.build import ReportRequest, build_report, format_table
-from pipeline.report.data import Stat, split_name
+from pipeline.report.data import Stat, read_losses, split_name
 from pipeline.report.heatmaps import TokenScore
 from pipeline.report.html import highlighted
 from pipeline.report.plots import smoothed
@@ -148,12 +148,161 @@ def test_report_aggregates_over_seeds(experiment):
     assert page.count("<polyline") == 5 and "0.8200" in page and "± 0.0283" in page
     table = format_table(result.summary)
     assert table[2:5] == [
-        "| kd | 2 | 0.8200 ± 0.0283 | gradient | 0.1500 ± 0.0707 | 0.0750 ± 0.0354 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
-        "| kd | 2 | 0.8200 ± 0.0283 | perturbation | 0.4000 ± 0.1414 | 0.2000 ± 0.0707 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
-        "| gradient | 3 | 0.8400 ± 0.0200 | gradient | 0.7000 ± 0.1000 | 0.3500 ± 0.0500 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
+        "| kd | 2 | 0.8200 ± 0.0283 | – | – | gradient | 0.1500 ± 0.0707 | 0.0750 ± 0.0354 | 0.3000 ± 0.0000 "
+        "| 0.1000 ± 0.0000 |",
+        "| kd | 2 | 0.8200 ± 0.0283 | – | – | perturbation | 0.4000 ± 0.1414 | 0.2000 ± 0.0707 | 0.3000 ± 0.0000 "
+        "| 0.1000 ± 0.0000 |",
+        "| gradient | 3 | 0.8400 ± 0.0200 | +0.0200 [+0.0200, +0.0200] | – | gradient | 0.7000 ± 0.1000 "
+        "| 0.3500 ± 0.0500 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
     ]
-    assert table[-1].startswith("| teacher | 1 | 0.9000 |")
+    assert table[5].startswith("| teacher | 1 | 0.9000 |")
+    assert table[6:] == [
+        "note: The evaluations record no per-example predictions: no McNemar test (rerun egkd evaluate)."
+    ]
     assert page.count('<td rowspan="2">kd</td>') == 1 and '<td class="best">0.7000' in page
+
+
+def test_a_half_written_last_log_line_is_skipped(experiment):
+    """A run killed while writing its log leaves a partial last line: the report reads the lines before it."""
+    log = experiment / "students" / "kd-s0" / "train_log.jsonl"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 13, "epoch": 0, "lo')
+    assert [p.step for p in read_losses(log.parent)] == list(range(1, 13))
+    result = runner.invoke(app, ["report", "--evals", str(experiment / "eval"), "--out", str(experiment / "r.html")])
+    assert result.exit_code == 0, result.output
+
+
+LABELS = [1, 0] * 5  # ten dev examples
+# (variant, seed) -> which of the ten examples the run gets right
+CORRECT = {
+    ("kd", 0): [1] * 6 + [0] * 4,
+    ("kd", 1): [1] * 7 + [0] * 3,
+    ("kd", 2): [1] * 5 + [0] * 5,
+    ("gradient", 0): [1] * 8 + [0] * 2,  # right where kd is, and on examples 6, 7: b = 2, c = 0
+    ("gradient", 1): [0] + [1] * 8 + [0],  # b = 2 (examples 7, 8), c = 1 (example 0)
+    ("gradient", 2): [1] * 7 + [0] * 3,  # b = 2, c = 0
+}
+
+
+def write_paired_evaluation(folder: Path, variant: str, seed: int, correct: list[int]) -> None:
+    """An evaluation JSON as egkd evaluate writes it, with its per-example predictions."""
+    classes = [label if right else 1 - label for label, right in zip(LABELS, correct, strict=True)]
+    accuracy = sum(correct) / len(correct)
+    share = max(classes.count(0), classes.count(1)) / len(classes)
+    report = {
+        "model": str(folder / "students" / f"{variant}-s{seed}"),
+        "task": "sst2",
+        "split": "dev",
+        "metrics": {
+            "main_name": "accuracy",
+            "main": accuracy,
+            "values": [["accuracy", accuracy]],
+            "count": len(correct),
+            "one_class": {"label": max(set(classes), key=classes.count), "share": share} if share >= 0.95 else None,
+        },
+        "explanations": [
+            {
+                "cache": "c",
+                "agreement": {
+                    "method": "gradient",
+                    "spearman": 0.4 + 0.1 * seed + 0.1 * (variant == "gradient"),
+                    "top_k_overlap": 0.5,
+                },
+                "faithfulness": {"comprehensiveness": 0.3, "sufficiency": 0.1},
+            }
+        ]
+        if variant != "kd"
+        else [],
+        "predictions": {"example_ids": [f"dev-{i}" for i in range(10)], "classes": classes, "labels": LABELS},
+        "head_seed": None,
+    }
+    (folder / "eval").mkdir(parents=True, exist_ok=True)
+    (folder / "eval" / f"{variant}-s{seed}.json").write_text(json.dumps(report), encoding="utf-8")
+
+
+def test_every_variant_is_paired_with_kd_by_seed_exactly(tmp_path):
+    """Hand-made evaluations: the paired difference to kd with its t interval, McNemar pooled over the seeds and
+    per seed, the one-class flag, the headline files and the summary, against values worked out by hand."""
+    for (variant, seed), correct in CORRECT.items():
+        write_paired_evaluation(tmp_path, variant, seed, correct)
+    write_paired_evaluation(tmp_path, "perturbation", 0, LABELS)  # predicts class 1 for every example
+    result = build_report(
+        ReportRequest(
+            evals=(tmp_path / "eval",),
+            out=tmp_path / "report.html",
+            summary=tmp_path / "summary.json",
+            headline=tmp_path / "headline",
+            variant_order=("kd", "gradient", "perturbation"),
+            families={"kd": "none", "gradient": "gradient", "perturbation": "perturbation"},
+        )
+    )
+    # accuracy: kd 0.6, 0.7, 0.5; gradient 0.8, 0.8, 0.7: differences 0.2, 0.1, 0.2
+    mean, std = 1 / 6, math.sqrt(((0.2 - 1 / 6) ** 2 * 2 + (0.1 - 1 / 6) ** 2) / 2)
+    half = 4.302652729749464 * std / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    gradient = summary["students"]["gradient"]
+    assert gradient["accuracy_vs_kd"] == {
+        "mean": round(mean, 6),
+        "ci95_low": round(mean - half, 6),
+        "ci95_high": round(mean + half, 6),
+        "seeds": 3,
+    }
+    assert (round(mean - half, 4), round(mean + half, 4)) == (0.0232, 0.3101)
+    # b = 6, c = 1 pooled: exact two-sided binomial p = 2 * P(X <= 1 | 7, 1/2) = 2 * 8 / 128
+    assert gradient["mcnemar_vs_kd"] == {
+        "b": 6,
+        "c": 1,
+        "p_value": 0.125,
+        "per_seed": [
+            {"seed": 0, "b": 2, "c": 0, "p_value": 0.5},
+            {"seed": 1, "b": 2, "c": 1, "p_value": 1.0},
+            {"seed": 2, "b": 2, "c": 0, "p_value": 0.5},
+        ],
+    }
+    assert "accuracy_vs_kd" not in summary["students"]["kd"]
+    perturbation = summary["students"]["perturbation"]
+    assert perturbation["accuracy_vs_kd"] == {"mean": -0.1, "ci95_low": None, "ci95_high": None, "seeds": 1}
+    assert perturbation["one_class"] == {"perturbation-s0": 1.0}
+
+    headline = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "headline").glob("*.json")}
+    assert headline == {
+        "kd": {"accuracy": 0.6, "accuracy_std": 0.1},
+        "gradient": {
+            "accuracy": 0.7667,
+            "accuracy_std": 0.0577,
+            "agreement": 0.6,
+            "vs_kd": 0.1667,
+            "vs_kd_lo": 0.0232,
+            "vs_kd_up": 0.3101,
+        },
+        "perturbation": {"accuracy": 0.5, "accuracy_std": 0.0, "vs_kd": -0.1},  # its agreement: on gradient only
+    }
+
+    table = format_table(result.summary)
+    assert "| gradient | 3 | 0.7667 ± 0.0577 | +0.1667 [+0.0232, +0.3101] | 0.125 (6/1) | gradient |" in "\n".join(
+        table
+    )
+    flagged = "perturbation-s0 predicts one class for 100.0% of the dev examples (flagged at 95% or more)"
+    assert table[-1].startswith(f"note: {flagged}")
+    page = (tmp_path / "report.html").read_text()
+    assert '+0.1667 <span class="pm">[+0.0232, +0.3101]</span>' in page and "0.125" in page
+    assert flagged in page and 'perturbation <span class="pm">(one class!)</span>' in page
+
+
+def test_the_reference_variant_is_a_parameter(tmp_path):
+    for (variant, seed), correct in CORRECT.items():
+        write_paired_evaluation(tmp_path, variant, seed, correct)
+    result = build_report(
+        ReportRequest(
+            evals=(tmp_path / "eval",), out=tmp_path / "r.html", summary=tmp_path / "s.json", reference="gradient"
+        )
+    )
+    summary = json.loads((tmp_path / "s.json").read_text())["students"]
+    assert summary["kd"]["accuracy_vs_gradient"]["mean"] == round(-1 / 6, 6)
+    assert summary["kd"]["mcnemar_vs_gradient"]["b"] == 1 and "accuracy_vs_gradient" not in summary["gradient"]
+    missing = build_report(ReportRequest(evals=(tmp_path / "eval",), out=tmp_path / "r.html", reference="none"))
+    assert missing.notes[0] == "No run of the reference variant 'none': no paired differences."
+    assert all(v.versus is None for v in result.summary.variants if v.variant == "gradient")
 
 
 def test_report_errors_are_one_line(experiment, tmp_path):

@@ -172,7 +172,13 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
 
 
 def metadata_json(meta: CacheMetadata) -> bytes:
-    return json.dumps(dataclasses.asdict(meta), sort_keys=True).encode("utf-8")
+    """The metadata as stored (and digested); a field added later with a default is left out while it holds that
+    default, so parts written before the field existed keep their digests."""
+    data = dataclasses.asdict(meta)
+    for f in dataclasses.fields(CacheMetadata):
+        if f.default is not dataclasses.MISSING and data[f.name] == f.default:
+            del data[f.name]
+    return json.dumps(data, sort_keys=True).encode("utf-8")
 
 
 def _check_type(name: str, value: Any, hint: object) -> Any:
@@ -196,9 +202,11 @@ def parse_metadata(raw: bytes) -> CacheMetadata:
     if not isinstance(data, dict):
         raise ValueError("metadata is not a JSON object")
     hints = typing.get_type_hints(CacheMetadata)
-    if set(data) != set(hints):
-        raise ValueError(f"metadata fields differ from this egkd's: {sorted(set(data) ^ set(hints))}")
-    return CacheMetadata(**{name: _check_type(name, data[name], hint) for name, hint in hints.items()})
+    optional = {f.name for f in dataclasses.fields(CacheMetadata) if f.default is not dataclasses.MISSING}
+    differ = set(data) ^ set(hints)
+    if differ - optional or set(data) - set(hints):  # a field with a default may be absent (an older writer)
+        raise ValueError(f"metadata fields differ from this egkd's: {sorted(differ)}")
+    return CacheMetadata(**{name: _check_type(name, data[name], hints[name]) for name in data})
 
 
 def part_info_json(info: PartInfo) -> bytes:

@@ -61,3 +61,6 @@ class CacheMetadata:
     partition_size: int
     num_parts: int
     num_examples: int
+    # None: the teacher's own trained classification head; a seed: its checkpoint had none, and the head was
+    # newly initialised from this seed (egkd explain --allow-new-head). Absent in caches written before it.
+    teacher_head_seed: int | None = None

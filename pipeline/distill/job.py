@@ -125,6 +125,8 @@ def distill(request: DistillRequest) -> DistillReport:
         dev = evaluate_examples(student, dev_examples, task, request.evaluate, pad, compute)
     else:
         notes.append(f"no dev partition for method {meta.method} in the cache: dev evaluation skipped")
+    if dev is not None and dev.one_class is not None:
+        notes.append(dev.one_class.note(task.labels, "the student"))
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
     report = DistillReport(
         request.out, params.method_name, ref, same, len(train_examples), training, dev, tuple(notes), compute

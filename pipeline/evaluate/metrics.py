@@ -5,6 +5,11 @@
 lists every metric of the task as ``(name, value)`` pairs, in the task's order.
 ``predictions_from_logits`` turns model outputs into what ``compute_metrics``
 expects: class indices for classification, scores for regression.
+
+:func:`one_class` flags a classifier whose predictions fall 95 % or more into one class: its
+metric may look like learning (SST-2's majority class is about half, QNLI's re-split 68 %), but it
+has learnt next to nothing. Every :class:`TaskMetrics` carries the flag, so ``egkd distill``,
+``egkd evaluate`` and the report all show it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,34 @@ from scipy import stats
 
 from pipeline.tasks import Metric, TaskSpec
 
+ONE_CLASS_SHARE = 0.95  # a classifier predicting one class at least this often is flagged
+
+
+@dataclass(frozen=True)
+class OneClass:
+    """Predictions that fall (almost) all into one class."""
+
+    label: int  # the class index
+    share: float  # of the predictions, >= ONE_CLASS_SHARE
+
+    def note(self, labels: tuple[str, ...] | None = None, who: str = "the model") -> str:
+        name = labels[self.label] if labels and 0 <= self.label < len(labels) else str(self.label)
+        return (
+            f"warning: {who} predicts class {name} for {self.share:.1%} of the examples "
+            f"(flagged at {ONE_CLASS_SHARE:.0%} or more): it has learnt next to nothing but the class balance"
+        )
+
+
+def one_class(preds: np.ndarray, threshold: float = ONE_CLASS_SHARE) -> OneClass | None:
+    """The class that takes ``threshold`` or more of the (N,) class predictions, else None (also for none)."""
+    preds = np.asarray(preds)
+    if preds.size == 0:
+        return None
+    classes, counts = np.unique(preds.astype(np.int64), return_counts=True)
+    top = int(counts.argmax())
+    share = float(counts[top]) / preds.size
+    return OneClass(int(classes[top]), share) if share >= threshold else None
+
 
 @dataclass(frozen=True)
 class TaskMetrics:
@@ -25,6 +58,7 @@ class TaskMetrics:
     main: float
     values: tuple[tuple[str, float], ...]
     count: int
+    one_class: OneClass | None = None  # classification predictions almost all of one class (never for regression)
 
     def get(self, metric: Metric | str) -> float:
         name = metric.value if isinstance(metric, Metric) else metric
@@ -87,7 +121,8 @@ def compute_metrics(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> Ta
     if preds.shape != labels.shape:
         raise ValueError(f"predictions {preds.shape} and labels {labels.shape} differ in shape")
     values = tuple((m.value, metric_value(m, preds, labels)) for m in task.metrics)
-    return TaskMetrics(values[0][0], values[0][1], values, int(len(labels)))
+    flag = None if task.is_regression else one_class(preds)
+    return TaskMetrics(values[0][0], values[0][1], values, int(len(labels)), flag)
 
 
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:

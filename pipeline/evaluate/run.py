@@ -13,6 +13,9 @@ Agreement per example, averaged over examples:
 
 Faithfulness is AOPC of the student's own scores (:func:`pipeline.faithfulness.aopc`),
 next to the same with random scores as a baseline.
+
+The report also records each example's predicted class (:class:`Predictions`), so two models
+evaluated on the same split can be compared example by example (McNemar's test in the report).
 """
 
 from __future__ import annotations
@@ -71,17 +74,35 @@ class ExplanationReport:
 
 
 @dataclass(frozen=True)
+class Predictions:
+    """Each example's predicted class and gold label, in the split's order (classification only)."""
+
+    example_ids: tuple[str, ...]
+    classes: tuple[int, ...]
+    labels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class EvaluationReport:
     model: str
     task: str
     split: str
     metrics: TaskMetrics
     explanations: tuple[ExplanationReport, ...] = ()  # one per (cache, method) compared
+    predictions: Predictions | None = None  # None for regression tasks
+    head_seed: int | None = None  # the model's classifier head was new, drawn from this seed (--allow-new-head)
     compute: dict[str, str] = field(default_factory=dict)  # where it ran: device, device_name, precision
 
     def write(self, path: Path) -> None:
+        """Indented JSON, except the per-example lists, one line each: the file stays small to read and to keep."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        report = asdict(self)
+        predictions = report.pop("predictions")
+        text = json.dumps({**report, "predictions": None}, indent=2)
+        if predictions is not None:
+            lists = ",\n".join(f'    "{k}": {json.dumps(v, separators=(",", ":"))}' for k, v in predictions.items())
+            text = text.replace('"predictions": null', '"predictions": {\n' + lists + "\n  }")
+        path.write_text(text + "\n", encoding="utf-8")
 
 
 def student_batches(examples: Sequence[StudentExample], params: EvaluateParams, pad_token_id: int):
@@ -191,6 +212,7 @@ class EvaluateRequest:
     limit: int | None = None
     max_length: int = 128
     allow_pickle: bool = False  # let the model load from pickle weights (pytorch_model.bin)
+    allow_new_head: bool = False  # a model without a trained head gets one drawn from explain.seed
     compute: ComputeParams = field(default_factory=ComputeParams)  # where the model runs
 
 
@@ -222,13 +244,14 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     """``egkd evaluate``: the task metric on the data; with caches, explanation agreement and AOPC."""
     from pipeline.data import load_dataset
     from pipeline.encoding import encode
-    from pipeline.models import load_classifier, load_tokenizer
+    from pipeline.models import NewHead, load_tokenizer, load_trained_classifier
     from pipeline.tasks import get_task
 
     task = get_task(request.task)
     pairs = comparisons(request.caches, request.methods, request.split)
     compute = resolve_compute(request.compute)
-    model = load_classifier(request.model, task.num_labels, allow_pickle=request.allow_pickle)
+    head = NewHead(request.allow_new_head, request.explain.seed, "model")
+    model, new_head = load_trained_classifier(request.model, task.num_labels, head, request.allow_pickle)
     model = model.to(compute.device).eval()
     tokenizer = load_tokenizer(request.model)
     pad = tokenizer.pad_token_id or 0
@@ -241,11 +264,20 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     batches = request.params
     logits = predict_logits(model, encoded, pad, batches.batch_size, batches.batch_tokens, compute)
     labels = np.array([item.label for item in encoded])
-    metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
+    preds = predictions_from_logits(task, logits)
+    metrics = compute_metrics(task, preds, labels)
     explanations = tuple(
         compare_with_cache(model, tokenizer, task, cache, method, request, compute) for cache, method in pairs
     )
-    report = EvaluationReport(request.model, task.name, request.split, metrics, explanations, compute.record())
+    predictions = (
+        None
+        if task.is_regression
+        else Predictions(tuple(e.example_id for e in encoded), tuple(map(int, preds)), tuple(map(int, labels)))
+    )
+    head_seed = request.explain.seed if new_head else None
+    report = EvaluationReport(
+        request.model, task.name, request.split, metrics, explanations, predictions, head_seed, compute.record()
+    )
     if request.out is not None:
         report.write(request.out)
     return report

@@ -59,20 +59,23 @@ class _Teacher:
     device: str
 
 
-_TEACHERS: dict[tuple[str, str], _Teacher] = {}  # per worker process: (teacher ref, weights hash) -> model
+_TEACHERS: dict[tuple[str, str, int | None], _Teacher] = {}  # per worker process: (ref, weights hash, head seed)
 
 
 def _teacher(job: PartJob) -> _Teacher:
-    key = (job.teacher, job.weights_hash)
+    key = (job.teacher, job.weights_hash, job.meta.teacher_head_seed)
     if key not in _TEACHERS:
         import torch
 
-        from pipeline.models import load_classifier, load_tokenizer, weights_hash
+        from pipeline.models import NewHead, load_tokenizer, load_trained_classifier, weights_hash
 
         if weights_hash(job.teacher) != job.weights_hash:
             raise EgkdError(f"the teacher weights at {job.teacher} on this worker differ from the driver's")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_classifier(job.teacher, job.meta.num_labels, allow_pickle=job.allow_pickle).to(device).eval()
+        seed = job.meta.teacher_head_seed  # the driver checked the head: a new one only when it was allowed
+        head = NewHead(seed is not None, seed or 0, "teacher")
+        model, _ = load_trained_classifier(job.teacher, job.meta.num_labels, head, job.allow_pickle)
+        model = model.to(device).eval()
         _TEACHERS.clear()  # one teacher per worker at a time
         _TEACHERS[key] = _Teacher(model, load_tokenizer(job.teacher), device)
     return _TEACHERS[key]

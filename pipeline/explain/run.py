@@ -63,6 +63,7 @@ class ExplainRequest:
     overwrite: bool = False  # delete this (method, split) partition first
     progress: bool = False
     allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
+    allow_new_head: bool = False  # a teacher without a trained head gets one drawn from params.seed
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,21 @@ class RunSummary:
     rows: int  # rows in the whole partition
     truncated: int  # sentences cut to max_length, whole partition
     seconds: float
+    new_head: tuple[str, ...] = ()  # teacher weights newly initialised from the seed (--allow-new-head)
+    seed: int = 0
 
     @property
     def rows_computed(self) -> int:
         return sum(part.rows for part in self.computed)
 
     def lines(self) -> list[str]:
+        head = (
+            [f"note: the teacher has no trained head; {', '.join(self.new_head)} drawn from seed {self.seed}"]
+            if self.new_head
+            else []
+        )
         if not self.computed:
-            return [
+            return head + [
                 f"nothing to compute: all {self.parts_total} parts ({self.rows} rows) are already in {self.partition}"
             ]
         rate = self.rows_computed / self.seconds if self.seconds > 0 else float("inf")
@@ -94,11 +102,19 @@ class RunSummary:
         ]
         if self.corrupt:
             lines.insert(1, f"recomputed corrupt part(s): {', '.join(self.corrupt)}")
-        return lines
+        return head + lines
 
 
 def run_explain(request: ExplainRequest) -> RunSummary:
-    from pipeline.models import base_model_of, load_tokenizer, read_info, tokenizer_hash, weights_hash
+    from pipeline.models import (
+        NewHead,
+        base_model_of,
+        load_tokenizer,
+        load_trained_classifier,
+        read_info,
+        tokenizer_hash,
+        weights_hash,
+    )
 
     started = time.perf_counter()
     task = get_task(request.task)
@@ -109,6 +125,8 @@ def run_explain(request: ExplainRequest) -> RunSummary:
     tokenizer = load_tokenizer(request.teacher)
     if tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.teacher} has no mask token")
+    head = NewHead(request.allow_new_head, request.params.seed, "teacher")
+    _, new_head = load_trained_classifier(request.teacher, task.num_labels, head, request.allow_pickle)
     size = request.params.partition_size
     examples = dataset.examples
     meta = CacheMetadata(
@@ -132,6 +150,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         partition_size=size,
         num_parts=-(-len(examples) // size),
         num_examples=len(examples),
+        teacher_head_seed=request.params.seed if new_head else None,
     )
     directory = partition_dir(request.out, request.method.value, request.split)
     if request.overwrite and directory.exists():
@@ -176,6 +195,8 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         len(examples),
         truncated,
         time.perf_counter() - started,
+        new_head,
+        request.params.seed,
     )
 
 

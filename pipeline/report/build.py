@@ -6,7 +6,10 @@ sentences for one student of each variant (:mod:`pipeline.report.heatmaps`) and
 writes
 
 * the self-contained HTML page (:mod:`pipeline.report.html`);
-* ``summary.json``: the aggregated metrics, for ``dvc metrics show`` / ``dvc exp show``;
+* ``summary.json``: everything aggregated, with every variant's paired difference to the
+  reference variant (vanilla KD) and McNemar's test on the dev predictions (an output);
+* the headline folder: ``<variant>.json`` and ``teacher.json``, a handful of figures each, the
+  metrics ``dvc metrics show`` / ``dvc exp show`` compare across experiments;
 * the CSVs behind ``dvc plots show`` (:mod:`pipeline.report.plots`).
 
 Every output path is the caller's choice (dvc.yaml names them); nothing is written elsewhere.
@@ -15,15 +18,18 @@ Every output path is the caller's choice (dvc.yaml names them); nothing is writt
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import ExplainParams
 from pipeline.errors import EgkdError
+from pipeline.report.compare import DEFAULT_REFERENCE
 from pipeline.report.data import (
     ExperimentSummary,
     Stat,
     StudentRun,
+    VariantSummary,
     evaluation_files,
     read_evaluation,
     read_teacher,
@@ -33,6 +39,7 @@ from pipeline.report.data import (
 from pipeline.report.heatmaps import HeatmapStudent, build_heatmaps
 from pipeline.report.html import render_page
 from pipeline.report.plots import write_comparison_csv, write_loss_csv
+from pipeline.report.stats import PairedDifference
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class ReportRequest:
     evals: tuple[Path, ...]  # evaluation JSON files, or folders of them
     out: Path  # the HTML page
     summary: Path | None = None  # aggregated metrics JSON
+    headline: Path | None = None  # folder of one small JSON per variant: the DVC metrics
     loss_csv: Path | None = None
     comparison_csv: Path | None = None
     caches: tuple[Path, ...] = ()  # caches whose dev partitions give the heatmaps' teacher maps
@@ -47,6 +55,8 @@ class ReportRequest:
     variant_order: tuple[str, ...] = ()  # table order; other variants follow by name
     examples: int = 4  # dev sentences shown as heatmaps
     explain: ExplainParams = field(default_factory=ExplainParams)
+    reference: str = DEFAULT_REFERENCE  # the variant every other one is compared with, paired by seed
+    families: Mapping[str, str] = field(default_factory=dict)  # variant -> the explanation family it trains on
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class ReportResult:
     students: int
     sentences: int
     written: tuple[Path, ...]
+    notes: tuple[str, ...] = ()
 
 
 def representatives(runs: list[StudentRun], order: list[str]) -> list[HeatmapStudent]:
@@ -76,8 +87,8 @@ def build_report(request: ReportRequest) -> ReportResult:
         raise EgkdError(f"the evaluations are of different tasks ({', '.join(tasks)}); report one task at a time")
     runs = student_runs(evaluations)
     teacher = read_teacher(request.teacher) if request.teacher is not None else None
-    summary = summarise(runs, tasks[0], request.variant_order, teacher)
-    notes = []
+    summary = summarise(runs, tasks[0], request.variant_order, teacher, request.reference, request.families)
+    notes = report_notes(summary)
     missing = [r.name for r in runs if not r.losses]
     if missing:
         notes.append(f"No training log for: {', '.join(missing)}.")
@@ -93,17 +104,70 @@ def build_report(request: ReportRequest) -> ReportResult:
         request.summary.parent.mkdir(parents=True, exist_ok=True)
         request.summary.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
         written.append(request.summary)
+    if request.headline is not None:
+        written += write_headline(summary, request.headline)
     if request.loss_csv is not None:
         write_loss_csv(runs, request.loss_csv)
         written.append(request.loss_csv)
     if request.comparison_csv is not None:
         write_comparison_csv(summary, request.comparison_csv)
         written.append(request.comparison_csv)
-    return ReportResult(summary, len(runs), len(sentences), tuple(written))
+    return ReportResult(summary, len(runs), len(sentences), tuple(written), tuple(notes))
+
+
+def report_notes(summary: ExperimentSummary) -> list[str]:
+    """What the reader must not miss: students that predict one class, a missing reference variant."""
+    notes = []
+    for v in summary.variants:
+        for run in v.one_class:
+            assert run.one_class is not None
+            notes.append(
+                f"{run.name} predicts one class for {run.one_class.share:.1%} of the dev examples "
+                "(flagged at 95% or more): it has learnt next to nothing but the class balance."
+            )
+    if not any(v.variant == summary.reference for v in summary.variants):
+        notes.append(f"No run of the reference variant {summary.reference!r}: no paired differences.")
+    elif not any(v.versus is not None and v.versus.mcnemar is not None for v in summary.variants):
+        if any(v.versus is not None for v in summary.variants):
+            notes.append("The evaluations record no per-example predictions: no McNemar test (rerun egkd evaluate).")
+    return notes
+
+
+def write_headline(summary: ExperimentSummary, folder: Path) -> list[Path]:
+    """One ``<variant>.json`` per variant and ``teacher.json`` in ``folder`` (``dvc repro`` empties the folder,
+    an output of the report stage, before the stage runs)."""
+    figures = summary.headline()
+    if "teacher" in {v.variant for v in summary.variants}:
+        raise EgkdError("a variant is named 'teacher', which the headline folder keeps for the teacher")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, values in figures.items():
+        path = folder / f"{name}.json"
+        path.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def signed_interval(stat: PairedDifference | None, digits: int = 4) -> str:
+    """``+0.0061 [-0.0123, +0.0245]``: the mean difference and its 95 % interval (the mean alone for one seed)."""
+    if stat is None:
+        return "–"
+    if stat.low is None or stat.high is None:
+        return f"{stat.mean:+.{digits}f}"
+    return f"{stat.mean:+.{digits}f} [{stat.low:+.{digits}f}, {stat.high:+.{digits}f}]"
+
+
+def mcnemar_cell(v: VariantSummary) -> str:
+    if v.versus is None or v.versus.mcnemar is None:
+        return "–"
+    pooled = v.versus.mcnemar.pooled
+    return f"{pooled.p_value:.3g} ({pooled.b}/{pooled.c})"
 
 
 def format_table(summary: ExperimentSummary) -> list[str]:
-    """The comparison as a Markdown table (mean ± std over seeds)."""
+    """The comparison as a Markdown table: mean ± std over seeds, and the paired difference to the reference
+    variant with its 95 % interval and McNemar's p-value (b/c: examples only the variant / only the reference
+    gets right), then one line per flagged student."""
 
     def cell(stat: Stat | None) -> str:
         if stat is None:
@@ -114,6 +178,8 @@ def format_table(summary: ExperimentSummary) -> list[str]:
         "variant",
         "runs",
         f"dev {summary.main_name}",
+        f"vs {summary.reference} (95% CI)",
+        "McNemar p (b/c)",
         "agreement with",
         "Spearman",
         "top-k overlap",
@@ -123,8 +189,9 @@ def format_table(summary: ExperimentSummary) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, method in summary.rows():
         stats = v.measures(method) if method else (None,) * 4
-        cells = [v.variant, str(len(v.runs)), cell(v.main), method or "–"] + [cell(s) for s in stats]
-        lines.append("| " + " | ".join(cells) + " |")
+        versus = signed_interval(v.versus.difference if v.versus else None)
+        cells = [v.variant, str(len(v.runs)), cell(v.main), versus, mcnemar_cell(v), method or "–"]
+        lines.append("| " + " | ".join(cells + [cell(s) for s in stats]) + " |")
     if summary.teacher is not None:
-        lines.append(f"| teacher | 1 | {summary.teacher.main:.4f} |" + " |" * 5)
-    return lines
+        lines.append(f"| teacher | 1 | {summary.teacher.main:.4f} |" + " |" * 7)
+    return lines + [f"note: {note}" for note in report_notes(summary)]

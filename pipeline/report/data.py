@@ -6,8 +6,10 @@
 * A student is named after its model folder, ``<variant>-s<seed>`` (the names dvc.yaml
   gives them); its ``train_log.jsonl`` gives the loss curve.
 * :func:`summarise` aggregates the runs of each variant over seeds: mean and sample
-  standard deviation (:class:`Stat`); :meth:`ExperimentSummary.to_json` is the
-  ``summary.json`` DVC lists as a metric.
+  standard deviation (:class:`Stat`), and the paired comparison with the reference variant
+  (:mod:`pipeline.report.compare`). :meth:`ExperimentSummary.to_json` is the detailed
+  ``summary.json``; :meth:`ExperimentSummary.headline` the few figures per variant that DVC
+  lists as metrics (one small file per variant, so ``dvc metrics show`` prints a row per variant).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.errors import EgkdError
+from pipeline.evaluate.metrics import OneClass
 from pipeline.methods import Method
+from pipeline.report.compare import DEFAULT_REFERENCE, Comparison, RunPredictions, SeedRun, compare
 from pipeline.training import LOG_FILE
 
 _STUDENT_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -48,6 +52,8 @@ class Evaluation:
     main: float
     count: int
     agreements: tuple[Agreement, ...]  # one per method compared
+    predictions: RunPredictions | None = None  # per dev example (absent in reports of older egkd versions)
+    one_class: OneClass | None = None  # its predictions fall (almost) all into one class
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ class StudentRun:
     main: float
     agreements: dict[str, Agreement] = field(default_factory=dict)  # by method
     losses: tuple[LossPoint, ...] = ()
+    predictions: RunPredictions | None = None
+    one_class: OneClass | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,13 @@ class VariantSummary:
     top_k_overlap: dict[str, Stat]
     comprehensiveness: dict[str, Stat]
     sufficiency: dict[str, Stat]
+    family: str | None = None  # the explanation family it is trained on (None: a baseline)
+    versus: Comparison | None = None  # against the reference variant, paired by seed (None: it is the reference)
+
+    @property
+    def one_class(self) -> tuple[StudentRun, ...]:
+        """Its runs whose dev predictions fall (almost) all into one class."""
+        return tuple(r for r in self.runs if r.one_class is not None)
 
     def measures(self, method: str) -> tuple[Stat | None, ...]:
         """(Spearman, top-k overlap, AOPC comprehensiveness, AOPC sufficiency) against one method."""
@@ -122,12 +137,23 @@ class ExperimentSummary:
     methods: tuple[str, ...]  # agreement methods present, in a stable order
     variants: tuple[VariantSummary, ...]
     teacher: TeacherSummary | None
+    reference: str = DEFAULT_REFERENCE
 
     def to_json(self) -> dict:
-        """The aggregated metrics (``metrics/summary.json``): numbers only, so DVC lists them all."""
+        """Everything aggregated (``metrics/summary.json``): per variant the dev metric over seeds, the paired
+        difference to the reference (``accuracy_vs_kd``: mean, ci95_low, ci95_high, seeds) and McNemar's test on
+        the dev predictions (``mcnemar_vs_kd``: pooled over the seeds, and per seed), runs that predict one
+        class, and every explanation measure against every family."""
         students = {}
         for v in self.variants:
             entry: dict = {"runs": len(v.runs), self.main_name: v.main.to_json()}
+            if v.versus is not None:
+                entry[f"{self.main_name}_vs_{self.reference}"] = v.versus.difference.as_json()
+                mcnemar = v.versus.mcnemar_json()
+                if mcnemar is not None:
+                    entry[f"mcnemar_vs_{self.reference}"] = mcnemar
+            if v.one_class:
+                entry["one_class"] = {r.name: round(r.one_class.share, 6) for r in v.one_class if r.one_class}
             for name, stats in (
                 ("spearman", v.spearman),
                 ("top_k_overlap", v.top_k_overlap),
@@ -140,6 +166,28 @@ class ExperimentSummary:
         out: dict = {"students": students}
         if self.teacher is not None:
             out["teacher"] = {self.teacher.main_name: round(self.teacher.main, 6)}
+        return out
+
+    def headline(self) -> dict[str, dict[str, float]]:
+        """The figures compared across experiments, per variant (and ``teacher``): the dev metric's mean and
+        std over seeds, the agreement (Spearman) with the teacher on its own family, and the paired difference
+        to the reference with its 95 % interval (``vs_kd``, ``vs_kd_lo``, ``vs_kd_up``). DVC sorts a file's
+        keys, and these names sort in that reading order; the figures are rounded to 4 decimals."""
+        main = self.main_name
+        out: dict[str, dict[str, float]] = {}
+        for v in self.variants:
+            entry = {main: v.main.mean, f"{main}_std": v.main.std}
+            own = v.spearman.get(v.family) if v.family else None
+            if own is not None:
+                entry["agreement"] = own.mean
+            if v.versus is not None:
+                d, key = v.versus.difference, f"vs_{self.reference}"
+                entry[key] = d.mean
+                if d.low is not None and d.high is not None:
+                    entry[f"{key}_lo"], entry[f"{key}_up"] = d.low, d.high
+            out[v.variant] = {k: round(x, 4) + 0.0 for k, x in entry.items()}
+        if self.teacher is not None:
+            out["teacher"] = {main: round(self.teacher.main, 4)}
         return out
 
     def rows(self) -> list[tuple[VariantSummary, str | None]]:
@@ -168,6 +216,18 @@ def read_evaluation(path: Path) -> Evaluation:
     raw = _load_json(path)
     try:
         metrics = raw["metrics"]
+        recorded = raw.get("predictions")
+        predictions = (
+            None
+            if recorded is None
+            else RunPredictions(
+                tuple(map(str, recorded["example_ids"])),
+                tuple(map(int, recorded["classes"])),
+                tuple(map(int, recorded["labels"])),
+            )
+        )
+        flag = metrics.get("one_class")
+        one_class = None if flag is None else OneClass(int(flag["label"]), float(flag["share"]))
         scores = tuple(
             Agreement(
                 e["agreement"]["method"],
@@ -179,7 +239,15 @@ def read_evaluation(path: Path) -> Evaluation:
             for e in raw.get("explanations", ())
         )
         return Evaluation(
-            path, raw["model"], raw["task"], metrics["main_name"], float(metrics["main"]), int(metrics["count"]), scores
+            path,
+            raw["model"],
+            raw["task"],
+            metrics["main_name"],
+            float(metrics["main"]),
+            int(metrics["count"]),
+            scores,
+            predictions,
+            one_class,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise EgkdError(f"{path}: not an egkd evaluation report (missing or bad field {err})") from None
@@ -227,16 +295,38 @@ def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
         variant, seed = split_name(path.name)
         agreements = {a.method: a for e in group for a in e.agreements}
         first = group[0]
+        predictions = next((e.predictions for e in group if e.predictions is not None), None)
         runs.append(
-            StudentRun(path.name, variant, seed, path, first.main_name, first.main, agreements, read_losses(path))
+            StudentRun(
+                path.name,
+                variant,
+                seed,
+                path,
+                first.main_name,
+                first.main,
+                agreements,
+                read_losses(path),
+                predictions,
+                first.one_class,
+            )
         )
     return runs
 
 
 def summarise(
-    runs: Sequence[StudentRun], task: str, order: Sequence[str] = (), teacher: TeacherSummary | None = None
+    runs: Sequence[StudentRun],
+    task: str,
+    order: Sequence[str] = (),
+    teacher: TeacherSummary | None = None,
+    reference: str = DEFAULT_REFERENCE,
+    families: Mapping[str, str] | None = None,
 ) -> ExperimentSummary:
-    """Aggregate runs by variant; variants named in ``order`` come first, in that order."""
+    """Aggregate runs by variant; variants named in ``order`` come first, in that order.
+
+    Every variant but ``reference`` is compared with it, paired by seed (none when no run of ``reference``
+    is given). ``families`` maps a variant to the explanation family it trains on (its distill method);
+    a variant it does not name and that is named like a family is taken to train on that family.
+    """
     variants: dict[str, list[StudentRun]] = {}
     for run in sorted(runs, key=lambda r: (r.variant, r.seed if r.seed is not None else -1)):
         variants.setdefault(run.variant, []).append(run)
@@ -254,6 +344,16 @@ def summarise(
                 stats[method] = stat
         return stats
 
+    def seeded(group: list[StudentRun]) -> list[SeedRun]:
+        return [SeedRun(r.name, r.seed, r.main, r.predictions) for r in group if r.seed is not None]
+
+    baseline = seeded(variants.get(reference, []))
+    named = dict(families or {})
+
+    def family(name: str) -> str | None:
+        chosen = named.get(name, name if name in known else None)
+        return None if chosen in (None, "none") else chosen
+
     summaries = tuple(
         VariantSummary(
             name,
@@ -263,11 +363,13 @@ def summarise(
             per_method(group, "top_k_overlap"),
             per_method(group, "comprehensiveness"),
             per_method(group, "sufficiency"),
+            family(name),
+            compare(seeded(group), baseline, reference) if name != reference and baseline else None,
         )
         for name, group in ((n, variants[n]) for n in names)
     )
     main_name = runs[0].main_name if runs else "accuracy"
-    return ExperimentSummary(task, main_name, methods, summaries, teacher)
+    return ExperimentSummary(task, main_name, methods, summaries, teacher, reference)
 
 
 def read_teacher(model: Path) -> TeacherSummary | None:

@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: inline CSS and inline SVG, no script, no CDN.
 
-Sections: the comparison table (mean ± std over seeds), the dev metric as bars,
+Sections: the comparison table (mean ± std over seeds, and each variant's paired difference
+to vanilla KD with its 95 % interval and McNemar's test), the dev metric as bars,
 the training-loss curves, and explanation heatmaps of a few dev sentences, the
 teacher's map above each student's own. In a heatmap a token's colour is the
 sign of its score (red: for the explained class, blue: against) and its
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 
 from pipeline.methods import Method
-from pipeline.report.data import ExperimentSummary, Stat, StudentRun
+from pipeline.report.data import ExperimentSummary, Stat, StudentRun, VariantSummary
 from pipeline.report.heatmaps import HeatRow, SentenceHeatmaps, TokenScore
 from pipeline.report.plots import smoothed
 from pipeline.report.svg import Bar, Series, bar_chart, line_chart
@@ -59,6 +60,22 @@ def _best(values: dict[int, Stat | None], lower: bool = False) -> int | None:
     return max(present)[1] if len(present) > 1 else None
 
 
+def _versus(v: VariantSummary, digits: int = 4) -> str:
+    """The paired difference to the reference: mean, and its 95 % interval below it in small print."""
+    if v.versus is None:
+        return "–"
+    d = v.versus.difference
+    interval = "" if d.low is None or d.high is None else f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
+    return f'{d.mean:+.{digits}f} <span class="pm">{interval}</span>'
+
+
+def _mcnemar(v: VariantSummary) -> str:
+    if v.versus is None or v.versus.mcnemar is None:
+        return "–"
+    pooled = v.versus.mcnemar.pooled
+    return f'{pooled.p_value:.3g} <span class="pm">({pooled.b}/{pooled.c})</span>'
+
+
 BEST = ' class="best"'
 MEASURES = ("Spearman ρ", "top-k overlap", "AOPC compr. ↑", "AOPC suff. ↓")
 
@@ -82,9 +99,11 @@ def comparison_table(summary: ExperimentSummary) -> str:
         cells = ""
         if first:
             main_class = BEST if best_main is not None and rows[best_main][0] is v else ""
+            flag = ' <span class="pm">(one class!)</span>' if v.one_class else ""
             cells += (
-                f'<td rowspan="{span}">{escape(v.variant)}</td><td rowspan="{span}">{len(v.runs)}</td>'
+                f'<td rowspan="{span}">{escape(v.variant)}{flag}</td><td rowspan="{span}">{len(v.runs)}</td>'
                 f'<td rowspan="{span}"{main_class}>{_stat(v.main)}</td>'
+                f'<td rowspan="{span}">{_versus(v)}</td><td rowspan="{span}">{_mcnemar(v)}</td>'
             )
         stats = v.measures(method) if method else (None,) * len(MEASURES)
         cells += f'<td class="name">{escape(METHOD_TITLES.get(method, method)) if method else "–"}</td>'
@@ -93,11 +112,12 @@ def comparison_table(summary: ExperimentSummary) -> str:
     if summary.teacher is not None:
         body.append(
             f'<tr class="teacher"><td>teacher</td><td>1</td><td>{summary.teacher.main:.4f}</td>'
-            + "<td></td>" * (len(MEASURES) + 1)
+            + "<td></td>" * (len(MEASURES) + 3)
             + "</tr>"
         )
     return (
         f'<table class="cmp"><tr><th>variant</th><th>runs</th><th>dev {escape(summary.main_name)}</th>'
+        f"<th>vs {escape(summary.reference)} [95% CI]</th><th>McNemar p (b/c)</th>"
         f'<th class="name">agreement with</th>{head}</tr>{"".join(body)}</table>'
     )
 
@@ -210,7 +230,11 @@ def render_page(
 <p class="meta">{len(runs)} students, {len(groups)} variants, seeds {seed_list}.{teacher_line}</p>
 {extra}
 <h2>Comparison</h2>
-<p class="note">Mean ± sample standard deviation over seeds. Spearman ρ: rank correlation of the student's
+<p class="note">Mean ± sample standard deviation over seeds. vs {escape(summary.reference)}: the mean
+difference in dev {escape(summary.main_name)} to the {escape(summary.reference)} run of the same seed, with its
+95% Student-t interval over the seeds (an interval that excludes 0 is a difference the seeds can tell).
+McNemar p: exact test on the dev predictions, example by example, pooled over the seeds; b / c: examples
+only this variant / only {escape(summary.reference)} gets right. Spearman ρ: rank correlation of the student's
 explanation with the teacher's over the sentence's tokens; top-k overlap: share of the student's top-scored
 tokens among the teacher's (for feature selection, among its selected tokens). Both measured on the dev
 sentences explained in stage one, each method with its own explainer. Best value per column in bold.</p>
