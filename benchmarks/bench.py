@@ -1,7 +1,7 @@
 """egkd performance benchmark: stage one against the matmul roofline and captum, stage two against
 plain fine-tuning and the online loss, stage-one scaling over dask workers.
 
-    python -m benchmarks.bench [--quick] [--out benchmarks/results] [--teacher REF]
+    python -m benchmarks.bench [--quick] [--out benchmarks/results] [--teacher REF] [--device cuda]
 
 Writes ``<out>/<machine>.json`` and ``<out>/<machine>.md``. See benchmarks/README.md
 for the FLOP model and what every number means.
