@@ -115,52 +115,30 @@ def stage_one(work: Workload, sizes: Sizes) -> tuple[dict, dict]:
     return results, explanations
 
 
-def stage_two(work: Workload, explanations: dict, sizes: Sizes, student_ref: str) -> dict:
-    from benchmarks.stage_two import batches_for, make_runner, online_explainer, time_interleaved
-    from pipeline.methods import Method
+def stage_two(
+    work: Workload, explanations: dict, sizes: Sizes, student_ref: str, device: str = "cpu", data: str = DEFAULT_DATA
+) -> dict:
+    """The stage-two section (benchmarks/stage_two.py): on a CPU on the dev sentences stage one explained,
+    with its explanations; on a GPU on training sentences of a size that fills it, explained there."""
+    from benchmarks.stage_two import StepSizes, device_peak, section, sizes_for, training_sentences
+    from pipeline.config import ComputeParams
+    from pipeline.device import resolve_compute
 
-    mask, pad, size = work.tokenizer.mask_token_id, work.pad, sizes.student_batch
-    by_case = {case.name: case for case in cases(BATCH)}
-    objectives = {
-        Method.GRADIENT: "input_x_gradient",
-        Method.PERTURBATION: "occlusion",
-        Method.FEATURE_SELECTION: "feature_selection",
-    }
-    plain_batches = batches_for(work.encoded, explanations["input_x_gradient"], size, sizes.student_batches, pad)
-    runners = [make_runner("plain", student_ref, 2, None, plain_batches, mask)]
-    repeats = {"plain": sizes.step_repeats}
-    for method, case_name in objectives.items():
-        batches = batches_for(work.encoded, explanations[case_name], size, sizes.student_batches, pad)
-        case = by_case[case_name]
-        teacher = online_explainer(case.method, work.model, case.params, mask)
-        runners += [
-            make_runner(f"{method.value}/cached", student_ref, 2, method, batches, mask),
-            make_runner(f"{method.value}/online", student_ref, 2, method, batches, mask, teacher),
-        ]
-        repeats.update({f"{method.value}/cached": sizes.step_repeats, f"{method.value}/online": sizes.online_repeats})
-    timed = time_interleaved(runners, sizes.step_warmup, repeats)
-    plain = timed["plain"]
-    out = {
-        "batch_size": size,
-        "student_layers": 2,
-        "plain": plain,
-        "timing": "configurations interleaved step by step (round-robin); median step",
-    }
-    for method, case_name in objectives.items():
-        cached, online = timed[f"{method.value}/cached"], timed[f"{method.value}/online"]
-        out[method.value] = {
-            "cached": cached,
-            "online": online,
-            "teacher_explainer": case_name,
-            "vs_plain": cached["step_s"] / plain["step_s"],
-            "vs_online": cached["step_s"] / online["step_s"],
-        }
-        print(
-            f"stage two {method.value}: {cached['step_s'] * 1e3:.0f} ms/step, "
-            f"{out[method.value]['vs_plain']:.2f}x plain, {out[method.value]['vs_online']:.3f}x online",
-            flush=True,
+    compute = resolve_compute(ComputeParams(device))
+    if not compute.cuda:
+        steps = StepSizes(
+            batch=sizes.student_batch,
+            batches=sizes.student_batches,
+            layers=2,
+            warmup=sizes.step_warmup,
+            repeats=sizes.step_repeats,
+            online_repeats=sizes.online_repeats,
         )
-    return out
+        peak = {"flops_per_s": work.peak, "dtype": "fp32", "source": "measured (the matmul peak above)"}
+        return section(work.model, work.tokenizer, work.encoded, student_ref, steps, compute, peak, explanations)
+    steps = sizes_for(compute, quick=sizes.step_repeats < FULL.step_repeats)
+    encoded = training_sentences(data, work.tokenizer, steps)
+    return section(work.model, work.tokenizer, encoded, student_ref, steps, compute, device_peak(compute))
 
 
 def scaling(teacher: str, data: str, sizes: Sizes) -> dict:
@@ -280,6 +258,11 @@ def run_on_device(
 
     results = run_device(device, quick, teacher, tokenizer, data, threads, write, skip, sizes, save_teacher)
     print(f"wrote {out / name}.json and .md in {results['wall_s']} s", flush=True)
+    if "stage_two" not in skip and sizes is None:  # stage two on the same device: its own results file
+        from benchmarks import stage_two
+
+        args = ["--device", device, "--out", str(out), "--machine", name, "--data", data]
+        results["stage_two"] = stage_two.main([*args, "--quick"] if quick else args)
     return results
 
 
@@ -292,6 +275,7 @@ def run(
     machine: str | None = None,
     skip: set[str] = frozenset(),
     sizes: Sizes | None = None,
+    device: str = "cpu",
 ) -> dict:
     from pipeline.data import load_dataset
     from pipeline.encoding import encode
@@ -339,7 +323,7 @@ def run(
         for measured in entry.values():
             measured["fraction_of_peak"] = measured["flops_per_s"] / peak["flops_per_s"]
     if "stage_two" not in skip:
-        results["stage_two"] = stage_two(work, explanations, sizes, base_model_of(teacher))
+        results["stage_two"] = stage_two(work, explanations, sizes, base_model_of(teacher), device, data)
     if "scaling" not in skip:
         results["scaling"] = scaling(teacher, data, sizes)
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -7,6 +7,7 @@ TARGETS = {
     "vs_captum_tutorial": 3.0,
     "vs_captum_best": 1.5,
     "stage_two_vs_plain": 2.2,
+    "gpu_kd_sentences_per_s": 20_000,
     "perturbation_vs_online": 0.25,
     "scaling_2_workers": 1.7,
 }
@@ -19,7 +20,7 @@ def _check(name: str, value: float, target: float, higher_is_better: bool) -> di
 
 def targets(results: dict) -> list[dict]:
     checks = []
-    one = results["stage_one"]
+    one = results.get("stage_one", {})
     for case in ("input_x_gradient", "integrated_gradients", "occlusion"):
         if case in one:
             checks.append(
@@ -68,6 +69,15 @@ def targets(results: dict) -> list[dict]:
                 False,
             )
         )
+        if str(two.get("device", "cpu")).startswith("cuda"):
+            checks.append(
+                _check(
+                    "stage two on the GPU: vanilla-KD student sentences/s",
+                    two["kd"]["sentences_per_s"],
+                    TARGETS["gpu_kd_sentences_per_s"],
+                    True,
+                )
+            )
     if results.get("scaling"):
         checks.append(
             _check(
@@ -124,25 +134,9 @@ def markdown(results: dict) -> str:
             )
     two = results.get("stage_two")
     if two:
-        lines += [
-            "",
-            f"## Stage two (distill): one training step, batch {two['batch_size']}, "
-            f"{two['student_layers']}-layer student",
-            "",
-            "| objective | cached step ms | x plain | online step ms (teacher ms) | cached / online "
-            "| peak RSS MiB (cached / online) |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| none (plain fine-tuning, alpha 0) | {two['plain']['step_s'] * 1e3:.0f} | 1.00 | | "
-            f"| {two['plain']['peak_rss_mib']:.0f} |",
-        ]
-        for method in ("gradient", "perturbation", "feature_selection"):
-            m = two[method]
-            lines.append(
-                f"| {method} | {m['cached']['step_s'] * 1e3:.0f} | {m['vs_plain']:.2f} "
-                f"| {m['online']['step_s'] * 1e3:.0f} ({m['online']['teacher_s'] * 1e3:.0f}) "
-                f"| {m['vs_online']:.3f} | {m['cached']['peak_rss_mib']:.0f} / "
-                f"{m['online']['peak_rss_mib']:.0f} |"
-            )
+        from benchmarks.stage_two import table
+
+        lines += ["", *table(two)]
     scaling = results.get("scaling")
     if scaling:
         lines += [

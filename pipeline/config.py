@@ -8,7 +8,8 @@ lives in its own declaration (:func:`positive`, :func:`non_negative`,
 checks types and constraints exactly as loading does.
 
 Finetuning and distillation share one :class:`TrainParams` section (``finetune.train``,
-``distill.train``): the knobs of :mod:`pipeline.training`, the loop both use.
+``distill.train``): the knobs of :mod:`pipeline.training`, the loop both use. Where they (and
+evaluation) compute is the ``compute`` section (:class:`ComputeParams`, resolved by :mod:`pipeline.device`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ class DataParams:
     train_limit: int | None = positive(4000)  # first N training examples; null for the whole split
     dev_limit: int | None = positive(None)
     max_length: int = positive(128)
+
+
+_DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+@dataclass(frozen=True)
+class ComputeParams:
+    """Where ``egkd finetune``, ``distill`` and ``evaluate`` run (stage one places its dask workers itself).
+
+    Not part of a training run's settings: a run checkpointed on a GPU resumes on a CPU and the other way
+    round (with ``precision: auto`` the resumed steps then run in that device's precision).
+    """
+
+    device: str = "auto"  # auto: the first CUDA GPU torch sees, else the CPU; or cpu, cuda, cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA (fp32 weights), fp32 on CPU
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not _DEVICE_NAME.match(self.device):
+            raise EgkdError(f"compute.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +195,8 @@ class DistillParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = positive(64)
+    batch_size: int = positive(64)  # sentences per batch, at most
+    batch_tokens: int = positive(8192)  # padded tokens (sentences x longest) per batch, at most
     top_k_fraction: float = fraction(0.2)
     aopc_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -252,6 +273,7 @@ class Params:
     explain: ExplainParams = field(default_factory=ExplainParams)
     distill: DistillParams = field(default_factory=DistillParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    compute: ComputeParams = field(default_factory=ComputeParams)
     experiment: ExperimentParams = field(default_factory=ExperimentParams)
 
 

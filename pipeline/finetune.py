@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import FinetuneParams
+from pipeline.config import ComputeParams, FinetuneParams
 from pipeline.data import Dataset
+from pipeline.device import resolve_compute
 from pipeline.encoding import EncodedExample, TokenBatch, collate, encode
 from pipeline.evaluate.metrics import TaskMetrics, compute_metrics, predictions_from_logits
 from pipeline.evaluate.predict import predict_logits
@@ -33,6 +34,7 @@ class FinetuneResult:
     steps: int
     seconds: float
     dev: TaskMetrics
+    compute: dict[str, str]  # where it trained: device, device_name, precision
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,11 @@ def finetune(
     out: Path,
     progress: bool = True,
     allow_pickle: bool = False,
+    compute_params: ComputeParams | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model_ref`` on ``train``, evaluate on ``dev`` and save the teacher to ``out``."""
+    """Fine-tune ``model_ref`` on ``train`` (where ``compute_params`` say), evaluate on ``dev``, save to ``out``."""
     task = train.task
+    compute = resolve_compute(compute_params or ComputeParams())
     seed_everything(params.train.seed)
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, task.num_labels, allow_pickle=allow_pickle)
@@ -74,17 +78,19 @@ def finetune(
         return LabelledBatch(collate(items, pad), labels_tensor(items, task.is_regression))
 
     start = time.perf_counter()
-    trained = Trainer(model, params.train, batches, supervised_loss, desc="finetune").run(
+    trained = Trainer(model, params.train, batches, supervised_loss, desc="finetune", compute=compute).run(
         train_items, out, progress=progress
     )
     seconds = time.perf_counter() - start
-    logits = predict_logits(model, dev_items, pad, 2 * params.train.batch_size)
+    logits = predict_logits(model, dev_items, pad, 2 * params.train.batch_size, compute=compute)
     labels = np.asarray([item.label for item in dev_items])
     dev_metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
     info = ModelInfo(
         role="teacher", task=task.name, base_model=base_model_of(model_ref), num_layers=model.config.num_hidden_layers
     )
     save_model(model, tokenizer, out, info, task.labels)
-    result = FinetuneResult(str(out), len(train_items), len(dev_items), trained.steps, seconds, dev_metrics)
+    result = FinetuneResult(
+        str(out), len(train_items), len(dev_items), trained.steps, seconds, dev_metrics, compute.record()
+    )
     (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
     return result

@@ -170,8 +170,13 @@ def load_trained_classifier(
 
 
 def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool) -> tuple[Classifier, tuple[str, ...]]:
-    """The classifier and, sorted, the weights its checkpoint lacked (transformers initialised them at random)."""
+    """The classifier and, sorted, the weights its checkpoint lacked (transformers initialised them at random).
+
+    The weights are always fp32, whatever the checkpoint's dtype (an fp16 copy of a model loads as fp32):
+    they are the master weights that training updates and that bf16 autocast reads.
+    """
     _quiet_transformers()
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     location = resolve(ref)
@@ -197,6 +202,7 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
             config=config,
             use_safetensors=use_safetensors,
             trust_remote_code=False,
+            dtype=torch.float32,
             output_loading_info=True,
             **options,
         )

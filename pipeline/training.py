@@ -13,7 +13,16 @@ One loop (:func:`train`) with one set of rules, steered by :class:`~pipeline.con
   (:func:`lr_factor`);
 * **clipping**: gradient norm 1.0;
 * **log**: one JSON line per step in ``train_log.jsonl`` (:data:`LOG_FILE`), each loss term on its own;
-* **checkpoints** (when asked): every ``checkpoint_every`` steps and at the end, for ``resume``.
+* **checkpoints** (when asked): every ``checkpoint_every`` steps and at the end, for ``resume``;
+* **device** (:class:`~pipeline.device.Compute`): the model moves to it before the optimizer is built; the
+  loss (forward, and the gradient objective's own backward) runs under bf16 autocast when asked, the
+  backward and AdamW on the fp32 master weights.
+
+Keeping a GPU busy: batches are collated (and pinned) ``prefetch`` steps ahead in a background thread
+(:func:`prefetched`) and copied to the device asynchronously, and nothing waits for the device within a
+step. Each step's loss terms stay on the device and reach the host in one copy every
+:data:`SYNC_EVERY` steps, at each checkpoint and at the end (:meth:`Trainer._write`), which is also where a
+non-finite loss is caught; the log holds exactly the values a per-step copy gives.
 
 What differs between the two callers is the batch and the loss: a caller passes ``collate``
 (items -> batch) and ``loss`` (model, batch, step -> :class:`Losses`).
@@ -25,10 +34,13 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -36,9 +48,12 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams
+from pipeline.device import Compute, pin, to_device
 from pipeline.errors import EgkdError
 
 LOG_FILE = "train_log.jsonl"
+SYNC_EVERY = 32  # steps whose loss terms are copied to the host together (and at checkpoints and the end)
+PREFETCH = 4  # batches collated ahead on a GPU; on a CPU, collating inline leaves torch's threads the cores
 
 Item = TypeVar("Item")
 Batch = TypeVar("Batch")
@@ -66,10 +81,23 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class PendingStep:
+    """A finished step whose loss terms are still on the device (:meth:`Trainer._write` logs them)."""
+
+    step: int  # 1-based
+    epoch: int
+    lr: float
+    has_kd: bool
+    has_explain: bool
+    terms: torch.Tensor  # (2 + has_kd + has_explain,) fp32: total, ce, then kd and explain where present
+
+
+@dataclass(frozen=True)
 class TrainResult:
     steps: int
     resumed_from: int  # 0 for a fresh run
     last: StepRecord | None
+    resumed_on: str = ""  # the device of the checkpoint it resumed from ("" for a fresh run)
 
 
 @dataclass(frozen=True)
@@ -144,12 +172,40 @@ def _restart_log(path: Path, keep_until: int) -> None:
     path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
-def _value(term: torch.Tensor | None) -> float | None:
-    return None if term is None else term.item()
+@contextmanager
+def prefetched(make: Callable[[int], Batch], steps: range, depth: int) -> Iterator[Iterator[Batch]]:
+    """``make(step)`` for each step in order, up to ``depth`` steps ahead in one background thread.
+
+    ``depth`` 0 makes each batch when it is asked for. The thread's work (collating, pinning) runs while
+    the main thread is inside torch calls (which release the GIL) or waits for the device.
+    """
+    if depth <= 0:
+        yield (make(step) for step in steps)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="egkd-batches") as pool:
+        queued: deque[Future[Batch]] = deque()
+
+        def batches() -> Iterator[Batch]:
+            for step in steps:
+                queued.append(pool.submit(make, step))
+                if len(queued) > depth:
+                    yield queued.popleft().result()
+            while queued:
+                yield queued.popleft().result()
+
+        try:
+            yield batches()
+        finally:
+            for future in queued:
+                future.cancel()
 
 
 class Trainer(Generic[Item, Batch]):
-    """Train ``model`` in place on ``items``: ``collate`` makes batches, ``loss`` scores them."""
+    """Train ``model`` in place on ``items``: ``collate`` makes batches, ``loss`` scores them.
+
+    ``compute`` says where (default: the CPU in fp32); ``prefetch`` how many batches the background
+    thread collates ahead (default: :data:`PREFETCH` on a GPU, 0 on a CPU).
+    """
 
     def __init__(
         self,
@@ -158,18 +214,23 @@ class Trainer(Generic[Item, Batch]):
         collate: Callable[[list[Item]], Batch],
         loss: Callable[[torch.nn.Module, Batch, int], Losses],
         desc: str = "train",
+        compute: Compute | None = None,
+        prefetch: int | None = None,
     ) -> None:
         self.model, self.params, self.collate, self.loss, self.desc = model, params, collate, loss, desc
+        self.compute = compute or Compute.cpu()
+        self.prefetch = (PREFETCH if self.compute.cuda else 0) if prefetch is None else prefetch
 
     def run(
         self, items: Sequence[Item], out: Path, checkpointing: Checkpointing | None = None, progress: bool = False
     ) -> TrainResult:
         if not items:
             raise EgkdError("no training examples")
-        params, model = self.params, self.model
+        params, model, compute = self.params, self.model, self.compute
         out.mkdir(parents=True, exist_ok=True)
         steps_per_epoch = math.ceil(len(items) / params.batch_size)
         total = steps_per_epoch * params.epochs
+        model.to(compute.device)
         optimizer, scheduler = optimizer_for(model, params, total)
         restored = None
         if checkpointing is not None and checkpointing.resume:
@@ -183,36 +244,67 @@ class Trainer(Generic[Item, Batch]):
         model.train()
         record: StepRecord | None = None
         orders: dict[int, list[int]] = {}
+
+        def host_batch(step: int) -> Batch:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = orders.setdefault(epoch, epoch_order(params.seed, epoch, len(items)))
+            batch = self.collate([items[i] for i in order[index * params.batch_size : (index + 1) * params.batch_size]])
+            if not compute.cuda:
+                return batch
+            torch.cuda.set_device(compute.device)  # the loader thread pins with the training GPU's context
+            return pin(batch)
+
         bar = tqdm(total=total, initial=start, disable=not progress, desc=self.desc, dynamic_ncols=True)
-        with log_path.open("a", encoding="utf-8") as log:
-            for step in range(start, total):
-                epoch, index = divmod(step, steps_per_epoch)
-                order = orders.setdefault(epoch, epoch_order(params.seed, epoch, len(items)))
-                chosen = order[index * params.batch_size : (index + 1) * params.batch_size]
-                record = self._step(self.collate([items[i] for i in chosen]), optimizer, scheduler, step, epoch)
-                log.write(json.dumps(asdict(record)) + "\n")
+        pending: list[PendingStep] = []
+        steps = range(start, total)
+        with log_path.open("a", encoding="utf-8") as log, prefetched(host_batch, steps, self.prefetch) as batches:
+            for step, batch in zip(steps, batches, strict=True):
+                if compute.cuda:
+                    batch = to_device(batch, compute.device, non_blocking=True)
+                pending.append(self._step(batch, optimizer, scheduler, step, step // steps_per_epoch))
                 bar.update(1)
-                bar.set_postfix(loss=f"{record.loss:.4f}")
-                if checkpointing is not None and (record.step % checkpointing.every == 0 or record.step == total):
+                done = step + 1
+                save = checkpointing is not None and (done % checkpointing.every == 0 or done == total)
+                if save or done == total or len(pending) >= SYNC_EVERY:
+                    record = self._write(pending, log)
+                    pending = []
+                    bar.set_postfix(loss=f"{record.loss:.4f}")
+                if save:
+                    assert checkpointing is not None
                     log.flush()
-                    save_checkpoint(out, record.step, checkpointing.settings, model, optimizer, scheduler)
+                    save_checkpoint(out, done, checkpointing.settings, model, optimizer, scheduler)
         bar.close()
         model.eval()
-        return TrainResult(total, start, record)
+        return TrainResult(total, start, record, restored.device if restored else "")
 
-    def _step(self, batch: Batch, optimizer: torch.optim.Optimizer, scheduler, step: int, epoch: int) -> StepRecord:
+    def _step(self, batch: Batch, optimizer: torch.optim.Optimizer, scheduler, step: int, epoch: int) -> PendingStep:
+        """One optimizer step; nothing in it waits for the device."""
         lr = optimizer.param_groups[0]["lr"]
-        losses = self.loss(self.model, batch, step)
-        if not torch.isfinite(losses.total):
-            raise EgkdError(
-                f"the loss became {losses.total.item()} at step {step + 1} (ce {losses.ce.item()}"
-                f"{'' if losses.kd is None else f', kd {losses.kd.item()}'}); try a lower lr"
-            )
+        with self.compute.autocast():
+            losses = self.loss(self.model, batch, step)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        return StepRecord(
-            step + 1, epoch, losses.total.item(), losses.ce.item(), _value(losses.kd), _value(losses.explain), lr
-        )
+        present = [t for t in (losses.total, losses.ce, losses.kd, losses.explain) if t is not None]
+        terms = torch.stack([t.detach().float() for t in present])
+        return PendingStep(step + 1, epoch, lr, losses.kd is not None, losses.explain is not None, terms)
+
+    def _write(self, pending: list[PendingStep], log: IO[str]) -> StepRecord:
+        """Copy the pending steps' loss terms to the host at once, refuse a non-finite loss, log each step."""
+        values = iter(torch.cat([p.terms for p in pending]).tolist())  # the one device-to-host copy
+        records: list[StepRecord] = []
+        for p in pending:
+            total, ce = next(values), next(values)
+            kd = next(values) if p.has_kd else None
+            explain = next(values) if p.has_explain else None
+            if not math.isfinite(total):
+                log.write("".join(json.dumps(asdict(r)) + "\n" for r in records))  # the steps before it
+                raise EgkdError(
+                    f"the loss became {total} at step {p.step} (ce {ce}{'' if kd is None else f', kd {kd}'}); "
+                    "try a lower lr"
+                )
+            records.append(StepRecord(p.step, p.epoch, total, ce, kd, explain, p.lr))
+        log.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
+        return records[-1]

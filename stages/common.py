@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.config import DataParams, Params, load_params, override
+from pipeline.config import ComputeParams, DataParams, Params, load_params, override
 from pipeline.data import resolve_source
 from pipeline.errors import EgkdError
 
@@ -53,6 +53,23 @@ AllowPickleOption = Annotated[
 ]
 
 
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default: compute.device).",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="auto (bf16 autocast on CUDA, fp32 on a CPU), fp32 or bf16; weights stay fp32 "
+        "(default: compute.precision).",
+    ),
+]
+
+
 def user_errors(func: F) -> F:
     """Report EgkdError as one line on stderr with exit code 2, never a traceback."""
 
@@ -84,3 +101,7 @@ def with_task(params: Params, task: str | None) -> DataParams:
 
 def progress_enabled() -> bool:
     return sys.stderr.isatty()
+
+
+def compute_params(params: Params, device: str | None, precision: str | None) -> ComputeParams:
+    return override(params.compute, device=device, precision=precision)

@@ -10,7 +10,16 @@ import typer
 from pipeline.config import override
 from pipeline.distill.job import DistillRequest, distill
 from pipeline.methods import Method
-from stages.common import AllowPickleOption, ParamsOption, progress_enabled, read_params, user_errors
+from stages.common import (
+    AllowPickleOption,
+    DeviceOption,
+    ParamsOption,
+    PrecisionOption,
+    compute_params,
+    progress_enabled,
+    read_params,
+    user_errors,
+)
 
 
 @user_errors
@@ -30,7 +39,11 @@ def command(
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per step.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (head, data order, views).")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
+    ] = False,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -47,10 +60,12 @@ def command(
         temperature=temperature,
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
-    report = distill(DistillRequest(cache, out, d, params.evaluate, resume, progress_enabled(), allow_pickle))
+    compute = compute_params(params, device, precision)
+    report = distill(DistillRequest(cache, out, d, params.evaluate, resume, progress_enabled(), allow_pickle, compute))
     for note in report.notes:
         typer.echo(note, err=True)
     if report.training.resumed_from:
         typer.echo(f"resumed from the checkpoint at step {report.training.resumed_from}")
     dev = "" if report.dev is None else f"; dev {report.dev.main_name} {report.dev.main:.4f}"
-    typer.echo(f"student saved to {report.out} ({report.training.steps} steps{dev})")
+    where = f"{report.compute.device}, {report.compute.precision}"
+    typer.echo(f"student saved to {report.out} ({report.training.steps} steps on {where}{dev})")

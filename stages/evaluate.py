@@ -13,8 +13,11 @@ from stages.common import (
     AllowNewHeadOption,
     AllowPickleOption,
     DataOption,
+    DeviceOption,
     ParamsOption,
+    PrecisionOption,
     TaskOption,
+    compute_params,
     data_source,
     read_params,
     user_errors,
@@ -42,6 +45,8 @@ def command(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the report.")] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
     allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
@@ -66,6 +71,7 @@ def command(
             data_params.max_length,
             allow_pickle,
             allow_new_head,
+            compute_params(params, device, precision),
         )
     )
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)

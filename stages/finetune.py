@@ -14,8 +14,11 @@ from pipeline.tasks import get_task
 from stages.common import (
     AllowPickleOption,
     DataOption,
+    DeviceOption,
     ParamsOption,
+    PrecisionOption,
     TaskOption,
+    compute_params,
     data_source,
     progress_enabled,
     read_params,
@@ -39,11 +42,14 @@ def command(
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per step.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (data order, head initialisation).")] = None,
+    device: DeviceOption = None,
+    precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Fine-tune a teacher and save it in Hugging Face format with its dev metrics."""
     params = read_params(params_file)
+    compute = compute_params(params, device, precision)
     data_params = override(with_task(params, task), train_limit=limit, dev_limit=dev_limit)
     ft = params.finetune
     ft = override(ft, model=model, train=override(ft.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed))
@@ -52,9 +58,18 @@ def command(
     train = load_dataset(source, spec, "train", data_params.train_limit)
     dev = load_dataset(source, spec, "dev", data_params.dev_limit)
     result = finetune(
-        ft.model, train, dev, ft, data_params.max_length, out, progress=progress_enabled(), allow_pickle=allow_pickle
+        ft.model,
+        train,
+        dev,
+        ft,
+        data_params.max_length,
+        out,
+        progress=progress_enabled(),
+        allow_pickle=allow_pickle,
+        compute_params=compute,
     )
     typer.echo(
         f"teacher saved to {result.out}: {result.train_examples} training examples, {result.steps} steps "
-        f"in {result.seconds:.0f} s; dev {result.dev.main_name} {result.dev.main:.4f}"
+        f"in {result.seconds:.0f} s on {result.compute['device']} ({result.compute['precision']}); "
+        f"dev {result.dev.main_name} {result.dev.main:.4f}"
     )

@@ -160,3 +160,37 @@ def test_device_suite_end_to_end_through_the_cli(device_results):
     assert runs[0]["rows"] == runs[1]["rows"] == 12 and runs[0]["vs_in_process"] > 0
     assert runs[2]["nothing_to_compute"] and runs[2]["exit_code"] == 0
     assert set(found["end_to_end"]["reference"]) == {"gradient", "perturbation"}
+
+
+def test_stage_two_alone_takes_the_device_path(tiny_model_dir, glue_dir, tmp_path):
+    """`python -m benchmarks.stage_two --device ...` (what the GPU check runs), here on the CPU in bf16: blocks of
+    steps timed with a device synchronisation, vanilla KD beside the plain step, sentences/s, the fraction of
+    the peak, the targets."""
+    from benchmarks import stage_two
+
+    tiny = stage_two.StepSizes(batch=4, batches=2, layers=1, warmup=1, repeats=2, online_repeats=1, block=2)
+    args = stage_two.parse(
+        ["--device", "cpu", "--precision", "bf16", "--teacher", str(tiny_model_dir), "--data", str(glue_dir)]
+        + ["--out", str(tmp_path), "--machine", "smoke", "--peak-tflops", "0.5"]
+    )
+    results = stage_two.run(args, tiny)
+    two = results["stage_two"]
+    assert results["compute"] == {"device": "cpu", "device_name": "cpu", "precision": "bf16"}
+    assert two["device"] == "cpu" and two["precision"] == "bf16" and two["student_layers"] == 1
+    assert two["peak"] == {"flops_per_s": 0.5e12, "dtype": "fp32", "source": "given"}
+    for entry in [
+        two["plain"],
+        two["kd"],
+        *(two[m][k] for m in ("gradient", "perturbation", "feature_selection") for k in ("cached", "online")),
+    ]:
+        assert entry["steps"] >= 1 and entry["step_s"] > 0
+        assert entry["sentences_per_s"] == pytest.approx(4 / entry["step_s"])
+        assert entry["student_flops_per_step"] > 0 and 0 < entry["fraction_of_peak"] < 1
+    assert two["plain"]["steps"] == two["gradient"]["cached"]["steps"] == 2 * 2  # 2 timed blocks of 2 steps
+    assert two["kd"]["vs_plain"] > 0 and two["gradient"]["vs_plain"] > 0
+    names = [check["name"] for check in results["targets"]]
+    assert sum("step time / plain step" in n for n in names) == 3
+    assert not any("GPU" in n for n in names)  # the sentences/s target is a GPU's
+    table = (tmp_path / "smoke-stage-two.md").read_text(encoding="utf-8")
+    assert "vanilla KD" in table and "sentences/s" in table and "cpu (cpu), bf16" in table
+    assert json.loads((tmp_path / "smoke-stage-two.json").read_text())["stage_two"]["batch_size"] == 4

@@ -112,7 +112,8 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         assert glue not in path.read_text(encoding="utf-8"), path
 
 
-def test_full_profile_has_the_same_keys_as_the_default():
+@pytest.mark.parametrize("profile", ["params-full.yaml", "params-gpu.yaml"])
+def test_profiles_have_the_same_keys_as_the_default(profile):
     from pipeline.config import load_params
 
     def keys(tree, prefix=""):
@@ -120,10 +121,27 @@ def test_full_profile_has_the_same_keys_as_the_default():
             return {prefix}
         return set().union(*(keys(v, f"{prefix}{k}.") for k, v in tree.items()))
 
-    default, full = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", "params-full.yaml"))
-    assert keys(default) == keys(full)
-    profile = load_params(REPO / "params-full.yaml")
-    assert profile.data.train_limit is None and profile.distill.layers == 6
+    default, other = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", profile))
+    assert keys(default) == keys(other)
+    params = load_params(REPO / profile)
+    assert params.data.train_limit is None and params.distill.layers == {"params-full.yaml": 6}.get(profile, 3)
+
+
+def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
+    """params-gpu.yaml: every SST-2 training sentence through stage one and the students, the whole dev set,
+    the packaged MiniLM-L6 (no hub), 5 variants x 3 seeds of 3-layer students on the GPU."""
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params-gpu.yaml")
+    train_rows = len((glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()) - 1
+    dev_rows = len((glue_dir / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()) - 1
+    assert (train_rows, dev_rows) == (67_349, 872)
+    assert params.data.train_limit is None and params.data.dev_limit is None
+    assert params.experiment.train_examples == train_rows and params.experiment.agreement_examples == dev_rows
+    assert params.finetune.model.startswith("builtin:") and params.data.source == "local"
+    assert [m.value for m in params.experiment.methods] == ["gradient", "perturbation", "feature_selection"]
+    assert len(params.experiment.variants) == 5 and params.experiment.seeds == (0, 1, 2)
+    assert params.distill.layers == 3 and params.compute.device == "auto" and params.explain.workers == 0
 
 
 @pytest.mark.slow

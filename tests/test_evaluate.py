@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.store import read_cache
-from pipeline.config import ExplainParams, GradientParams
+from pipeline.config import EvaluateParams, ExplainParams, GradientParams
 from pipeline.encoding import TokenBatch
 from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap
 from pipeline.evaluate.metrics import OneClass, compute_metrics, one_class, predictions_from_logits
-from pipeline.evaluate.run import by_length, student_batches
+from pipeline.evaluate.run import student_batches
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache, method_params_json
 from pipeline.methods import Method
@@ -176,7 +176,8 @@ def student_maps(root: Path, method: Method, batch_size: int) -> list[tuple[np.n
         method, model, explain_params_from_cache(ExplainParams(), method, meta.method_params), tokenizer.mask_token_id
     )
     pairs = []
-    for batch in student_batches(by_length(to_student_examples(rows)), batch_size, tokenizer.pad_token_id):
+    batches = EvaluateParams(batch_size=batch_size)  # longest first, as egkd evaluate batches them
+    for batch in student_batches(to_student_examples(rows), batches, tokenizer.pad_token_id):
         scores = explainer.explain(batch.tokens).attribution.detach().float()
         real = batch.real_tokens
         pairs += [(scores[b][real[b]].numpy(), batch.attribution[b][real[b]].numpy()) for b in range(batch.tokens.size)]

@@ -190,8 +190,18 @@ def stack(rows: Sequence[Extras], length: int) -> Extras:
             if Axis.VIEW in spec.axes and len(set(sizes[spec.axes.index(Axis.VIEW)])) > 1:
                 raise ValueError(f"{spec.name}: examples with different numbers of views in one batch")
             padded = np.zeros((len(arrays), *shape), dtype=spec.dtype)
-            for b, array in enumerate(arrays):
-                padded[(b, *(slice(0, n) for n in array.shape))] = array  # type: ignore[index]
+            token = Axis.TOKEN in spec.axes
+            if all(len(set(s)) == 1 for s in sizes[: len(sizes) - token]):
+                # Only the token axis (the last) differs between rows: one scatter of the concatenated rows.
+                places = np.arange(shape[-1]) < np.asarray(sizes[-1])[:, None] if token else None
+                if places is None:
+                    padded[...] = np.stack(arrays)
+                else:
+                    places = places.reshape(len(arrays), *[1] * (len(shape) - 1), shape[-1])
+                    padded[np.broadcast_to(places, padded.shape)] = np.concatenate([a.ravel() for a in arrays])
+            else:
+                for b, array in enumerate(arrays):
+                    padded[(b, *(slice(0, n) for n in array.shape))] = array  # type: ignore[index]
             values[spec.field] = torch.from_numpy(padded)
         out.append(type(first)(**values))
     return Extras(tuple(out))

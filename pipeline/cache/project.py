@@ -28,7 +28,7 @@ import torch
 from pipeline.cache.extras import Extras, project, stack, to_device
 from pipeline.cache.schema import CachedExample
 from pipeline.data import Example
-from pipeline.encoding import EncodedExample, TokenBatch, collate, encode
+from pipeline.encoding import EncodedExample, TokenBatch, encode, pad_rows, pad_tokens
 
 
 @dataclass(frozen=True)
@@ -134,26 +134,15 @@ def to_student_examples(rows: Sequence[CachedExample], tokenizer=None, max_lengt
 
 def collate_students(items: Sequence[StudentExample], pad_token_id: int, pin_memory: bool = False) -> StudentBatch:
     """Pad ``items`` into one batch (to the longest); ``pin_memory`` for fast, asynchronous copies to a GPU."""
-    tokens = collate(
-        [
-            EncodedExample(
-                i.example_id,
-                i.input_ids,
-                i.token_type_ids,
-                i.special_mask,
-                np.where(i.special_mask, -1, 0).astype(np.int8),
-                np.zeros((len(i.input_ids), 2), np.int32),
-                i.label,
-                False,
-            )
-            for i in items
-        ],
+    tokens = pad_tokens(
+        [i.example_id for i in items],
+        [i.input_ids for i in items],
+        [i.token_type_ids for i in items],
+        [i.special_mask for i in items],
         pad_token_id,
     )
-    size, length = tokens.input_ids.shape
-    attribution = np.zeros((size, length), dtype=np.float32)
-    for row, item in enumerate(items):
-        attribution[row, : len(item.attribution)] = item.attribution
+    length = tokens.input_ids.shape[1]
+    attribution = pad_rows([i.attribution for i in items], tokens.attention_mask.numpy() > 0, 0.0, np.float32)
     labels = None
     if all(i.label is not None for i in items):
         regression = len(items[0].teacher_logits) == 1

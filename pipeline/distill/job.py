@@ -8,13 +8,14 @@ from ``--student``, and everything it learns from comes from the cache.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
-from pipeline.config import DistillParams, EvaluateParams
+from pipeline.config import ComputeParams, DistillParams, EvaluateParams
+from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import train
 from pipeline.errors import EgkdError
@@ -38,6 +39,7 @@ class DistillRequest:
     resume: bool = False
     progress: bool = False
     allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
+    compute: ComputeParams = field(default_factory=ComputeParams)  # where it trains (not part of the settings)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class DistillReport:
     training: TrainResult
     dev: TaskMetrics | None
     notes: tuple[str, ...]
+    compute: Compute
 
 
 def _partition_method(cache: Path, method: Method | None) -> str:
@@ -89,6 +92,7 @@ def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool
 
 def distill(request: DistillRequest) -> DistillReport:
     params, notes = request.params, []
+    compute = resolve_compute(request.compute)
     method = params.explanation
     meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
     task = get_task(meta.task)
@@ -105,19 +109,28 @@ def distill(request: DistillRequest) -> DistillReport:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
     pad = tokenizer.pad_token_id or 0
     training = train(
-        student, objective, train_examples, params, request.out, pad, resume=request.resume, progress=request.progress
+        student,
+        objective,
+        train_examples,
+        params,
+        request.out,
+        pad,
+        resume=request.resume,
+        progress=request.progress,
+        compute=compute,
     )
     dev = None
     if dev_rows:
-        dev = evaluate_examples(
-            student, to_student_examples(dev_rows, retokenise, meta.max_length), task, request.evaluate.batch_size, pad
-        )
+        dev_examples = to_student_examples(dev_rows, retokenise, meta.max_length)
+        dev = evaluate_examples(student, dev_examples, task, request.evaluate, pad, compute)
     else:
         notes.append(f"no dev partition for method {meta.method} in the cache: dev evaluation skipped")
     if dev is not None and dev.one_class is not None:
         notes.append(dev.one_class.note(task.labels, "the student"))
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
-    report = DistillReport(request.out, params.method_name, ref, same, len(train_examples), training, dev, tuple(notes))
+    report = DistillReport(
+        request.out, params.method_name, ref, same, len(train_examples), training, dev, tuple(notes), compute
+    )
     _write_outputs(request, meta, report)
     return report
 
@@ -132,9 +145,17 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "steps": report.training.steps,
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
+        "compute": report.compute.record(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
+
+
+def _resumed(training: TrainResult) -> str:
+    if not training.resumed_from:
+        return ""
+    where = f" saved on {training.resumed_on}" if training.resumed_on else ""
+    return f" (resumed from the checkpoint at step {training.resumed_from}{where})"
 
 
 def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillReport) -> str:
@@ -157,6 +178,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"
         + ("" if report.method == "none" else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps)"),
         f"- dev metrics: {dev}",
+        f"- trained on: {report.compute.describe()}" + _resumed(report.training),
         "",
         "## Parameters",
         "",

@@ -7,7 +7,9 @@ KD and CE terms) and, when asked, computes its explanation term:
   embeddings for the teacher's predicted class, with ``create_graph=True`` so the
   term is trained by double backprop; signed per-token scores (summed over the
   hidden dimension) matched to the cached map by ``1 - cosine`` after L2
-  normalisation over the real tokens. The main logits come from the same forward.
+  normalisation over the real tokens. The main logits come from the same forward, which uses the
+  plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
+  derivative.
 * :class:`PerturbationObjective`: one cached perturbed view per example per
   step (chosen by the step's seeded generator); the student runs on that masked
   input (one extra forward) and matches the teacher's cached logits there (KD loss).
@@ -21,6 +23,7 @@ KD and CE terms) and, when asked, computes its explanation term:
 from __future__ import annotations
 
 from abc import ABC
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -103,6 +106,17 @@ class NoExplanation(Objective):
     method = None
 
 
+def twice_differentiable_attention() -> AbstractContextManager:
+    """Restrict scaled-dot-product attention to the math kernel, the only one with a double backward.
+
+    The fused kernels (flash and memory-efficient on CUDA, flash on a CPU) have no second derivative; on
+    a CPU the math kernel is what a padded batch gets anyway, so CPU results are unchanged.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 @register
 class GradientObjective(Objective):
     method = Method.GRADIENT
@@ -111,13 +125,14 @@ class GradientObjective(Objective):
         if not explain:
             return super().compute(student, batch, explain, generator)
         tokens = batch.tokens
-        embeds = student.get_input_embeddings()(tokens.input_ids)
-        logits = student(
-            inputs_embeds=embeds, attention_mask=tokens.attention_mask, token_type_ids=tokens.token_type_ids
-        ).logits
-        target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
-        chosen = logits.gather(-1, target).sum()
-        (grad,) = torch.autograd.grad(chosen, embeds, create_graph=True)
+        with twice_differentiable_attention():
+            embeds = student.get_input_embeddings()(tokens.input_ids)
+            logits = student(
+                inputs_embeds=embeds, attention_mask=tokens.attention_mask, token_type_ids=tokens.token_type_ids
+            ).logits
+            target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
+            chosen = logits.gather(-1, target).sum()
+            (grad,) = torch.autograd.grad(chosen, embeds, create_graph=True)
         scores = (grad * embeds).sum(dim=-1)  # (B, T) signed gradient x input
         return ObjectiveOutput(logits, losses.attribution_loss(scores, batch.attribution, batch.real_tokens))
 
@@ -134,7 +149,8 @@ class PerturbationObjective(Objective):
         assert views is not None
         count = views.masks.shape[1]
         size = views.masks.shape[0]
-        pick = (torch.rand(size, generator=generator) * count).long().clamp_max(count - 1).to(views.masks.device)
+        pick = (torch.rand(size, generator=generator) * count).long().clamp_max(count - 1)  # on the host: any
+        pick = pick.to(views.masks.device, non_blocking=True)  # device draws the same views
         rows = torch.arange(size, device=views.masks.device)
         replace = views.masks[rows, pick] & batch.real_tokens
         masked = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)

@@ -20,6 +20,7 @@ import torch
 from pipeline import losses
 from pipeline.cache.project import StudentBatch, StudentExample, collate_students
 from pipeline.config import DistillParams
+from pipeline.device import Compute
 from pipeline.distill.objectives import Objective
 from pipeline.errors import EgkdError
 from pipeline.training import Checkpointing, Losses, Trainer, TrainResult, step_generator
@@ -56,8 +57,9 @@ def train(
     pad_token_id: int,
     resume: bool = False,
     progress: bool = False,
+    compute: Compute | None = None,
 ) -> TrainResult:
-    """Train ``student`` in place on ``examples``; checkpoints and the log go under ``out``."""
+    """Train ``student`` in place on ``examples`` on ``compute``'s device; checkpoints and the log go under ``out``."""
     if not examples:
         raise EgkdError("no training examples in the cache")
     if any(e.label is None for e in examples):
@@ -68,6 +70,7 @@ def train(
         lambda items: collate_students(items, pad_token_id),
         DistillLoss(objective, params),
         desc="distill",
+        compute=compute,
     )
     checkpointing = Checkpointing(params.checkpoint_every, run_settings(params, len(examples), objective), resume)
     return trainer.run(examples, out, checkpointing, progress)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,13 @@ import torch
 
 from pipeline.cache.extras import Selection
 from pipeline.cache.project import StudentExample, collate_students, to_student_examples
-from pipeline.config import EvaluateParams, ExplainParams
+from pipeline.config import ComputeParams, EvaluateParams, ExplainParams
+from pipeline.device import Compute, module_device, resolve_compute
 from pipeline.encoding import EncodedExample
 from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
 from pipeline.evaluate.metrics import TaskMetrics, compute_metrics, predictions_from_logits
-from pipeline.evaluate.predict import predict_logits
+from pipeline.evaluate.predict import predict_logits, token_batches
 from pipeline.explain._ops import share
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache
@@ -90,6 +91,7 @@ class EvaluationReport:
     explanations: tuple[ExplanationReport, ...] = ()  # one per (cache, method) compared
     predictions: Predictions | None = None  # None for regression tasks
     head_seed: int | None = None  # the model's classifier head was new, drawn from this seed (--allow-new-head)
+    compute: dict[str, str] = field(default_factory=dict)  # where it ran: device, device_name, precision
 
     def write(self, path: Path) -> None:
         """Indented JSON, except the per-example lists, one line each: the file stays small to read and to keep."""
@@ -103,18 +105,19 @@ class EvaluationReport:
         path.write_text(text + "\n", encoding="utf-8")
 
 
-def by_length(examples: Sequence[StudentExample]) -> list[StudentExample]:
-    """The examples longest first (stable): consecutive batches then hold little padding."""
-    return sorted(examples, key=lambda e: -len(e.input_ids))
-
-
-def student_batches(examples: Sequence[StudentExample], batch_size: int, pad_token_id: int):
-    for start in range(0, len(examples), batch_size):
-        yield collate_students(examples[start : start + batch_size], pad_token_id)
+def student_batches(examples: Sequence[StudentExample], params: EvaluateParams, pad_token_id: int):
+    """Batches of the examples, longest first, within the batch's sentence and token budgets."""
+    for indices in token_batches([len(e.input_ids) for e in examples], params.batch_size, params.batch_tokens):
+        yield collate_students([examples[i] for i in indices], pad_token_id)
 
 
 def evaluate_examples(
-    model: torch.nn.Module, examples: Sequence[StudentExample], task: TaskSpec, batch_size: int, pad_token_id: int
+    model: torch.nn.Module,
+    examples: Sequence[StudentExample],
+    task: TaskSpec,
+    params: EvaluateParams,
+    pad_token_id: int,
+    compute: Compute | None = None,
 ) -> TaskMetrics:
     """The task metrics of ``model`` on labelled student examples (e.g. the cache's dev rows)."""
     items = [
@@ -130,7 +133,7 @@ def evaluate_examples(
         )
         for e in examples
     ]
-    logits = predict_logits(model, items, pad_token_id, batch_size)
+    logits = predict_logits(model, items, pad_token_id, params.batch_size, params.batch_tokens, compute)
     labels = np.array([e.label for e in examples])
     return compute_metrics(task, predictions_from_logits(task, logits), labels)
 
@@ -144,13 +147,21 @@ def explanation_reports(
     mask_token_id: int,
     pad_token_id: int,
     seed: int = 0,
+    compute: Compute | None = None,
 ) -> tuple[AgreementReport, FaithfulnessReport]:
-    """Agreement of the student's explanations with the cached teacher maps, and their AOPC."""
+    """Agreement of the student's explanations with the cached teacher maps, and their AOPC.
+
+    The model runs on its own device (under ``compute``'s autocast); the comparison is on the host.
+    """
     explainer = make_explainer(method, model, explain, mask_token_id)
     generator = torch.Generator().manual_seed(seed)
+    device = module_device(model)
+    autocast = compute.autocast() if compute is not None else torch.autocast(device.type, enabled=False)
     spearmans, overlaps, comp, suff, rcomp, rsuff = [], [], [], [], [], []
-    for batch in student_batches(by_length(examples), params.batch_size, pad_token_id):
-        scores = explainer.explain(batch.tokens).attribution.detach().float().cpu()
+    for batch in student_batches(examples, params, pad_token_id):
+        tokens = batch.tokens.to(device)
+        with autocast:
+            scores = explainer.explain(tokens).attribution.detach().float().cpu()
         real = batch.real_tokens
         for b in range(batch.tokens.size):
             mine, theirs = scores[b][real[b]].numpy(), batch.attribution[b][real[b]].numpy()
@@ -165,9 +176,10 @@ def explanation_reports(
                 k = int(share(params.top_k_fraction, torch.tensor([len(mine)]))[0])
                 reference = top_k_set(theirs, k)
             overlaps.append(top_k_overlap(mine, reference, k))
-        own = aopc(model, batch.tokens, scores, params.aopc_fractions, mask_token_id)
         noise = torch.rand(scores.shape, generator=generator)
-        rand = aopc(model, batch.tokens, noise, params.aopc_fractions, mask_token_id)
+        with autocast:
+            own = aopc(model, tokens, scores, params.aopc_fractions, mask_token_id)
+            rand = aopc(model, tokens, noise, params.aopc_fractions, mask_token_id)
         comp.append(own.comprehensiveness)
         suff.append(own.sufficiency)
         rcomp.append(rand.comprehensiveness)
@@ -201,6 +213,7 @@ class EvaluateRequest:
     max_length: int = 128
     allow_pickle: bool = False  # let the model load from pickle weights (pytorch_model.bin)
     allow_new_head: bool = False  # a model without a trained head gets one drawn from explain.seed
+    compute: ComputeParams = field(default_factory=ComputeParams)  # where the model runs
 
 
 def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> list[tuple[Path, Method]]:
@@ -236,9 +249,10 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
 
     task = get_task(request.task)
     pairs = comparisons(request.caches, request.methods, request.split)
+    compute = resolve_compute(request.compute)
     head = NewHead(request.allow_new_head, request.explain.seed, "model")
     model, new_head = load_trained_classifier(request.model, task.num_labels, head, request.allow_pickle)
-    model = model.eval()
+    model = model.to(compute.device).eval()
     tokenizer = load_tokenizer(request.model)
     pad = tokenizer.pad_token_id or 0
     dataset = load_dataset(request.data, task, request.split, request.limit)
@@ -247,25 +261,36 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     if pairs and tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
     encoded = encode(tokenizer, dataset.examples, request.max_length)
-    logits = predict_logits(model, encoded, pad, request.params.batch_size)
+    batches = request.params
+    logits = predict_logits(model, encoded, pad, batches.batch_size, batches.batch_tokens, compute)
     labels = np.array([item.label for item in encoded])
     preds = predictions_from_logits(task, logits)
     metrics = compute_metrics(task, preds, labels)
-    explanations = tuple(compare_with_cache(model, tokenizer, task, cache, method, request) for cache, method in pairs)
+    explanations = tuple(
+        compare_with_cache(model, tokenizer, task, cache, method, request, compute) for cache, method in pairs
+    )
     predictions = (
         None
         if task.is_regression
         else Predictions(tuple(e.example_id for e in encoded), tuple(map(int, preds)), tuple(map(int, labels)))
     )
     head_seed = request.explain.seed if new_head else None
-    report = EvaluationReport(request.model, task.name, request.split, metrics, explanations, predictions, head_seed)
+    report = EvaluationReport(
+        request.model, task.name, request.split, metrics, explanations, predictions, head_seed, compute.record()
+    )
     if request.out is not None:
         report.write(request.out)
     return report
 
 
 def compare_with_cache(
-    model: torch.nn.Module, tokenizer, task: TaskSpec, cache: Path, method: Method, request: EvaluateRequest
+    model: torch.nn.Module,
+    tokenizer,
+    task: TaskSpec,
+    cache: Path,
+    method: Method,
+    request: EvaluateRequest,
+    compute: Compute | None = None,
 ) -> ExplanationReport:
     """Agreement and AOPC of the model's ``method`` explanations on the cache's rows of the split."""
     from pipeline.cache.store import read_cache
@@ -286,5 +311,6 @@ def compare_with_cache(
         tokenizer.mask_token_id,
         tokenizer.pad_token_id or 0,
         explain.seed,
+        compute,
     )
     return ExplanationReport(str(cache), agreement, faithfulness)
