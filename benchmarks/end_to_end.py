@@ -80,6 +80,7 @@ def run_end_to_end(
     results = []
     folder = Path(scratch)
     folder.mkdir(parents=True, exist_ok=True)
+    data = str(Path(data).resolve())  # the runs start in the scratch folder: a relative path would not resolve
     for index, run in enumerate(runs):
         left = deadline - time.perf_counter()
         base = {"method": run.method, "limit": run.limit, "workers": run.workers}
