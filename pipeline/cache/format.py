@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.cache.extras import Extras, extra_types
 from pipeline.cache.schema import CachedExample, CacheMetadata
@@ -67,7 +68,7 @@ class PartInfo:
     index: int
     rows: int
     truncated: int  # sentences longer than max_length, cut to it
-    digest: str  # sha256 over the run metadata, the part index and the decoded rows
+    digest: str  # sha256 over the run metadata, the part index and every column's values (part_digest)
 
 
 # --- rows <-> Arrow -------------------------------------------------------------------------------
@@ -76,23 +77,29 @@ class PartInfo:
 def _nested(arrays: Sequence[np.ndarray], arrow_type: pa.DataType) -> pa.Array:
     """Per-row arrays of one shape rank -> a list (of lists...) column of that rank."""
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum([len(a) for a in arrays], out=offsets[1:])
+    np.cumsum(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), out=offsets[1:])
     inner_type = arrow_type.value_type
     if pa.types.is_list(inner_type):
         inner = _nested([part for a in arrays for part in a], inner_type)
     else:
-        dtype = inner_type.to_pandas_dtype()
-        flat = [np.asarray(a, dtype=dtype).ravel() for a in arrays]
-        inner = pa.array(np.concatenate(flat) if flat else np.empty(0, dtype=dtype), type=inner_type)
+        dtype = np.dtype(inner_type.to_pandas_dtype())
+        flat = np.concatenate(arrays, dtype=dtype) if arrays else np.empty(0, dtype=dtype)
+        inner = pa.array(flat, type=inner_type)
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
+def _rows_of(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """Row ``i`` is ``values[offsets[i]:offsets[i + 1]]``, a view."""
+    bounds = offsets.tolist()
+    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
+
 def _unnested(array: pa.ListArray, rank: int, dtype: np.dtype) -> list[np.ndarray]:
-    """A list column of ``rank`` -> per-row arrays of that rank."""
+    """A list column of ``rank`` -> per-row arrays of that rank (views of one array per column)."""
     offsets = np.asarray(array.offsets)
     if rank == 1:
         values = array.values.to_numpy(zero_copy_only=False).astype(dtype, copy=True)
-        return [values[offsets[i] : offsets[i + 1]] for i in range(len(array))]
+        return _rows_of(values, offsets)
     inner = _unnested(array.values, rank - 1, dtype)
     return [
         np.stack(inner[offsets[i] : offsets[i + 1]])
@@ -126,46 +133,58 @@ def rows_to_table(rows: Sequence[CachedExample], extras: Sequence[str]) -> pa.Ta
 
 
 def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
-    """Cached rows from a table in the schema of ``meta.extras``; classification labels come back as ints."""
+    """Cached rows from a table in the schema of ``meta.extras``; classification labels come back as ints.
+
+    Each row's arrays are views of one array per column (no copy per row).
+    """
+
+    def column(name: str) -> pa.Array:
+        array = table.column(name).combine_chunks()
+        if array.null_count:
+            raise ValueError(f"column {name} has {array.null_count} null rows")
+        return array
 
     def arrays(name: str, rank: int, dtype: type | np.dtype) -> list[np.ndarray]:
-        column = table.column(name).combine_chunks()
-        if column.null_count:
-            raise ValueError(f"column {name} has {column.null_count} null rows")
-        return _unnested(column, rank, np.dtype(dtype))
+        return _unnested(column(name), rank, np.dtype(dtype))
 
     text = {name: table.column(name).to_pylist() for name in ("example_id", "split", "text_a", "text_b")}
     labels = table.column("label").to_pylist()
+    if meta.num_labels > 1:
+        labels = [None if label is None else int(label) for label in labels]
     core = {name: arrays(name, 1, dtype) for name, dtype in _CORE_ARRAYS.items()}
-    starts, ends = arrays("offset_start", 1, np.int32), arrays("offset_end", 1, np.int32)
+    starts, ends = column("offset_start"), column("offset_end")
+    if not np.array_equal(np.asarray(starts.offsets), np.asarray(ends.offsets)):
+        raise ValueError("columns offset_start and offset_end disagree on the number of tokens")
+    spans = np.stack([starts.values.to_numpy().astype(np.int32), ends.values.to_numpy().astype(np.int32)], axis=1)
+    offsets = _rows_of(spans, np.asarray(starts.offsets))
     kinds = extra_types(meta.extras)
-    extra_arrays = [
-        {spec.field: arrays(spec.name, len(spec.axes), spec.dtype) for spec in kind.columns()} for kind in kinds
+    if kinds:
+        per_kind = []
+        for kind in kinds:
+            fields = [arrays(spec.name, len(spec.axes), spec.dtype) for spec in kind.columns()]
+            per_kind.append([kind(*values) for values in zip(*fields, strict=True)])
+        extras = [Extras(items) for items in zip(*per_kind, strict=True)]
+    else:
+        extras = [Extras()] * table.num_rows  # immutable: one shared empty value
+    return [
+        CachedExample(*values)  # in CachedExample's field order
+        for values in zip(
+            text["example_id"],
+            text["split"],
+            labels,
+            text["text_a"],
+            text["text_b"],
+            core["input_ids"],
+            core["token_type_ids"],
+            core["segments"],
+            core["special_mask"],
+            offsets,
+            core["attribution"],
+            core["teacher_logits"],
+            extras,
+            strict=True,
+        )
     ]
-    rows = []
-    for i in range(table.num_rows):
-        label = labels[i]
-        if label is not None and meta.num_labels > 1:
-            label = int(label)
-        extras = Extras(
-            tuple(
-                kind(**{name: values[i] for name, values in fields.items()})
-                for kind, fields in zip(kinds, extra_arrays, strict=True)
-            )
-        )
-        rows.append(
-            CachedExample(
-                example_id=text["example_id"][i],
-                split=text["split"][i],
-                label=label,
-                text_a=text["text_a"][i],
-                text_b=text["text_b"][i],
-                offsets=np.stack([starts[i], ends[i]], axis=1),
-                extras=extras,
-                **{name: values[i] for name, values in core.items()},
-            )
-        )
-    return rows
 
 
 # --- metadata JSON ----------------------------------------------------------------------------------
@@ -224,31 +243,42 @@ def parse_part_info(raw: bytes) -> PartInfo:
 # --- digests --------------------------------------------------------------------------------------
 
 
-def _feed(digest: Any, value: Any) -> None:
-    if value is None:
-        digest.update(b"N;")
-    elif isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        digest.update(f"A{array.dtype.str}{array.shape};".encode())
-        digest.update(array.tobytes())
-    elif isinstance(value, str):
-        data = value.encode("utf-8")
-        digest.update(b"S%d;" % len(data))
-        digest.update(data)
-    else:
-        digest.update(f"F{float(value)!r};".encode())
+def part_digest(meta: CacheMetadata, index: int, table: pa.Table) -> str:
+    """sha256 over the metadata, the part index and every value of every column, as a reader decodes them.
 
-
-def part_digest(meta: CacheMetadata, index: int, rows: Sequence[CachedExample]) -> str:
-    """sha256 over the metadata, the part index and every field of every row (decoded values)."""
+    Column by column in schema order: its name, then (:func:`_feed`) its nulls, the lengths of its lists
+    at each nesting level, and its flat values (little-endian numbers, one byte per boolean, UTF-8
+    text). Those determine every row's decoded values, and they do not depend on how the table was
+    built, chunked or encoded in Parquet, so a part's digest is computed from its Arrow buffers in one
+    pass, without decoding rows (cache schema version 4).
+    """
     digest = hashlib.sha256(metadata_json(meta))
-    digest.update(b"part%d;" % index)
-    for row in rows:
-        for field in dataclasses.fields(CachedExample):
-            if field.name == "extras":
-                for item in row.extras.items:
-                    for _, array in item.arrays():
-                        _feed(digest, array)
-            else:
-                _feed(digest, getattr(row, field.name))
+    digest.update(b"part%d;rows%d;" % (index, table.num_rows))
+    for name in table.column_names:
+        digest.update(b"C%d;%s" % (len(name), name.encode("utf-8")))
+        _feed(digest, table.column(name).combine_chunks())
     return digest.hexdigest()
+
+
+def _feed(digest: Any, array: pa.Array) -> None:
+    digest.update(b"N%d;" % array.null_count)
+    if array.null_count:
+        digest.update(np.packbits(array.is_valid().to_numpy(zero_copy_only=False)).tobytes())
+        array = array.drop_null()
+    if pa.types.is_list(array.type):
+        lengths = pc.list_value_length(array).to_numpy().astype("<i8")
+        digest.update(b"L%d;" % len(array))
+        digest.update(lengths.tobytes())
+        _feed(digest, array.flatten())
+    elif pa.types.is_string(array.type):
+        lengths = pc.binary_length(array).to_numpy().astype("<i8")
+        digest.update(b"S%d;" % len(array))
+        digest.update(lengths.tobytes())
+        if len(array):
+            bounds = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
+            digest.update(memoryview(array.buffers()[2])[int(bounds[0]) : int(bounds[-1])])  # type: ignore[index]
+    else:
+        values = array.to_numpy(zero_copy_only=False)
+        values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+        digest.update(b"P%s%d;" % (values.dtype.str.encode(), len(values)))
+        digest.update(values.tobytes())

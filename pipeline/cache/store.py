@@ -116,8 +116,7 @@ def temp_files(directory: Path) -> list[Path]:
 def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[CachedExample], truncated: int) -> PartInfo:
     """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
     table = rows_to_table(rows, meta.extras)
-    decoded = table_to_rows(table, meta)  # the digest covers exactly what a reader gets back
-    info = PartInfo(index=index, rows=len(rows), truncated=truncated, digest=part_digest(meta, index, decoded))
+    info = PartInfo(index=index, rows=len(rows), truncated=truncated, digest=part_digest(meta, index, table))
     table = table.replace_schema_metadata({META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)})
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -185,12 +184,12 @@ def read_part(path: Path) -> Part:
         raise EgkdError(f"{path}: holds part {info.index}, not part {expected_index}")
     if info.rows != table.num_rows:
         raise EgkdError(f"{path}: {table.num_rows} rows, its metadata says {info.rows}")
+    if part_digest(meta, info.index, table) != info.digest:
+        raise EgkdError(f"{path}: content does not match its digest (corrupt part)")
     try:
         rows = table_to_rows(table, meta)
     except ValueError as err:
         raise EgkdError(f"{path}: corrupt rows ({err})") from None
-    if part_digest(meta, info.index, rows) != info.digest:
-        raise EgkdError(f"{path}: content does not match its digest (corrupt part)")
     return Part(path, meta, info, rows)
 
 

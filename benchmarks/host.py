@@ -1,0 +1,361 @@
+"""Host-side cost of egkd's commands: everything but the model's arithmetic, measured on a CPU.
+
+    python -m benchmarks.host [--rows N] [--out DIR] [--machine NAME] [--skip-cli]
+
+The teacher is a one-layer BERT of hidden size 32 with the real MiniLM-L6 tokenizer (``builtin:minilm-l6``),
+so tokenisation, row lengths and vocabulary are realistic and the model's compute is small: what a command
+spends beyond it is the host work a GPU would wait on. Each figure is the fastest of ``--repeats`` runs.
+
+* **Stage one, in process**: the phases of :func:`pipeline.explain.part.stream_parts` on the first N SST-2
+  training sentences, one at a time (encode, plan and collate, the model's explanation, rows on the host,
+  Arrow table, writing parts: digest, Parquet, fsync), then the stream itself (which overlaps them).
+* **Stage two, in process**: reading the cache back (:func:`~pipeline.cache.store.read_cache`: page checksums,
+  digest, decoding), student examples, the epoch's batches (batch 512, as the GPU profile), saving the
+  student and a checkpoint, and the dev metrics of a student.
+* **Commands**: ``egkd explain`` (``--workers 0``, a rerun with nothing to compute, ``--workers 1``),
+  ``egkd distill --method none`` (one epoch of batch 512) and ``egkd evaluate`` against every cache, each a
+  fresh process timed from outside; plus the import of the command line alone.
+
+Writes ``<out>/host-<machine>.json`` and ``.md`` when ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = str(REPO.parent / "shared" / "data" / "glue")
+TOKENIZER = "builtin:minilm-l6"
+STUDENT_BATCH = 512
+DEV_ROWS = 872  # all of SST-2 dev: what `egkd evaluate` scores by default
+
+
+def make_teacher(path: Path, tokenizer_ref: str = TOKENIZER) -> Path:
+    """A seeded one-layer, hidden-32 BERT classifier with ``tokenizer_ref``'s tokenizer, saved to ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from pipeline.models import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_ref)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=512,
+        num_labels=2,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    BertForSequenceClassification(config).eval().save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """The fastest of ``repeats`` runs of ``fn`` and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) -> dict[str, float]:
+    """Seconds per phase of stage one (gradient x input) on the first ``rows`` training sentences."""
+    import torch
+
+    from pipeline.cache.format import rows_to_table
+    from pipeline.config import ExplainParams
+    from pipeline.data import load_dataset
+    from pipeline.encoding import collate, encode
+    from pipeline.explain.base import make_explainer
+    from pipeline.explain.part import (
+        BATCH_FORWARDS,
+        explanation_to_rows,
+        load_teacher,
+        plan_batches,
+        stream_parts,
+    )
+    from pipeline.explain.run import ExplainRequest, _run, _Workers
+    from pipeline.methods import Method
+    from pipeline.models import weights_hash
+    from pipeline.tasks import get_task
+
+    torch.set_num_threads(1)
+    task = get_task("sst2")
+    params = ExplainParams()
+    out: dict[str, float] = {}
+    out["load data"], dataset = best(lambda: load_dataset(data, task, "train", rows), repeats)
+    examples = dataset.examples  # type: ignore[union-attr]
+    loaded = load_teacher(str(teacher), weights_hash(str(teacher)), task.num_labels, None)
+    tokenizer, model = loaded.tokenizer, loaded.model
+    explainer = make_explainer(Method.GRADIENT, model, params, tokenizer.mask_token_id)
+    tokens = params.tokens_per_forward.on("cpu")
+    pad = tokenizer.pad_token_id or 0
+    out["encode"], encoded = best(lambda: encode(tokenizer, examples, 128), repeats)
+    items = list(encoded)  # type: ignore[call-overload]
+
+    def batches():
+        plan = plan_batches(items, explainer, BATCH_FORWARDS * tokens, params.batch_size)
+        return [(indices, collate([items[i] for i in indices], pad)) for indices in plan]
+
+    out["plan + collate"], planned = best(batches, repeats)
+    out["model: explain"], explained = best(
+        lambda: [(indices, explainer.explain(batch)) for indices, batch in planned], max(1, repeats - 1)
+    )
+
+    def host_rows():
+        return [
+            row
+            for indices, explanation in explained
+            for row in explanation_to_rows(explanation, [examples[i] for i in indices], [items[i] for i in indices])
+        ]
+
+    out["rows on the host"], made = best(host_rows, repeats)
+    by_id = {row.example_id: row for row in made}
+    ordered = [by_id[e.example_id] for e in examples]
+    size = params.partition_size
+    parts = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    extras: tuple[str, ...] = ()
+    out["Arrow table"], _ = best(lambda: [rows_to_table(part, extras) for part in parts], repeats)
+
+    # The whole stream (encode ahead, explain, rows, write), as `egkd explain --workers 0` runs it after start-up.
+    request = ExplainRequest(Method.GRADIENT, str(teacher), data, "sst2", "train", scratch, rows, 128, params)
+
+    def stream() -> None:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+        with _Workers(request) as workers:
+            _run(request, task, dataset, scratch / "method=gradient" / "split=train", workers, time.perf_counter())
+
+    out["stream (all phases, overlapped)"], _ = best(stream, repeats)
+    from pipeline.cache.store import partition_dir, read_part, write_part
+
+    written = sorted(partition_dir(scratch, "gradient", "train").glob("part-*.parquet"))
+    meta = read_part(written[0]).meta
+
+    def write_all() -> None:
+        for index, part in enumerate(parts):
+            write_part(scratch / "rewrite" / f"part-{index:05d}.parquet", meta, index, part, 0)
+
+    out["write parts (digest, Parquet, fsync)"], _ = best(write_all, repeats)
+    del stream_parts
+    return out
+
+
+def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, float]:
+    """Seconds per host phase of ``egkd distill`` and ``egkd evaluate`` on the gradient cache's partitions."""
+    import torch
+
+    from pipeline.cache.project import collate_students, to_student_examples
+    from pipeline.cache.store import read_cache
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.config import DistillParams, EvaluateParams
+    from pipeline.distill.job import build_student
+    from pipeline.evaluate.run import evaluate_examples
+    from pipeline.models import ModelInfo, save_model
+    from pipeline.tasks import get_task
+    from pipeline.training import epoch_order, optimizer_for
+
+    torch.set_num_threads(1)
+    out: dict[str, float] = {}
+    out["read train cache"], (meta, rows) = best(lambda: read_cache(cache, "gradient", "train"), repeats)  # type: ignore[misc]
+    out["student examples"], examples = best(lambda: to_student_examples(rows), repeats)
+    params = DistillParams(layers=1)
+    student, tokenizer, ref, layers = build_student(meta, params)
+    pad = tokenizer.pad_token_id or 0
+    order = epoch_order(0, 0, len(examples))  # type: ignore[arg-type]
+
+    def epoch() -> None:
+        for start in range(0, len(order), STUDENT_BATCH):
+            collate_students([examples[i] for i in order[start : start + STUDENT_BATCH]], pad)  # type: ignore[index]
+
+    out[f"collate one epoch (batch {STUDENT_BATCH})"], _ = best(epoch, repeats)
+    optimizer, scheduler = optimizer_for(student, params.train, 10)
+    target = scratch / "student"
+    out["save student"], _ = best(
+        lambda: save_model(student, tokenizer, target, ModelInfo("student", "sst2", ref, layers), None), repeats
+    )
+    out["save checkpoint"], _ = best(lambda: save_checkpoint(target, 1, "{}", student, optimizer, scheduler), repeats)
+    out["read dev cache"], (_, dev_rows) = best(lambda: read_cache(cache, "gradient", "dev"), repeats)  # type: ignore[misc]
+    dev = to_student_examples(dev_rows)
+    out["dev metrics (tiny student)"], _ = best(
+        lambda: evaluate_examples(student, dev, get_task("sst2"), EvaluateParams(), pad), repeats
+    )
+    return out
+
+
+def _egkd(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"egkd {args[0]} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return seconds
+
+
+def commands(teacher: Path, data: str, rows: int, dev_rows: int, scratch: Path, repeats: int) -> dict[str, float]:
+    """Wall seconds of each command as a fresh process (the fastest of ``repeats``)."""
+    import shutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    scratch.mkdir(parents=True, exist_ok=True)
+    cache = scratch / "cache"
+    data = str(Path(data).resolve())
+
+    def explain(split: str, limit: int, workers: int, fresh: bool, method: str = "gradient") -> Callable[[], float]:
+        def run() -> float:
+            if fresh:
+                shutil.rmtree(cache / f"method={method}" / f"split={split}", ignore_errors=True)
+            return _egkd(
+                [
+                    "explain",
+                    "--teacher",
+                    str(teacher),
+                    "--data",
+                    data,
+                    "--task",
+                    "sst2",
+                    "--split",
+                    split,
+                    "--limit",
+                    str(limit),
+                    "--method",
+                    method,
+                    "--workers",
+                    str(workers),
+                    "--out",
+                    str(cache),
+                ],
+                scratch,
+                env,
+            )
+
+        return run
+
+    def fastest(run: Callable[[], float]) -> float:
+        return min(run() for _ in range(repeats))
+
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import stages.cli"], cwd=scratch, env=env, check=True)
+    out["import the command line"] = time.perf_counter() - start
+    out[f"explain train x{rows}, --workers 1"] = fastest(explain("train", rows, 1, True))
+    out[f"explain train x{rows}, --workers 0"] = fastest(explain("train", rows, 0, True))
+    out["explain rerun, nothing to compute"] = fastest(explain("train", rows, 0, False))
+    out[f"explain dev x{dev_rows}, --workers 0"] = fastest(explain("dev", dev_rows, 0, True))
+    student = scratch / "student"
+    distill = [
+        "distill",
+        "--cache",
+        str(cache),
+        "--out",
+        str(student),
+        "--method",
+        "none",
+        "--layers",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(STUDENT_BATCH),
+    ]
+    out[f"distill x{rows} (1 epoch, batch {STUDENT_BATCH})"] = fastest(lambda: _egkd(distill, scratch, env))
+    evaluate = [
+        "evaluate",
+        "--model",
+        str(student),
+        "--data",
+        data,
+        "--task",
+        "sst2",
+        "--split",
+        "dev",
+        "--cache",
+        str(cache),
+        "--out",
+        str(scratch / "eval.json"),
+    ]
+    out[f"evaluate dev x{dev_rows} against the cache"] = fastest(lambda: _egkd(evaluate, scratch, env))
+    return out
+
+
+def markdown(results: dict) -> str:
+    rows, machine = results["rows"], results["machine"]
+    lines = [
+        "# Host-side cost (benchmarks/host.py)",
+        "",
+        f"Machine: {machine['hostname']}, {machine['cpus']} CPUs, torch {machine['torch']}, 1 torch thread; "
+        f"load average {machine['load_avg_1_5_15']} at start, {results['load_avg_end']} at the end. "
+        f"Teacher: 1 layer, hidden 32, the MiniLM-L6 tokenizer; {rows} SST-2 training sentences, "
+        f"{results['dev_rows']} dev sentences. Fastest of {results['repeats']} runs.",
+        "",
+    ]
+    for title, key, count in (
+        ("Stage one, in process", "stage_one", rows),
+        ("Stage two, in process", "stage_two", rows),
+    ):
+        if key not in results:
+            continue
+        lines += [f"## {title}", "", "| phase | seconds | rows/s |", "|---|---:|---:|"]
+        for phase, seconds in results[key].items():
+            n = results["dev_rows"] if "dev" in phase else count
+            lines.append(f"| {phase} | {seconds:.3f} | {n / seconds:,.0f} |")
+        lines.append("")
+    if "commands" in results:
+        lines += ["## Commands (fresh processes, wall time)", "", "| command | seconds |", "|---|---:|"]
+        lines += [f"| {name} | {seconds:.2f} |" for name, seconds in results["commands"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=67349, help="SST-2 training sentences (default: all)")
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-cli", action="store_true", help="in-process phases only")
+    parser.add_argument("--out", type=Path, default=None, help="write host-<machine>.json and .md here")
+    parser.add_argument("--machine", default="cpu-2core")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from benchmarks.measure import machine_info
+
+    results: dict = {"rows": args.rows, "dev_rows": DEV_ROWS, "repeats": args.repeats, "machine": machine_info()}
+    with tempfile.TemporaryDirectory(prefix="egkd-host-") as folder:
+        scratch = Path(folder)
+        teacher = make_teacher(scratch / "teacher")
+        results["stage_one"] = stage_one(teacher, args.data, args.rows, scratch / "inproc", args.repeats)
+        print(json.dumps(results["stage_one"], indent=1), flush=True)
+        if not args.skip_cli:
+            results["commands"] = commands(teacher, args.data, args.rows, DEV_ROWS, scratch / "cli", args.repeats)
+            print(json.dumps(results["commands"], indent=1), flush=True)
+            results["stage_two"] = stage_two(scratch / "cli" / "cache", scratch / "two", args.repeats)
+            print(json.dumps(results["stage_two"], indent=1), flush=True)
+    results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    text = markdown(results)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = f"host-{args.machine}"
+        (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (args.out / f"{name}.md").write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
