@@ -10,7 +10,9 @@ compute on padding.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 import torch
@@ -77,9 +79,82 @@ class TokenBatch:
 
 
 def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
-    """Tokenise examples (pairs too), truncating to ``max_length`` tokens."""
+    """Tokenise examples (pairs too), truncating to ``max_length`` tokens.
+
+    A fast tokenizer's backend is called once for the whole list (:func:`_encode_fast`), and every field
+    is gathered into one flat array, of which each example's arrays are views; a tokenizer without a
+    backend goes through its own ``__call__`` (:func:`_encode_slow`). Both give the same arrays.
+    """
     if not examples:
         return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return _encode_slow(tokenizer, examples, max_length)
+    return _encode_fast(tokenizer, backend, examples, max_length)
+
+
+@contextmanager
+def _backend_settings(tokenizer, backend, max_length: int) -> Iterator[None]:
+    """Truncation to ``max_length`` (longest first, as the tokenizer's ``__call__`` with ``truncation=True``),
+    no padding and the tokenizer's own special-token splitting, on its backend for the duration; the
+    backend's settings are restored afterwards."""
+    truncation, padding, split = backend.truncation, backend.padding, backend.encode_special_tokens
+    backend.enable_truncation(
+        max_length, stride=0, strategy="longest_first", direction=getattr(tokenizer, "truncation_side", "right")
+    )
+    backend.no_padding()
+    backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+    try:
+        yield
+    finally:
+        if truncation is None:
+            backend.no_truncation()
+        else:
+            backend.enable_truncation(**truncation)
+        if padding is not None:
+            backend.enable_padding(**padding)
+        backend.encode_special_tokens = split
+
+
+def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
+    pairs = examples[0].text_b is not None
+    inputs = [(e.text_a, e.text_b or "") for e in examples] if pairs else [e.text_a for e in examples]
+    with _backend_settings(tokenizer, backend, max_length):
+        encodings = backend.encode_batch(inputs, add_special_tokens=True)
+    ids = [e.ids for e in encodings]
+    bounds = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=bounds[1:])
+    total = int(bounds[-1])
+
+    def flat(values: Iterator, dtype: type, count: int = total) -> np.ndarray:
+        return np.fromiter(values, dtype=dtype, count=count)
+
+    input_ids = flat(chain.from_iterable(ids), np.int32)
+    types = flat(chain.from_iterable(e.type_ids for e in encodings), np.int8)
+    special = flat(chain.from_iterable(e.special_tokens_mask for e in encodings), np.bool_)
+    spans = flat(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int32, 2 * total)
+    if pairs:  # which text each token comes from; -1 where the tokenizer added it
+        sequences = chain.from_iterable(e.sequence_ids for e in encodings)
+        segments = np.where(special, -1, flat((-1 if s is None else s for s in sequences), np.int8))
+    else:  # one text: all its tokens come from it
+        segments = np.where(special, -1, 0)
+    columns = [
+        _rows(array, bounds)
+        for array in (input_ids, types, special, segments.astype(np.int8), spans.reshape(-1, 2))
+    ]
+    return [
+        EncodedExample(example.example_id, *arrays, example.label, bool(encoding.overflowing))
+        for example, encoding, *arrays in zip(examples, encodings, *columns, strict=True)
+    ]
+
+
+def _rows(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """Row ``i`` is ``values[bounds[i]:bounds[i + 1]]``, a view."""
+    ends = bounds.tolist()
+    return [values[start:end] for start, end in zip(ends[:-1], ends[1:])]
+
+
+def _encode_slow(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:
     first = [e.text_a for e in examples]
     pairs = examples[0].text_b is not None
     second = [e.text_b or "" for e in examples] if pairs else None
