@@ -7,14 +7,18 @@ so tokenisation, row lengths and vocabulary are realistic and the model's comput
 spends beyond it is the host work a GPU would wait on. Each figure is the fastest of ``--repeats`` runs.
 
 * **Stage one, in process**: the phases of :func:`pipeline.explain.part.stream_parts` on the first N SST-2
-  training sentences, one at a time (encode, plan and collate, the model's explanation, rows on the host,
-  Arrow table, writing parts: digest, Parquet, fsync), then the stream itself (which overlaps them).
+  training sentences, one at a time (encode, plan and collate, the model's explanation, each batch's Arrow
+  table, the parts' tables in dataset order, writing parts: digest, Parquet, fsync), then the stream itself
+  (which overlaps them).
 * **Stage two, in process**: reading the cache back (:func:`~pipeline.cache.store.read_cache`: page checksums,
   digest, decoding), student examples, the epoch's batches (batch 512, as the GPU profile), saving the
   student and a checkpoint, and the dev metrics of a student.
 * **Commands**: ``egkd explain`` (``--workers 0``, a rerun with nothing to compute, ``--workers 1``),
   ``egkd distill --method none`` (one epoch of batch 512) and ``egkd evaluate`` against every cache, each a
   fresh process timed from outside; plus the import of the command line alone.
+
+Every figure is wall seconds and the CPU seconds of the same run (this process's, all its threads; a
+command's own process for a command): on a shared machine the wall time also holds the waits for a core.
 
 Writes ``<out>/host-<machine>.json`` and ``.md`` when ``--out`` is given.
 """
@@ -24,11 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,32 +68,40 @@ def make_teacher(path: Path, tokenizer_ref: str = TOKENIZER) -> Path:
     return path
 
 
-def best(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """The fastest of ``repeats`` runs of ``fn`` and the last result."""
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds
+    cpu: float  # CPU seconds of this process (all its threads), or of the child process for a command
+
+
+def best(fn: Callable[[], object], repeats: int) -> tuple[Timing, object]:
+    """The fastest of ``repeats`` runs of ``fn`` (wall time and the CPU time of that run) and the last result.
+
+    The CPU time is what the work costs whatever else the machine runs; on a shared machine the wall
+    time also holds the waits for a core.
+    """
     times, result = [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        times.append(Timing(time.perf_counter() - start, time.process_time() - cpu))
+    return min(times, key=lambda t: t.wall), result
 
 
-def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) -> dict[str, float]:
-    """Seconds per phase of stage one (gradient x input) on the first ``rows`` training sentences."""
+def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) -> dict[str, Timing]:
+    """Each phase of stage one (gradient x input) on the first ``rows`` training sentences."""
+    import numpy as np
+    import pyarrow as pa
     import torch
 
-    from pipeline.cache.format import rows_to_table
+    from pipeline.cache.extras import to_host
+    from pipeline.cache.format import explained_table
+    from pipeline.cache.store import partition_dir, read_part_header, write_table
     from pipeline.config import ExplainParams
     from pipeline.data import load_dataset
     from pipeline.encoding import collate, encode
     from pipeline.explain.base import make_explainer
-    from pipeline.explain.part import (
-        BATCH_FORWARDS,
-        explanation_to_rows,
-        load_teacher,
-        plan_batches,
-        stream_parts,
-    )
+    from pipeline.explain.part import BATCH_FORWARDS, load_teacher, plan_batches
     from pipeline.explain.run import ExplainRequest, _run, _Workers
     from pipeline.methods import Method
     from pipeline.models import weights_hash
@@ -96,7 +110,7 @@ def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) 
     torch.set_num_threads(1)
     task = get_task("sst2")
     params = ExplainParams()
-    out: dict[str, float] = {}
+    out: dict[str, Timing] = {}
     out["load data"], dataset = best(lambda: load_dataset(data, task, "train", rows), repeats)
     examples = dataset.examples  # type: ignore[union-attr]
     loaded = load_teacher(str(teacher), weights_hash(str(teacher)), task.num_labels, None)
@@ -115,23 +129,36 @@ def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) 
     out["model: explain"], explained = best(
         lambda: [(indices, explainer.explain(batch)) for indices, batch in planned], max(1, repeats - 1)
     )
+    extras: tuple[str, ...] = ()
 
-    def host_rows():
+    def batch_tables() -> list[tuple[list[int], pa.Table]]:
         return [
-            row
+            (
+                indices,
+                explained_table(
+                    [examples[i] for i in indices],
+                    [items[i] for i in indices],
+                    explanation.attribution.detach().float().numpy(),
+                    explanation.logits.detach().float().numpy(),
+                    to_host(explanation.extras),
+                    extras,
+                ),
+            )
             for indices, explanation in explained
-            for row in explanation_to_rows(explanation, [examples[i] for i in indices], [items[i] for i in indices])
         ]
 
-    out["rows on the host"], made = best(host_rows, repeats)
-    by_id = {row.example_id: row for row in made}
-    ordered = [by_id[e.example_id] for e in examples]
+    out["batch tables (explained_table)"], tables = best(batch_tables, repeats)
     size = params.partition_size
-    parts = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-    extras: tuple[str, ...] = ()
-    out["Arrow table"], _ = best(lambda: [rows_to_table(part, extras) for part in parts], repeats)
 
-    # The whole stream (encode ahead, explain, rows, write), as `egkd explain --workers 0` runs it after start-up.
+    def part_tables() -> list[pa.Table]:
+        """Every part's rows in dataset order: the stream writer's concatenation and take, over the whole split."""
+        places = np.concatenate([indices for indices, _ in tables])  # type: ignore[union-attr]
+        whole = pa.concat_tables([table for _, table in tables]).take(np.argsort(places, kind="stable"))  # type: ignore[union-attr]
+        return [whole.slice(i, size).combine_chunks() for i in range(0, whole.num_rows, size)]
+
+    out["part tables in dataset order"], parts = best(part_tables, repeats)
+
+    # The whole stream (encode ahead, explain, tables, write), as `egkd explain --workers 0` runs it after start-up.
     request = ExplainRequest(Method.GRADIENT, str(teacher), data, "sst2", "train", scratch, rows, 128, params)
 
     def stream() -> None:
@@ -142,22 +169,19 @@ def stage_one(teacher: Path, data: str, rows: int, scratch: Path, repeats: int) 
             _run(request, task, dataset, scratch / "method=gradient" / "split=train", workers, time.perf_counter())
 
     out["stream (all phases, overlapped)"], _ = best(stream, repeats)
-    from pipeline.cache.store import partition_dir, read_part, write_part
-
     written = sorted(partition_dir(scratch, "gradient", "train").glob("part-*.parquet"))
-    meta = read_part(written[0]).meta
+    meta = read_part_header(written[0])[0]
 
     def write_all() -> None:
-        for index, part in enumerate(parts):
-            write_part(scratch / "rewrite" / f"part-{index:05d}.parquet", meta, index, part, 0)
+        for index, part in enumerate(parts):  # type: ignore[arg-type]
+            write_table(scratch / "rewrite" / f"part-{index:05d}.parquet", meta, index, part, 0)
 
     out["write parts (digest, Parquet, fsync)"], _ = best(write_all, repeats)
-    del stream_parts
     return out
 
 
-def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, float]:
-    """Seconds per host phase of ``egkd distill`` and ``egkd evaluate`` on the gradient cache's partitions."""
+def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, Timing]:
+    """Each host phase of ``egkd distill`` and ``egkd evaluate`` on the gradient cache's partitions."""
     import torch
 
     from pipeline.cache.project import collate_students, to_student_examples
@@ -171,7 +195,7 @@ def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, float]:
     from pipeline.training import epoch_order, optimizer_for
 
     torch.set_num_threads(1)
-    out: dict[str, float] = {}
+    out: dict[str, Timing] = {}
     out["read train cache"], (meta, rows) = best(lambda: read_cache(cache, "gradient", "train"), repeats)  # type: ignore[misc]
     out["student examples"], examples = best(lambda: to_student_examples(rows), repeats)
     params = DistillParams(layers=1)
@@ -198,19 +222,27 @@ def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, float]:
     return out
 
 
-def _egkd(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "stages.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    seconds = time.perf_counter() - start
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(command: list[str], cwd: Path, env: dict[str, str]) -> Timing:
+    """Wall seconds of a fresh process and the CPU seconds it used (itself and the processes it waited for)."""
+    start, cpu = time.perf_counter(), _children_cpu()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    timing = Timing(time.perf_counter() - start, _children_cpu() - cpu)
     if done.returncode != 0:
-        raise RuntimeError(f"egkd {args[0]} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
-    return seconds
+        raise RuntimeError(f"{command[2:4]} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return timing
 
 
-def commands(teacher: Path, data: str, rows: int, dev_rows: int, scratch: Path, repeats: int) -> dict[str, float]:
-    """Wall seconds of each command as a fresh process (the fastest of ``repeats``)."""
+def _egkd(args: list[str], cwd: Path, env: dict[str, str]) -> Timing:
+    return _child([sys.executable, "-m", "stages.cli", *args], cwd, env)
+
+
+def commands(teacher: Path, data: str, rows: int, dev_rows: int, scratch: Path, repeats: int) -> dict[str, Timing]:
+    """Each command as a fresh process (the fastest of ``repeats`` by wall time)."""
     import shutil
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -218,8 +250,8 @@ def commands(teacher: Path, data: str, rows: int, dev_rows: int, scratch: Path, 
     cache = scratch / "cache"
     data = str(Path(data).resolve())
 
-    def explain(split: str, limit: int, workers: int, fresh: bool, method: str = "gradient") -> Callable[[], float]:
-        def run() -> float:
+    def explain(split: str, limit: int, workers: int, fresh: bool, method: str = "gradient") -> Callable[[], Timing]:
+        def run() -> Timing:
             if fresh:
                 shutil.rmtree(cache / f"method={method}" / f"split={split}", ignore_errors=True)
             return _egkd(
@@ -248,13 +280,11 @@ def commands(teacher: Path, data: str, rows: int, dev_rows: int, scratch: Path, 
 
         return run
 
-    def fastest(run: Callable[[], float]) -> float:
-        return min(run() for _ in range(repeats))
+    def fastest(run: Callable[[], Timing]) -> Timing:
+        return min((run() for _ in range(repeats)), key=lambda t: t.wall)
 
-    out: dict[str, float] = {}
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import stages.cli"], cwd=scratch, env=env, check=True)
-    out["import the command line"] = time.perf_counter() - start
+    out: dict[str, Timing] = {}
+    out["import the command line"] = _child([sys.executable, "-c", "import stages.cli"], scratch, env)
     out[f"explain train x{rows}, --workers 1"] = fastest(explain("train", rows, 1, True))
     out[f"explain train x{rows}, --workers 0"] = fastest(explain("train", rows, 0, True))
     out["explain rerun, nothing to compute"] = fastest(explain("train", rows, 0, False))
@@ -303,7 +333,8 @@ def markdown(results: dict) -> str:
         f"Machine: {machine['hostname']}, {machine['cpus']} CPUs, torch {machine['torch']}, 1 torch thread; "
         f"load average {machine['load_avg_1_5_15']} at start, {results['load_avg_end']} at the end. "
         f"Teacher: 1 layer, hidden 32, the MiniLM-L6 tokenizer; {rows} SST-2 training sentences, "
-        f"{results['dev_rows']} dev sentences. Fastest of {results['repeats']} runs.",
+        f"{results['dev_rows']} dev sentences. Fastest of {results['repeats']} runs by wall time, and the "
+        "CPU seconds of that run.",
         "",
     ]
     for title, key, count in (
@@ -312,16 +343,20 @@ def markdown(results: dict) -> str:
     ):
         if key not in results:
             continue
-        lines += [f"## {title}", "", "| phase | seconds | rows/s |", "|---|---:|---:|"]
-        for phase, seconds in results[key].items():
+        lines += [f"## {title}", "", "| phase | wall s | CPU s | rows/s (wall) |", "|---|---:|---:|---:|"]
+        for phase, timing in results[key].items():
             n = results["dev_rows"] if "dev" in phase else count
-            lines.append(f"| {phase} | {seconds:.3f} | {n / seconds:,.0f} |")
+            lines.append(f"| {phase} | {timing['wall']:.3f} | {timing['cpu']:.3f} | {n / timing['wall']:,.0f} |")
         lines.append("")
     if "commands" in results:
-        lines += ["## Commands (fresh processes, wall time)", "", "| command | seconds |", "|---|---:|"]
-        lines += [f"| {name} | {seconds:.2f} |" for name, seconds in results["commands"].items()]
+        lines += ["## Commands (fresh processes)", "", "| command | wall s | CPU s |", "|---|---:|---:|"]
+        lines += [f"| {name} | {t['wall']:.2f} | {t['cpu']:.2f} |" for name, t in results["commands"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _plain(timings: dict[str, Timing]) -> dict[str, dict[str, float]]:
+    return {name: asdict(timing) for name, timing in timings.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -340,12 +375,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="egkd-host-") as folder:
         scratch = Path(folder)
         teacher = make_teacher(scratch / "teacher")
-        results["stage_one"] = stage_one(teacher, args.data, args.rows, scratch / "inproc", args.repeats)
+        results["stage_one"] = _plain(stage_one(teacher, args.data, args.rows, scratch / "inproc", args.repeats))
         print(json.dumps(results["stage_one"], indent=1), flush=True)
         if not args.skip_cli:
-            results["commands"] = commands(teacher, args.data, args.rows, DEV_ROWS, scratch / "cli", args.repeats)
+            cli = scratch / "cli"
+            results["commands"] = _plain(commands(teacher, args.data, args.rows, DEV_ROWS, cli, args.repeats))
             print(json.dumps(results["commands"], indent=1), flush=True)
-            results["stage_two"] = stage_two(scratch / "cli" / "cache", scratch / "two", args.repeats)
+            results["stage_two"] = _plain(stage_two(cli / "cache", scratch / "two", args.repeats))
             print(json.dumps(results["stage_two"], indent=1), flush=True)
     results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = markdown(results)

@@ -139,19 +139,29 @@ def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: in
     else:  # one text: all its tokens come from it
         segments = np.where(special, -1, 0)
     columns = [
-        _rows(array, bounds)
-        for array in (input_ids, types, special, segments.astype(np.int8), spans.reshape(-1, 2))
+        _rows(array, bounds) for array in (input_ids, types, special, segments.astype(np.int8), spans.reshape(-1, 2))
     ]
     return [
-        EncodedExample(example.example_id, *arrays, example.label, bool(encoding.overflowing))
-        for example, encoding, *arrays in zip(examples, encodings, *columns, strict=True)
+        EncodedExample(
+            example.example_id,
+            row_ids,
+            row_types,
+            row_special,
+            row_segments,
+            row_spans,
+            example.label,
+            bool(encoding.overflowing),
+        )
+        for example, encoding, row_ids, row_types, row_special, row_segments, row_spans in zip(
+            examples, encodings, *columns, strict=True
+        )
     ]
 
 
 def _rows(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
     """Row ``i`` is ``values[bounds[i]:bounds[i + 1]]``, a view."""
     ends = bounds.tolist()
-    return [values[start:end] for start, end in zip(ends[:-1], ends[1:])]
+    return [values[start:end] for start, end in zip(ends[:-1], ends[1:], strict=True)]
 
 
 def _encode_slow(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:

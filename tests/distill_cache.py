@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cache.extras import to_host
+from pipeline.cache.format import explained_table
 from pipeline.cache.schema import SCHEMA_VERSION, CacheMetadata
-from pipeline.cache.store import part_path, write_part
+from pipeline.cache.store import part_path, write_table
 from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.encoding import collate, encode
 from pipeline.explain import explainer_class, make_explainer
-from pipeline.explain.part import explanation_to_rows
 from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash, weights_hash
 from pipeline.tasks import get_task
@@ -32,8 +33,15 @@ def build_cache(
         for split, limit in (("train", train), ("dev", dev)):
             data = load_dataset(glue_dir, task, split, limit)
             encoded = encode(tokenizer, data.examples, 64)
-            rows = explanation_to_rows(
-                explainer.explain(collate(encoded, tokenizer.pad_token_id)), data.examples, encoded
+            explanation = explainer.explain(collate(encoded, tokenizer.pad_token_id))
+            extras = tuple(kind.kind for kind in explainer_class(method).extras)
+            table = explained_table(
+                data.examples,
+                encoded,
+                explanation.attribution.detach().float().numpy(),
+                explanation.logits.detach().float().numpy(),
+                to_host(explanation.extras),
+                extras,
             )
             meta = CacheMetadata(
                 SCHEMA_VERSION,
@@ -43,7 +51,7 @@ def build_cache(
                 method.value,
                 json.dumps({"seed": params.seed, **asdict(params.method_params(method))}),
                 "fp32",
-                tuple(kind.kind for kind in explainer_class(method).extras),
+                extras,
                 str(teacher),
                 str(base),
                 weights_hash(str(teacher)),
@@ -56,9 +64,9 @@ def build_cache(
                 task.labels,
                 1000,
                 1,
-                len(rows),
+                table.num_rows,
             )
-            write_part(part_path(root, method.value, split, 0), meta, 0, rows, truncated=0)
+            write_table(part_path(root, method.value, split, 0), meta, 0, table, truncated=0)
     return root
 
 

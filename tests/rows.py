@@ -1,4 +1,5 @@
-"""Random but well-formed cache rows and metadata for any registered method (extras made from their declaration)."""
+"""Random but well-formed cache rows and metadata for any registered method (extras made from their declaration),
+and the row-at-a-time reference of what stage one caches of an explained batch."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.cache.extras import Axis, Extra, Extras
+from pipeline.cache.extras import Axis, Extra, Extras, to_host
 from pipeline.cache.schema import SCHEMA_VERSION, CachedExample, CacheMetadata
-from pipeline.explain.base import explainer_class
+from pipeline.data import Example
+from pipeline.encoding import EncodedExample
+from pipeline.explain.base import Explanation, explainer_class
 from pipeline.methods import Method
 
 
@@ -103,3 +106,35 @@ def assert_rows_equal(left: list[CachedExample], right: list[CachedExample]) -> 
                 assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), field.name
             else:
                 assert x == y and type(x) is type(y), field.name
+
+
+def batch_rows(explanation: Explanation, examples: list[Example], encoded: list[EncodedExample]) -> list[CachedExample]:
+    """The cache rows of one explained batch, one example at a time: every token axis cut to the example's own
+    tokens. What stage one cached row by row before it built a batch's table a column at a time
+    (:func:`pipeline.cache.format.explained_table`), which must equal ``rows_to_table`` of these rows."""
+    attribution = explanation.attribution.detach().float().cpu().numpy()
+    logits = explanation.logits.detach().float().cpu().numpy()
+    extras = to_host(explanation.extras)
+    rows = []
+    for i, (example, item) in enumerate(zip(examples, encoded, strict=True)):
+        n = len(item.input_ids)
+        rows.append(
+            CachedExample(
+                example_id=example.example_id,
+                split=example.split,
+                label=example.label,
+                text_a=example.text_a,
+                text_b=example.text_b,
+                input_ids=item.input_ids,
+                token_type_ids=item.token_type_ids,
+                segments=item.segments,
+                special_mask=item.special_mask,
+                offsets=item.offsets,
+                attribution=attribution[i, :n].copy(),
+                teacher_logits=logits[i].copy(),
+                extras=extras.map(
+                    lambda spec, a, i=i, n=n: a[i][..., :n].copy() if Axis.TOKEN in spec.axes else a[i].copy()
+                ),
+            )
+        )
+    return rows

@@ -151,11 +151,6 @@ def to_host(extras: Extras) -> Extras:
     )
 
 
-def row_of(extras: Extras, index: int, tokens: int) -> Extras:
-    """Example ``index`` of host-side batched extras, token axes cut to its ``tokens``."""
-    return extras.map(lambda spec, a: a[index][..., :tokens].copy() if Axis.TOKEN in spec.axes else a[index].copy())
-
-
 def project(extras: Extras, overlap: np.ndarray) -> Extras:
     """Re-project token axes onto another tokenizer's tokens; ``overlap`` is ``(T_target, T_source)`` bool.
 

@@ -20,8 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.cache.extras import Extras, extra_types
+from pipeline.cache.extras import Axis, Extras, extra_types
 from pipeline.cache.schema import CachedExample, CacheMetadata
+from pipeline.data import Example
+from pipeline.encoding import EncodedExample
 
 META_KEY = b"egkd"  # schema-metadata key of the run's CacheMetadata (JSON)
 PART_KEY = b"egkd.part"  # schema-metadata key of this part's PartInfo (JSON)
@@ -74,24 +76,48 @@ class PartInfo:
 # --- rows <-> Arrow -------------------------------------------------------------------------------
 
 
-def _nested(arrays: Sequence[np.ndarray], arrow_type: pa.DataType) -> pa.Array:
-    """Per-row arrays of one shape rank -> a list (of lists...) column of that rank."""
+def _nested(arrays: Sequence[np.ndarray], arrow_type: pa.DataType, dtype: np.dtype) -> pa.Array:
+    """Per-row arrays of one shape rank -> a list (of lists...) column of that rank, of ``dtype`` values."""
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum(np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays)), out=offsets[1:])
     inner_type = arrow_type.value_type
     if pa.types.is_list(inner_type):
-        inner = _nested([part for a in arrays for part in a], inner_type)
+        inner = _nested([part for a in arrays for part in a], inner_type, dtype)
     else:
-        dtype = np.dtype(inner_type.to_pandas_dtype())
         flat = np.concatenate(arrays, dtype=dtype) if arrays else np.empty(0, dtype=dtype)
         inner = pa.array(flat, type=inner_type)
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
+def _padded(array: np.ndarray, lengths: np.ndarray | None, arrow_type: pa.DataType, dtype: np.dtype) -> pa.Array:
+    """A ``(B, d1, ..., dk)`` batch array -> a list column of rank k; with ``lengths``, the last axis is the
+    token axis, padded, and row ``b`` keeps its first ``lengths[b]`` entries of it (every other axis whole)."""
+    rows, dims = array.shape[0], array.shape[1:]
+    if lengths is not None:
+        keep = np.arange(dims[-1]) < lengths[:, None]
+        flat = array[np.broadcast_to(keep.reshape(rows, *[1] * (len(dims) - 1), dims[-1]), array.shape)]
+    else:
+        flat = array.reshape(-1)
+    leaf = arrow_type
+    while pa.types.is_list(leaf):
+        leaf = leaf.value_type
+    column: pa.Array = pa.array(np.ascontiguousarray(flat, dtype=dtype), type=leaf)
+    for level in reversed(range(len(dims))):
+        parents = rows * int(np.prod(dims[:level], dtype=np.int64))
+        if lengths is not None and level == len(dims) - 1:
+            sizes = np.repeat(lengths, parents // rows)
+        else:
+            sizes = np.full(parents, dims[level])
+        offsets = np.zeros(parents + 1, dtype=np.int32)
+        np.cumsum(sizes, out=offsets[1:])
+        column = pa.ListArray.from_arrays(pa.array(offsets), column)
+    return column
+
+
 def _rows_of(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     """Row ``i`` is ``values[offsets[i]:offsets[i + 1]]``, a view."""
     bounds = offsets.tolist()
-    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _unnested(array: pa.ListArray, rank: int, dtype: np.dtype) -> list[np.ndarray]:
@@ -121,14 +147,59 @@ def rows_to_table(rows: Sequence[CachedExample], extras: Sequence[str]) -> pa.Ta
         "label": pa.array([None if r.label is None else float(r.label) for r in rows], pa.float64()),
         "text_a": pa.array([r.text_a for r in rows], pa.string()),
         "text_b": pa.array([r.text_b for r in rows], pa.string()),
-        "offset_start": _nested([np.asarray(r.offsets).reshape(-1, 2)[:, 0] for r in rows], pa.list_(pa.int32())),
-        "offset_end": _nested([np.asarray(r.offsets).reshape(-1, 2)[:, 1] for r in rows], pa.list_(pa.int32())),
     }
-    for name in _CORE_ARRAYS:
-        columns[name] = _nested([getattr(r, name) for r in rows], CORE.field(name).type)
+    spans = [np.asarray(r.offsets).reshape(-1, 2) for r in rows]
+    for position, name in enumerate(("offset_start", "offset_end")):
+        columns[name] = _nested([span[:, position] for span in spans], CORE.field(name).type, np.dtype(np.int32))
+    for name, dtype in _CORE_ARRAYS.items():
+        columns[name] = _nested([getattr(r, name) for r in rows], CORE.field(name).type, np.dtype(dtype))
     for position, kind in enumerate(extra_types(extras)):
         for spec in kind.columns():
-            columns[spec.name] = _nested([getattr(r.extras.items[position], spec.field) for r in rows], spec.arrow_type)
+            columns[spec.name] = _nested(
+                [getattr(r.extras.items[position], spec.field) for r in rows], spec.arrow_type, spec.dtype
+            )
+    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def explained_table(
+    examples: Sequence[Example],
+    encoded: Sequence[EncodedExample],
+    attribution: np.ndarray,
+    logits: np.ndarray,
+    extras: Extras,
+    kinds: Sequence[str],
+) -> pa.Table:
+    """One explained batch as a table in :func:`schema_for` ``(kinds)``, its rows in batch order.
+
+    ``attribution`` is ``(B, T)``, ``logits`` ``(B, C)`` and every extra ``(B, ...)``, on the host, token axes
+    padded to ``T``; row ``b`` keeps the first ``len(encoded[b].input_ids)`` entries of each token axis. The
+    table is the one :func:`rows_to_table` makes of the batch's rows, each array cut to its example's tokens
+    (same values, same digest), but gathered a column at a time from the padded batch arrays, without a
+    :class:`CachedExample` and a copy of each array per row: that was most of stage one's host time.
+    """
+    if extras.kinds != tuple(kinds):
+        raise ValueError(f"the batch carries extras {extras.kinds}, expected {tuple(kinds)}")
+    lengths = np.fromiter((len(item.input_ids) for item in encoded), dtype=np.int64, count=len(encoded))
+    columns: dict[str, pa.Array] = {
+        "example_id": pa.array([e.example_id for e in examples], pa.string()),
+        "split": pa.array([e.split for e in examples], pa.string()),
+        "label": pa.array([None if e.label is None else float(e.label) for e in examples], pa.float64()),
+        "text_a": pa.array([e.text_a for e in examples], pa.string()),
+        "text_b": pa.array([e.text_b for e in examples], pa.string()),
+        "attribution": _padded(attribution, lengths, CORE.field("attribution").type, np.dtype(np.float32)),
+        "teacher_logits": _padded(logits, None, CORE.field("teacher_logits").type, np.dtype(np.float32)),
+    }
+    for name in ("input_ids", "token_type_ids", "segments", "special_mask"):
+        arrays = [getattr(item, name) for item in encoded]
+        columns[name] = _nested(arrays, CORE.field(name).type, np.dtype(_CORE_ARRAYS[name]))
+    spans = [item.offsets for item in encoded]
+    for position, name in enumerate(("offset_start", "offset_end")):
+        columns[name] = _nested([span[:, position] for span in spans], CORE.field(name).type, np.dtype(np.int32))
+    for item in extras.items:
+        for spec, array in item.arrays():
+            tokens = lengths if Axis.TOKEN in spec.axes else None
+            columns[spec.name] = _padded(np.asarray(array), tokens, spec.arrow_type, spec.dtype)
+    schema = schema_for(kinds)
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 
@@ -276,7 +347,7 @@ def _feed(digest: Any, array: pa.Array) -> None:
         digest.update(lengths.tobytes())
         if len(array):
             bounds = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
-            digest.update(memoryview(array.buffers()[2])[int(bounds[0]) : int(bounds[-1])])  # type: ignore[index]
+            digest.update(memoryview(array.buffers()[2])[int(bounds[0]) : int(bounds[-1])])
     else:
         values = array.to_numpy(zero_copy_only=False)
         values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))

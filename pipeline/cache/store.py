@@ -55,6 +55,8 @@ __all__ = [
     "part_path",
     "partition_dir",
     "write_part",
+    "write_table",
+    "sync_folder",
     "read_part",
     "read_part_header",
     "read_cache",
@@ -114,21 +116,41 @@ def temp_files(directory: Path) -> list[Path]:
 
 
 def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[CachedExample], truncated: int) -> PartInfo:
-    """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
-    table = rows_to_table(rows, meta.extras)
-    info = PartInfo(index=index, rows=len(rows), truncated=truncated, digest=part_digest(meta, index, table))
+    """Write one part of these rows atomically (:func:`write_table`)."""
+    return write_table(path, meta, index, rows_to_table(rows, meta.extras), truncated)
+
+
+def write_table(
+    path: Path, meta: CacheMetadata, index: int, table: pa.Table, truncated: int, fsync_folder: bool = True
+) -> PartInfo:
+    """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``.
+
+    ``table`` holds the part's rows in :func:`~pipeline.cache.format.schema_for` ``(meta.extras)``. The file is
+    on disk before the rename, so a part is whole or absent even after a power loss; ``fsync_folder`` then
+    syncs the folder too, which makes the rename durable (a writer of many parts syncs it once, after the
+    last: :func:`sync_folder`).
+    """
+    if not table.schema.equals(schema_for(meta.extras), check_metadata=False):
+        raise ValueError(f"part {index}: columns differ from the cache schema")
+    info = PartInfo(index=index, rows=table.num_rows, truncated=truncated, digest=part_digest(meta, index, table))
     table = table.replace_schema_metadata({META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)})
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with temp.open("wb") as handle:
-            pq.write_table(table, handle, compression="zstd", write_statistics=False, write_page_checksum=True)
+        # A path, not a Python file object: Arrow writes natively, without holding the interpreter lock.
+        pq.write_table(table, str(temp), compression="zstd", write_statistics=False, write_page_checksum=True)
         fsync(temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    fsync(path.parent)
+    if fsync_folder:
+        fsync(path.parent)
     return info
+
+
+def sync_folder(directory: Path) -> None:
+    """Make the renames of the parts written into ``directory`` with ``fsync_folder=False`` durable."""
+    fsync(directory)
 
 
 def _header(schema_metadata: dict[bytes, bytes] | None, path: Path) -> tuple[CacheMetadata, PartInfo]:

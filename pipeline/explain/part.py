@@ -10,9 +10,11 @@ results out and writes Parquet:
   perturbed copy and IG step counted (:meth:`Explainer.copies`); the explainer
   runs them in forwards of one budget each;
 * each batch's explanation is copied to the host asynchronously and turned into
-  rows while the device explains the next batch (one wait per batch, none inside);
-* a second thread refuses non-finite values and writes each part atomically as
-  soon as its last row is in, while the device works on the next pool.
+  one Arrow table, a column at a time (:func:`~pipeline.cache.format.explained_table`),
+  while the device explains the next batch (one wait per batch, none inside);
+* a second thread puts each part's rows in dataset order, refuses non-finite values
+  and writes the part atomically as soon as its last row is in, while the device
+  works on the next pool; the folder is synced once, when the stream ends.
 
 Rows keep dataset order within each part whatever the batching: an example's
 result does not depend on its batch. Each worker process loads the teacher once
@@ -30,10 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.cache.extras import row_of, to_host
-from pipeline.cache.schema import CachedExample, CacheMetadata
-from pipeline.cache.store import write_part
+from pipeline.cache.extras import to_host
+from pipeline.cache.format import explained_table
+from pipeline.cache.schema import CacheMetadata
+from pipeline.cache.store import sync_folder, write_table
 from pipeline.config import ExplainParams, override
 from pipeline.data import Example
 from pipeline.encoding import EncodedExample
@@ -152,11 +157,11 @@ def plan_batches(
 
 @dataclass
 class _Slot:
-    """One part of a pool: its rows as they come in."""
+    """One part of a pool: its rows as they come in, a batch's table at a time."""
 
     job: PartJob
     encoded: list[EncodedExample]
-    rows: list[CachedExample | None]
+    pieces: list[tuple[pa.Table, np.ndarray]]  # rows of this part from one batch, and their places in the part
     missing: int
 
 
@@ -185,8 +190,8 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
     """Explain and write consecutive parts (same run) as one stream; yields each part once it is written.
 
     One batch is always in flight: the next batch (of the same pool or the next) is queued on the device
-    before the host waits for the last one's copy, turns it into rows and, when that completes a pool,
-    hands the pool's parts to the writer.
+    before the host waits for the last one's copy, turns it into a table and, when that completes a pool,
+    hands the pool's parts to the writer. The parts' folder is synced once, when the stream ends or fails.
     """
     import torch
 
@@ -213,61 +218,68 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
     def work(items: list[EncodedExample]) -> int:
         return sum(explainer.copies(int((~e.special_mask).sum())) * len(e.input_ids) for e in items)
 
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="egkd-encode") as encoder,
-        ThreadPoolExecutor(1, thread_name_prefix="egkd-write") as writer,
-    ):
-        ahead: deque[tuple[PartJob, Future]] = deque()
-        writes: deque[Future] = deque()
-        queued = 0
+    try:
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="egkd-encode") as encoder,
+            ThreadPoolExecutor(1, thread_name_prefix="egkd-write") as writer,
+        ):
+            ahead: deque[tuple[PartJob, Future]] = deque()
+            writes: deque[Future] = deque()
+            queued = 0
 
-        def pools() -> Iterator[_Pool]:
-            """Pools of parts as their encodings come in, each a few token budgets of work."""
-            nonlocal queued
-            while queued < len(jobs) or ahead:
-                slots: list[_Slot] = []
-                pooled = 0
-                while (queued < len(jobs) or ahead) and pooled < POOL_BUDGETS * tokens:
-                    while queued < len(jobs) and len(ahead) < ENCODE_AHEAD:
-                        ahead.append((jobs[queued], encoder.submit(encoded, jobs[queued])))
-                        queued += 1
-                    job, future = ahead.popleft()
-                    items = future.result()
-                    slots.append(_Slot(job, items, [None] * len(items), len(items)))
-                    pooled += work(items)
-                yield _Pool(slots)
+            def pools() -> Iterator[_Pool]:
+                """Pools of parts as their encodings come in, each a few token budgets of work."""
+                nonlocal queued
+                while queued < len(jobs) or ahead:
+                    slots: list[_Slot] = []
+                    pooled = 0
+                    while (queued < len(jobs) or ahead) and pooled < POOL_BUDGETS * tokens:
+                        while queued < len(jobs) and len(ahead) < ENCODE_AHEAD:
+                            ahead.append((jobs[queued], encoder.submit(encoded, jobs[queued])))
+                            queued += 1
+                        job, future = ahead.popleft()
+                        items = future.result()
+                        slots.append(_Slot(job, items, [], len(items)))
+                        pooled += work(items)
+                    yield _Pool(slots)
 
-        def settle(flight: _InFlight) -> None:
-            """Rows of the batch in flight; a pool that this completes goes to the writer."""
-            _store(flight.pool.slots, flight.places, flight.copy)
-            if not any(slot.missing for slot in flight.pool.slots):
-                seconds = time.perf_counter() - flight.pool.started
-                total = sum(len(slot.encoded) for slot in flight.pool.slots)
-                for slot in flight.pool.slots:
-                    writes.append(writer.submit(_write, slot, seconds * len(slot.encoded) / total))
+            def settle(flight: _InFlight) -> None:
+                """The batch in flight as a table; a pool that this completes goes to the writer."""
+                _store(flight.pool.slots, flight.places, flight.copy, first.meta.extras)
+                if not any(slot.missing for slot in flight.pool.slots):
+                    seconds = time.perf_counter() - flight.pool.started
+                    total = sum(len(slot.encoded) for slot in flight.pool.slots)
+                    for slot in flight.pool.slots:
+                        writes.append(writer.submit(_write, slot, seconds * len(slot.encoded) / total))
 
-        try:
-            in_flight: _InFlight | None = None
-            for pool in pools():
-                pool.started = time.perf_counter()
-                where = pool.where
-                items = [pool.slots[s].encoded[i] for s, i in where]
-                for indices in plan_batches(items, explainer, BATCH_FORWARDS * tokens, params.batch_size):
-                    batch = collate([items[i] for i in indices], pad).to(device, non_blocking=True)
-                    flight = _InFlight(pool, [where[i] for i in indices], _HostCopy(explainer.explain(batch)))
-                    if in_flight is not None:
-                        settle(in_flight)
-                    in_flight = flight
-                while writes and writes[0].done():
+            try:
+                in_flight: _InFlight | None = None
+                for pool in pools():
+                    pool.started = time.perf_counter()
+                    where = pool.where
+                    items = [pool.slots[s].encoded[i] for s, i in where]
+                    for indices in plan_batches(items, explainer, BATCH_FORWARDS * tokens, params.batch_size):
+                        batch = collate([items[i] for i in indices], pad).to(device, non_blocking=True)
+                        flight = _InFlight(pool, [where[i] for i in indices], _HostCopy(explainer.explain(batch)))
+                        if in_flight is not None:
+                            settle(in_flight)
+                        in_flight = flight
+                    while writes and writes[0].done():
+                        yield writes.popleft().result()
+                if in_flight is not None:
+                    settle(in_flight)
+                while writes:
                     yield writes.popleft().result()
-            if in_flight is not None:
-                settle(in_flight)
-            while writes:
-                yield writes.popleft().result()
-        except BaseException:
-            for future in writes:
-                future.cancel()
-            raise
+            except BaseException:
+                for future in writes:
+                    future.cancel()
+                raise
+
+    finally:
+        # The renames of the parts written, once for the whole stream however it ends: until then a power
+        # loss may undo a rename, which leaves only a missing part for the next run to compute.
+        if first.path.parent.is_dir():
+            sync_folder(first.path.parent)
 
 
 def compute_parts(jobs: Sequence[PartJob]) -> list[PartResult]:
@@ -300,62 +312,50 @@ class _HostCopy:
         return self.explanation
 
 
-def _store(slots: list[_Slot], places: list[tuple[int, int]], copy: _HostCopy) -> None:
-    rows = explanation_to_rows(
-        copy.get(),
+def _store(slots: list[_Slot], places: list[tuple[int, int]], copy: _HostCopy, kinds: tuple[str, ...]) -> None:
+    """The batch's rows as one table, handed to the parts they belong to."""
+    explanation = copy.get()
+    table = explained_table(
         [slots[s].job.examples[i] for s, i in places],
         [slots[s].encoded[i] for s, i in places],
+        explanation.attribution.detach().float().numpy(),
+        explanation.logits.detach().float().numpy(),
+        to_host(explanation.extras),
+        kinds,
     )
-    for (s, i), row in zip(places, rows, strict=True):
-        slots[s].rows[i] = row
-        slots[s].missing -= 1
+    owner = np.fromiter((s for s, _ in places), dtype=np.int64, count=len(places))
+    where = np.fromiter((i for _, i in places), dtype=np.int64, count=len(places))
+    for s in np.unique(owner).tolist():
+        mine = np.flatnonzero(owner == s)
+        slots[s].pieces.append((table if len(mine) == len(places) else table.take(mine), where[mine]))
+        slots[s].missing -= len(mine)
 
 
 def _write(slot: _Slot, seconds: float) -> PartResult:
-    """Check one finished part and write it atomically (in the writer thread)."""
+    """Put one finished part's rows in dataset order, check them and write the part atomically (in the writer
+    thread). The folder is synced once the stream ends (:func:`stream_parts`)."""
     job = slot.job
     assert slot.missing == 0
-    done = [row for row in slot.rows if row is not None]
-    bad = [
-        row.example_id
-        for row in done
-        if not (np.isfinite(row.attribution).all() and np.isfinite(row.teacher_logits).all())
-    ]
+    where = np.concatenate([places for _, places in slot.pieces])
+    table = pa.concat_tables([piece for piece, _ in slot.pieces]).take(np.argsort(where, kind="stable"))
+    table = table.combine_chunks()
+    bad = _not_finite(table)
     if bad:
         raise EgkdError(
             f"explanations that are not finite for {len(bad)} example(s) of part {job.index} "
             f"(first {bad[0]!r}); nothing was written for this part"
         )
     truncated = sum(e.truncated for e in slot.encoded)
-    write_part(job.path, job.meta, job.index, done, truncated)
-    return PartResult(job.index, len(done), truncated, seconds)
+    write_table(job.path, job.meta, job.index, table, truncated, fsync_folder=False)
+    return PartResult(job.index, table.num_rows, truncated, seconds)
 
 
-def explanation_to_rows(
-    explanation: Explanation, examples: Sequence[Example], encoded: Sequence[EncodedExample]
-) -> list[CachedExample]:
-    """The cache rows of one explained batch: every array cut to its own example's tokens, on the host."""
-    attribution = explanation.attribution.detach().float().cpu().numpy()
-    logits = explanation.logits.detach().float().cpu().numpy()
-    extras = to_host(explanation.extras)
-    rows = []
-    for i, (example, item) in enumerate(zip(examples, encoded, strict=True)):
-        n = len(item.input_ids)
-        rows.append(
-            CachedExample(
-                example_id=example.example_id,
-                split=example.split,
-                label=example.label,
-                text_a=example.text_a,
-                text_b=example.text_b,
-                input_ids=item.input_ids,
-                token_type_ids=item.token_type_ids,
-                segments=item.segments,
-                special_mask=item.special_mask,
-                offsets=item.offsets,
-                attribution=attribution[i, :n].copy(),
-                teacher_logits=logits[i].copy(),
-                extras=row_of(extras, i, n),
-            )
-        )
-    return rows
+def _not_finite(table: pa.Table) -> list[str]:
+    """Example ids of the rows (in table order) whose attribution or teacher logits are not all finite."""
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for name in ("attribution", "teacher_logits"):
+        column = table.column(name).combine_chunks()
+        values = column.flatten().to_numpy()
+        rows = pc.list_parent_indices(column).to_numpy()
+        bad[rows[~np.isfinite(values)]] = True
+    return [table.column("example_id")[int(i)].as_py() for i in np.flatnonzero(bad)]
