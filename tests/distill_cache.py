@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from pipeline.data import load_dataset
 from pipeline.encoding import collate, encode
 from pipeline.explain import explainer_class, make_explainer
 from pipeline.explain.part import explanation_to_rows
+from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash, weights_hash
 from pipeline.tasks import get_task
@@ -41,9 +40,9 @@ def build_cache(
                 task.name,
                 split,
                 method.value,
-                json.dumps({"seed": params.seed, **asdict(params.method_params(method))}),
+                method_params_json(method, params),
                 "fp32",
-                tuple(kind.kind for kind in explainer_class(method).extras),
+                tuple(kind.kind for kind in explainer_class(method).cached_extras()),
                 str(teacher),
                 str(base),
                 weights_hash(str(teacher)),

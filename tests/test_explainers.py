@@ -113,7 +113,7 @@ def test_contract(model, tokenizer, texts, method, variant):
     assert (batch.token_type_ids[~batch.special_mask] == 1).any() or texts is SINGLES  # pairs: both segments
     torch.testing.assert_close(first.logits, model(**batch.model_inputs()).logits, atol=1e-5, rtol=0)
     assert torch.equal(attribution, second.attribution)
-    assert first.extras.kinds == tuple(kind.kind for kind in explainer_class(method).extras)
+    assert first.extras.kinds == tuple(kind.kind for kind in explainer_class(method).cached_extras())
     assert not any(t.is_inference() for t in (attribution, first.logits))  # usable outside inference mode
     for item, again in zip(first.extras.items, second.extras.items, strict=True):
         for (spec, tensor), (_, repeat) in zip(item.arrays(), again.arrays(), strict=True):

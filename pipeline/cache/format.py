@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cache.extras import Extras, extra_types
+from pipeline.cache.extras import Extras, extra_types, with_view_shapes
 from pipeline.cache.schema import CachedExample, CacheMetadata
 
 META_KEY = b"egkd"  # schema-metadata key of the run's CacheMetadata (JSON)
@@ -139,8 +139,13 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
     core = {name: arrays(name, 1, dtype) for name, dtype in _CORE_ARRAYS.items()}
     starts, ends = arrays("offset_start", 1, np.int32), arrays("offset_end", 1, np.int32)
     kinds = extra_types(meta.extras)
+    lengths = [len(ids) for ids in core["input_ids"]]
     extra_arrays = [
-        {spec.field: arrays(spec.name, len(spec.axes), spec.dtype) for spec in kind.columns()} for kind in kinds
+        {
+            spec.field: with_view_shapes(spec, arrays(spec.name, len(spec.axes), spec.dtype), lengths, meta.num_labels)
+            for spec in kind.columns()
+        }
+        for kind in kinds
     ]
     rows = []
     for i in range(table.num_rows):
