@@ -76,6 +76,12 @@ def test_a_student_that_predicts_one_class_is_flagged(cache, tmp_path, monkeypat
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev"]["one_class"] == {"label": 1, "share": 0.975}
 
 
+def test_min_steps_adds_epochs_to_a_small_training_set(cache, tmp_path):
+    report = run(cache, tmp_path / "s", method="none", epochs=1, min_steps=5)  # 24 examples, batch 8: 3 a pass
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert report.training.steps == 6 and [r["epoch"] for r in log] == [0, 0, 0, 1, 1, 1]
+
+
 def test_explain_every_skips_steps(cache, tmp_path):
     run(cache, tmp_path / "s", method="perturbation", explain_every=3)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]

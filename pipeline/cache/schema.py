@@ -17,9 +17,9 @@ import numpy as np
 
 from pipeline.cache.extras import Extras
 
-SCHEMA_VERSION = (
-    3  # 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position)
-)
+# 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position);
+# 4: every family caches label-preserving, contrastive and random views, the gradient family its magnitude map
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)

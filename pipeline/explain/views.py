@@ -19,7 +19,9 @@ teacher labels every view (so the shift it makes is labelled by the teacher), an
 same token in stage two; docs/method.md says why dropping or replacing by other words was not taken.
 
 Draws are :func:`~pipeline.explain._ops.random_bits` of (run seed, example id, kind, view, position): an
-example gets the same views in any batch, on any device. Within a kind's pool of candidate tokens the
+example gets the same random views in any batch, on any device, and the same guided views wherever its map
+is the same (the pools are ranked on the map rounded to 8 significant bits, so float noise of another
+batching reorders tokens only at a rounding boundary). Within a kind's pool of candidate tokens the
 ``k`` of lowest bits are replaced, a uniform draw without replacement. All views of a batch go through the
 teacher as one chunked forward batch, like every other perturbed copy.
 """
@@ -47,8 +49,11 @@ def replaced_count(fraction: float, real: np.ndarray) -> torch.Tensor:
 def candidates(kind: type[GuidedViews], scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """``(B, T)`` bool: the tokens a view of ``kind`` may replace, from ``(B, T)`` scores and ``(B,)`` counts ``k``.
 
-    Ties go to the earlier position (stable sort), so the pools are deterministic.
+    Scores are ranked rounded to bfloat16 (8 significant bits): another batching or token budget changes a
+    map in its last bits (about 1e-6), which must not reorder tokens and so change a view; tokens within
+    about 0.4% of each other are tied, and ties go to the earlier position (stable sort).
     """
+    scores = scores.to(torch.bfloat16).float()
     if kind is PreservingViews:
         size = torch.maximum(k, real.sum(1) // 2)  # the lower half by magnitude, at least k tokens
         return (ranks(scores.abs(), real, descending=False) < size[:, None]) & real
