@@ -1,6 +1,6 @@
 """Run the DVC pipeline's stages without DVC, in dependency order, timing each one.
 
-``python -m benchmarks.repro [--dry] [--stage PREFIX ...] [--timings FILE.json] [--keep-going]``, in the
+``python -m benchmarks.repro [--dry] [--stage PREFIX ...] [--timings FILE.json] [--keep-going] [--jobs N]``, in the
 repository root, renders dvc.yaml with params.yaml as DVC 3 does (stage names, ``${...}``, ``matrix``, a
 mapping unpacked into ``--key value`` options, the ``[parsing]`` options of .dvc/config) and runs each
 stage as ``dvc repro --force`` would: its outputs removed first (not ``persist: true`` ones), each command
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import combinations, product
@@ -341,15 +342,16 @@ def order(stages: list[Stage]) -> list[Stage]:
     return ordered
 
 
-def run_stage(stage: Stage, root: Path) -> int:
+def run_stage(stage: Stage, root: Path, environ: dict[str, str] | None = None) -> int:
     """Remove the stage's outs (not persisted ones), then run its commands in order; the first failing status."""
     for out in (root / out for out in stage.outs if out not in stage.persist):
         if out.is_dir() and not out.is_symlink():
             shutil.rmtree(out)
         elif out.exists() or out.is_symlink():
             out.unlink()
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "PATH": path, "DVC_ROOT": str(root), "DVC_STAGE": stage.name}
+    environ = os.environ if environ is None else environ
+    path = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    env = {**environ, "PATH": path, "DVC_ROOT": str(root), "DVC_STAGE": stage.name}
     for command in stage.commands:
         print(f"> {command}", flush=True)
         done = subprocess.run(["bash", "--noprofile", "--norc", "-c", command], cwd=root, env=env, check=False)
@@ -358,28 +360,55 @@ def run_stage(stage: Stage, root: Path) -> int:
     return 0
 
 
-def run(stages: list[Stage], selected: set[str], root: Path, keep_going: bool) -> tuple[dict[str, float], list[str]]:
-    """Run the selected stages in order, skipping those downstream of a failure; seconds per stage, failures."""
+def run(
+    stages: list[Stage], selected: set[str], root: Path, keep_going: bool, jobs: int = 1
+) -> tuple[dict[str, float], list[str]]:
+    """Run the selected stages, up to ``jobs`` at once, each after the stages it depends on; those downstream of a
+    failure are skipped. Returns the seconds per stage that ran and the failed stages, both in dvc.yaml order.
+
+    With one job the stages run one by one in :func:`order`'s order, as ``dvc repro`` runs them.
+    """
     needs, seconds, failed, broken = upstream(stages), {}, [], set()
-    for stage in stages:
-        if needs[stage.name] & broken:
-            broken.add(stage.name)
-            if stage.name in selected:
-                print(f"Skipping stage '{stage.name}': it depends on a failed stage", flush=True)
-        elif stage.name in selected and stage.frozen:
-            print(f"Stage '{stage.name}' is frozen: not run")
-        elif stage.name in selected:
-            print(f"Running stage '{stage.name}':", flush=True)
-            start = time.perf_counter()
-            status = run_stage(stage, root)
-            seconds[stage.name] = time.perf_counter() - start
-            if status:
-                print(f"error: stage '{stage.name}' failed with exit code {status}", file=sys.stderr, flush=True)
-                failed.append(stage.name)
-                broken.add(stage.name)
-                if not keep_going:
+    pending = [stage for stage in stages if stage.name in selected]
+    waiting: set[str] = {stage.name for stage in pending}  # selected stages not finished: their dependants wait
+    env = os.environ.copy()
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # the cores shared out between the stages that run at once
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    running: dict[Future[int], tuple[Stage, float]] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            stop = failed and not keep_going
+            for stage in [] if stop else list(pending):
+                if len(running) >= jobs:
                     break
-    return seconds, failed
+                if needs[stage.name] & broken:
+                    pending.remove(stage)
+                    waiting.discard(stage.name)
+                    broken.add(stage.name)
+                    print(f"Skipping stage '{stage.name}': it depends on a failed stage", flush=True)
+                elif stage.frozen:
+                    pending.remove(stage)
+                    waiting.discard(stage.name)
+                    print(f"Stage '{stage.name}' is frozen: not run")
+                elif not needs[stage.name] & waiting:
+                    pending.remove(stage)
+                    print(f"Running stage '{stage.name}':", flush=True)
+                    running[pool.submit(run_stage, stage, root, env)] = (stage, time.perf_counter())
+            if stop:
+                pending.clear()
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage, start = running.pop(future)
+                seconds[stage.name] = time.perf_counter() - start
+                waiting.discard(stage.name)
+                if status := future.result():
+                    print(f"error: stage '{stage.name}' failed with exit code {status}", file=sys.stderr, flush=True)
+                    failed.append(stage.name)
+                    broken.add(stage.name)
+    rank = {stage.name: i for i, stage in enumerate(stages)}
+    return dict(sorted(seconds.items(), key=lambda item: rank[item[0]])), sorted(failed, key=rank.__getitem__)
 
 
 def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], start: datetime) -> dict:
@@ -420,8 +449,18 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
     )
     parser.add_argument("--timings", type=Path, metavar="FILE.json", help="write the seconds of each stage here")
     parser.add_argument("--keep-going", action="store_true", help="after a failure, run what does not depend on it")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages at once (each gets the cores / N threads unless OMP_NUM_THREADS is set)",
+    )
     args = parser.parse_args(argv)
     root = (root or Path.cwd()).resolve()
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         stages = order(render(root))
     except ReproError as exc:
@@ -436,7 +475,7 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
             print(f"Running stage '{stage.name}':\n" + "".join(f"> {command}\n" for command in stage.commands))
         return 0
     start = datetime.now(timezone.utc)
-    seconds, failed = run(stages, selected, root, args.keep_going)
+    seconds, failed = run(stages, selected, root, args.keep_going, args.jobs)
     report = timings(stages, seconds, failed, start)
     if args.timings:
         args.timings.parent.mkdir(parents=True, exist_ok=True)

@@ -96,6 +96,15 @@ class TrainParams:
     weight_decay: float = non_negative(0.01)
     warmup_ratio: float = fraction(0.1)
     seed: int = 0
+    # At least this many optimizer steps: whole epochs are added until the run has them (0: just ``epochs``).
+    # Small data sets need it: a 2- or 3-layer student cut from MiniLM starts on a plateau (its [CLS] output
+    # is the same vector for every input) and needs 100-300 steps to leave it, more than 3 epochs of 500
+    # sentences give; large data sets reach it within their epochs and are unaffected.
+    min_steps: int = non_negative(0)
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The epochs a run takes: ``epochs``, or more where fewer would not reach ``min_steps``."""
+        return max(self.epochs, -(-self.min_steps // max(1, steps_per_epoch)))
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,19 @@ class FeatureSelectionParams:
     samples: int = positive(48)  # random keep-masks the surrogate is fitted on
     keep_probability: float = fraction(0.5)
     ridge: float = non_negative(1.0)  # L2 penalty of the surrogate
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """The views of each example that stage one caches for every family (:mod:`pipeline.explain.views`).
+
+    ``count`` views of each kind (label-preserving, contrastive, random), each with
+    ``k = ceil(fraction * n)`` of its ``n`` real tokens replaced by ``[MASK]`` (at least one), and the
+    teacher's logits on each. ``count`` 0 caches the kinds with an empty view axis.
+    """
+
+    count: int = non_negative(4)
+    fraction: float = fraction(0.2)
 
 
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on a CPU
@@ -160,6 +182,7 @@ class ExplainParams:
     gradient: GradientParams = field(default_factory=GradientParams)
     perturbation: PerturbationParams = field(default_factory=PerturbationParams)
     feature_selection: FeatureSelectionParams = field(default_factory=FeatureSelectionParams)
+    views: ViewParams = field(default_factory=ViewParams)
 
     def method_params(self, method: Method | None = None) -> Any:
         """The section of ``method`` (default: this run's method), e.g. :class:`GradientParams`."""
@@ -167,6 +190,8 @@ class ExplainParams:
 
 
 DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
+ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
+GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, or AD-KD's magnitudes by MSE
 
 
 @dataclass(frozen=True)
@@ -180,6 +205,10 @@ class DistillParams:
     t2_scaling: bool = True
     explain_every: int = positive(1)  # compute the explanation term every N steps
     checkpoint_every: int = positive(50)
+    views: int = non_negative(0)  # cached views per example per step in the view term (0: no view term)
+    view_weight: float = non_negative(1.0)  # weight of the view term
+    view_kind: ViewKind = "preserving"  # mixed: half label-preserving, half contrastive (alternating by step)
+    gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
     train: TrainParams = field(default_factory=TrainParams)
 
     @property
@@ -218,6 +247,10 @@ class VariantOptions:
     epochs: int | None = positive(None)
     layers: int | None = positive(None)
     student: str | None = None
+    views: int | None = non_negative(None)
+    view_weight: float | None = non_negative(None)
+    view_kind: ViewKind | None = None
+    gradient_loss: GradientLoss | None = None
 
 
 @dataclass(frozen=True)

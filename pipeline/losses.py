@@ -1,6 +1,6 @@
 """Pure loss functions of stage two; shapes are given as (B, C) logits, (B, T) token maps.
 
-The total loss is ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain``
+The total loss is ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain + view_weight * L_views``
 (:func:`total_loss`). Every function returns a scalar tensor averaged over the
 batch, so terms from batches of different sizes are comparable.
 """
@@ -61,13 +61,47 @@ def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mas
     return ((1.0 - cosine) * valid).sum() / valid.sum().clamp_min(1)
 
 
-def total_loss(
-    kd: torch.Tensor, ce: torch.Tensor, explain: torch.Tensor | None, alpha: float, beta: float
+def magnitude_loss(student_map: torch.Tensor, teacher_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """AD-KD's attribution loss: MSE between L2-normalised unsigned maps, per non-zero teacher entry.
+
+    student_map, teacher_map: (B, T) per-token magnitudes (the L2 norm over the hidden dimension of
+    gradient x input); mask: (B, T) bool, the real tokens. Each row of both maps is L2-normalised over
+    the masked tokens (:func:`normalise_map`), then ``sum((s - t)^2) / #(t != 0)`` over the whole batch: AD-KD's
+    ``mse_loss(..., reduction="sum") / (t != 0).sum()``. A batch whose teacher maps are all zero gives 0.
+    """
+    student = normalise_map(student_map, mask)
+    teacher = normalise_map(teacher_map.to(student.dtype), mask)
+    return ((student - teacher) ** 2).sum() / (teacher != 0).sum().clamp_min(1)
+
+
+def view_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, t2_scaling: bool = True
 ) -> torch.Tensor:
-    """``alpha * kd + (1 - alpha) * ce + beta * explain`` (the last term only when given)."""
+    """KD on the views: the mean over examples and views of :func:`kd_loss` (same temperature and T^2 rule).
+
+    student_logits: (B, M, C), the student on the M perturbed views of each example; teacher_logits:
+    (B, M, C), the teacher's cached logits on the same views. :func:`kd_loss` is a mean over rows, so this
+    is it on the B * M rows.
+    """
+    classes = student_logits.shape[-1]
+    return kd_loss(student_logits.reshape(-1, classes), teacher_logits.reshape(-1, classes), temperature, t2_scaling)
+
+
+def total_loss(
+    kd: torch.Tensor,
+    ce: torch.Tensor,
+    explain: torch.Tensor | None,
+    alpha: float,
+    beta: float,
+    views: torch.Tensor | None = None,
+    view_weight: float = 0.0,
+) -> torch.Tensor:
+    """``alpha * kd + (1 - alpha) * ce + beta * explain + view_weight * views`` (the last two only when given)."""
     loss = alpha * kd + (1.0 - alpha) * ce
     if explain is not None:
         loss = loss + beta * explain
+    if views is not None:
+        loss = loss + view_weight * views
     return loss
 
 

@@ -4,6 +4,8 @@ One loop (:func:`train`) with one set of rules, steered by :class:`~pipeline.con
 
 * **seeding**: :func:`seed_everything` seeds python, numpy and torch before the model is built
   (the new classification head draws from torch's global generator, dropout too);
+* **length**: ``epochs`` passes over the items, or more where they would not reach ``min_steps``
+  optimizer steps (:meth:`~pipeline.config.TrainParams.epochs_for`);
 * **data order**: epoch ``e`` visits the examples in the ``e``-th permutation of a generator
   seeded by the run's seed (:func:`epoch_order`), computable from ``(seed, epoch)`` alone, so a
   resumed run takes exactly the steps an uninterrupted one takes;
@@ -67,6 +69,7 @@ class Losses:
     ce: torch.Tensor  # cross-entropy (MSE for regression) with the gold labels
     kd: torch.Tensor | None = None  # distillation from the teacher's logits
     explain: torch.Tensor | None = None  # the explanation term, on the steps that compute it
+    views: torch.Tensor | None = None  # KD on the teacher's cached views (distill.views), when it is on
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class StepRecord:
     kd: float | None
     explain: float | None  # None on steps without the explanation term
     lr: float
+    views: float | None = None  # None when the run has no view term
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,8 @@ class PendingStep:
     lr: float
     has_kd: bool
     has_explain: bool
-    terms: torch.Tensor  # (2 + has_kd + has_explain,) fp32: total, ce, then kd and explain where present
+    has_views: bool
+    terms: torch.Tensor  # (2 + has_kd + has_explain + has_views,) fp32: total, ce, then kd, explain, views if present
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ class Trainer(Generic[Item, Batch]):
         params, model, compute = self.params, self.model, self.compute
         out.mkdir(parents=True, exist_ok=True)
         steps_per_epoch = math.ceil(len(items) / params.batch_size)
-        total = steps_per_epoch * params.epochs
+        total = steps_per_epoch * params.epochs_for(steps_per_epoch)
         model.to(compute.device)
         optimizer, scheduler = optimizer_for(model, params, total)
         restored = None
@@ -287,9 +292,11 @@ class Trainer(Generic[Item, Batch]):
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        present = [t for t in (losses.total, losses.ce, losses.kd, losses.explain) if t is not None]
+        present = [t for t in (losses.total, losses.ce, losses.kd, losses.explain, losses.views) if t is not None]
         terms = torch.stack([t.detach().float() for t in present])
-        return PendingStep(step + 1, epoch, lr, losses.kd is not None, losses.explain is not None, terms)
+        return PendingStep(
+            step + 1, epoch, lr, losses.kd is not None, losses.explain is not None, losses.views is not None, terms
+        )
 
     def _write(self, pending: list[PendingStep], log: IO[str]) -> StepRecord:
         """Copy the pending steps' loss terms to the host at once, refuse a non-finite loss, log each step."""
@@ -299,12 +306,13 @@ class Trainer(Generic[Item, Batch]):
             total, ce = next(values), next(values)
             kd = next(values) if p.has_kd else None
             explain = next(values) if p.has_explain else None
+            views = next(values) if p.has_views else None
             if not math.isfinite(total):
                 log.write("".join(json.dumps(asdict(r)) + "\n" for r in records))  # the steps before it
                 raise EgkdError(
                     f"the loss became {total} at step {p.step} (ce {ce}{'' if kd is None else f', kd {kd}'}); "
                     "try a lower lr"
                 )
-            records.append(StepRecord(p.step, p.epoch, total, ce, kd, explain, p.lr))
+            records.append(StepRecord(p.step, p.epoch, total, ce, kd, explain, p.lr, views))
         log.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
         return records[-1]

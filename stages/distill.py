@@ -39,6 +39,20 @@ def command(
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per step.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (head, data order, views).")] = None,
+    views: Annotated[
+        int | None, typer.Option("--views", help="Cached views per example per step in the view term (0: off).")
+    ] = None,
+    view_weight: Annotated[
+        float | None, typer.Option("--view-weight", "--view_weight", help="Weight of the view term.")
+    ] = None,
+    view_kind: Annotated[
+        str | None,
+        typer.Option("--view-kind", "--view_kind", help="preserving, contrastive, mixed or random."),
+    ] = None,
+    gradient_loss: Annotated[
+        str | None,
+        typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine or adkd."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
     ] = False,
@@ -47,7 +61,7 @@ def command(
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Distill a student from the cache: alpha * KD + (1 - alpha) * CE + beta * explanation loss."""
+    """Distill a student from the cache: alpha * KD + (1 - alpha) * CE + beta * explanation loss (+ view term)."""
     params = read_params(params_file)
     d = params.distill
     d = override(
@@ -58,6 +72,10 @@ def command(
         alpha=alpha,
         beta=beta,
         temperature=temperature,
+        views=views,
+        view_weight=view_weight,
+        view_kind=view_kind,
+        gradient_loss=gradient_loss,
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
     compute = compute_params(params, device, precision)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from pipeline.config import ExplainParams
 from pipeline.data import load_dataset
 from pipeline.encoding import collate, encode
 from pipeline.explain import explainer_class, make_explainer
+from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer, tokenizer_hash, weights_hash
 from pipeline.tasks import get_task
@@ -34,7 +33,7 @@ def build_cache(
             data = load_dataset(glue_dir, task, split, limit)
             encoded = encode(tokenizer, data.examples, 64)
             explanation = explainer.explain(collate(encoded, tokenizer.pad_token_id))
-            extras = tuple(kind.kind for kind in explainer_class(method).extras)
+            extras = tuple(kind.kind for kind in explainer_class(method).cached_extras())
             table = explained_table(
                 data.examples,
                 encoded,
@@ -49,7 +48,7 @@ def build_cache(
                 task.name,
                 split,
                 method.value,
-                json.dumps({"seed": params.seed, **asdict(params.method_params(method))}),
+                method_params_json(method, params),
                 "fp32",
                 extras,
                 str(teacher),

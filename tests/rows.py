@@ -16,7 +16,7 @@ from pipeline.methods import Method
 
 
 def extras_of(method: str) -> tuple[str, ...]:
-    return tuple(kind.kind for kind in explainer_class(Method(method)).extras)
+    return tuple(kind.kind for kind in explainer_class(Method(method)).cached_extras())
 
 
 def make_meta(
@@ -71,7 +71,9 @@ def make_rows(method: str, start: int, count: int, seed: int = 0) -> list[Cached
         attribution[special] = 0.0
         pair = i % 3 != 0
         types = (np.arange(tokens) > tokens // 2).astype(np.int8) if pair else np.zeros(tokens, np.int8)
-        extras = Extras(tuple(random_extra(kind, tokens, 2, rng) for kind in explainer_class(Method(method)).extras))
+        extras = Extras(
+            tuple(random_extra(kind, tokens, 2, rng) for kind in explainer_class(Method(method)).cached_extras())
+        )
         rows.append(
             CachedExample(
                 example_id=f"dev-{i}",

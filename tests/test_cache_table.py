@@ -39,7 +39,7 @@ GARBAGE = {np.dtype(np.bool_): True, np.dtype(np.float32): np.nan}
 
 
 def kinds_of(method: Method) -> tuple[str, ...]:
-    return tuple(kind.kind for kind in explainer_class(method).extras)
+    return tuple(kind.kind for kind in explainer_class(method).cached_extras())
 
 
 def assert_same_part(table: pa.Table, rows: list[CachedExample], kinds: tuple[str, ...], tmp_path: Path) -> None:
@@ -158,7 +158,8 @@ def test_extras_other_than_the_cache_declares_are_refused() -> None:
     with pytest.raises(ValueError, match="expected"):
         explained_table(*as_batch(rows), *padded_batch(rows), ())
     with pytest.raises(ValueError, match="columns differ"):
-        write_table(Path("unused.parquet"), make_meta("gradient"), 0, rows_to_table(rows, ("view",)), 0)
+        table = rows_to_table(rows, kinds_of(Method.PERTURBATION))
+        write_table(Path("unused.parquet"), make_meta("gradient"), 0, table, 0)
 
 
 def test_not_finite_names_rows_with_bad_values_in_their_tokens_only() -> None:
@@ -166,9 +167,10 @@ def test_not_finite_names_rows_with_bad_values_in_their_tokens_only() -> None:
     attribution, logits, extras = padded_batch(rows)  # NaN padding: not part of any row
     attribution[1, 2] = np.nan
     logits[3, 0] = np.inf
-    table = explained_table(*as_batch(rows), attribution, logits, extras, ())
+    kinds = kinds_of(Method.GRADIENT)
+    table = explained_table(*as_batch(rows), attribution, logits, extras, kinds)
     assert _not_finite(table) == ["dev-1", "dev-3"]
-    assert _not_finite(explained_table(*as_batch(rows), *padded_batch(rows), ())) == []
+    assert _not_finite(explained_table(*as_batch(rows), *padded_batch(rows), kinds)) == []
 
 
 def test_a_part_with_a_non_finite_explanation_is_not_written(

@@ -93,7 +93,44 @@ def test_every_numeric_field_declares_its_check():
         "weight_decay": Check.NON_NEGATIVE,
         "warmup_ratio": Check.FRACTION,
         "seed": None,
+        "min_steps": Check.NON_NEGATIVE,
     }
+
+
+def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
+    params = load_params(
+        write(
+            tmp_path,
+            "explain:\n  views:\n    count: 6\n    fraction: 0.3\n"
+            "distill:\n  views: 2\n  view_weight: 0.5\n  view_kind: mixed\n  gradient_loss: adkd\n"
+            "  train:\n    min_steps: 300\n",
+        )
+    )
+    assert (params.explain.views.count, params.explain.views.fraction) == (6, 0.3)
+    d = params.distill
+    assert (d.views, d.view_weight, d.view_kind, d.gradient_loss, d.train.min_steps) == (2, 0.5, "mixed", "adkd", 300)
+    assert d.train.epochs == Params().distill.train.epochs  # a nested key keeps the section's other defaults
+    for text, message in [
+        ("distill:\n  view_kind: salient\n", "params key 'distill.view_kind' must be one of"),
+        ("distill:\n  gradient_loss: l1\n", "'distill.gradient_loss' must be one of ['cosine', 'adkd']"),
+        ("distill:\n  views: -1\n", "distill.views must not be negative, got -1"),
+        ("explain:\n  views:\n    fraction: 2\n", "explain.views.fraction must be between 0 and 1"),
+    ]:
+        with pytest.raises(EgkdError, match=re.escape(message)):
+            load_params(write(tmp_path, text))
+    variant = (
+        "{name: v, cache: gradient, options: {method: gradient, views: 2, view_kind: random, gradient_loss: adkd}}"
+    )
+    params = load_params(write(tmp_path, f"experiment:\n  methods: [gradient]\n  variants: [{variant}]\n"))
+    options = params.experiment.variants[0].options
+    assert (options.views, options.view_kind, options.gradient_loss) == (2, "random", "adkd")
+
+
+def test_min_steps_adds_whole_epochs():
+    train = TrainParams(epochs=3, min_steps=300)
+    assert train.epochs_for(63) == 5  # 500 sentences at batch 8: 3 epochs are 189 steps, 5 are 315
+    assert train.epochs_for(558) == 3  # a larger set reaches it within its epochs
+    assert TrainParams(epochs=2).epochs_for(10) == 2
 
 
 def test_missing_params_file_other_than_default(tmp_path):

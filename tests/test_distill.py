@@ -57,8 +57,9 @@ def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
     assert report.training.steps == 6 and report.dev is not None and report.dev.count == 12
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
-    assert set(log[0]) == {"step", "epoch", "loss", "ce", "kd", "explain", "lr"}
+    assert set(log[0]) == {"step", "epoch", "loss", "ce", "kd", "explain", "lr", "views"}
     assert all((r["explain"] is None) == (method == "none") for r in log)
+    assert all(r["views"] is None for r in log)  # the view term is off by default
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert metrics["method"] == method and metrics["dev"]["count"] == 12
     card = (tmp_path / "s" / "README.md").read_text()
@@ -73,6 +74,12 @@ def test_a_student_that_predicts_one_class_is_flagged(cache, tmp_path, monkeypat
     assert report.dev is not None and report.dev.one_class == metrics.OneClass(1, 0.975)
     assert report.notes[-1].startswith("warning: the student predicts class 1 for 97.5% of the examples")
     assert json.loads((tmp_path / "s" / "metrics.json").read_text())["dev"]["one_class"] == {"label": 1, "share": 0.975}
+
+
+def test_min_steps_adds_epochs_to_a_small_training_set(cache, tmp_path):
+    report = run(cache, tmp_path / "s", method="none", epochs=1, min_steps=5)  # 24 examples, batch 8: 3 a pass
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert report.training.steps == 6 and [r["epoch"] for r in log] == [0, 0, 0, 1, 1, 1]
 
 
 def test_explain_every_skips_steps(cache, tmp_path):
@@ -97,8 +104,9 @@ def test_two_runs_give_identical_weights(cache, tmp_path, method):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
-def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch):
-    run(cache, tmp_path / "full", method="perturbation")
+@pytest.mark.parametrize("views", [{}, {"views": 2, "view_kind": "mixed"}], ids=["plain", "views"])
+def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch, views):
+    run(cache, tmp_path / "full", method="perturbation", **views)
     original = training.Trainer._step
 
     def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
@@ -108,13 +116,83 @@ def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        run(cache, tmp_path / "resumed", method="perturbation")
+        run(cache, tmp_path / "resumed", method="perturbation", **views)
     monkeypatch.setattr(training.Trainer, "_step", original)
-    report = run(cache, tmp_path / "resumed", resume=True, method="perturbation")
+    report = run(cache, tmp_path / "resumed", resume=True, method="perturbation", **views)
     assert report.training.resumed_from == 2
     first, second = weights(tmp_path / "full"), weights(tmp_path / "resumed")
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert (tmp_path / "full" / "train_log.jsonl").read_text() == (tmp_path / "resumed" / "train_log.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", ["preserving", "contrastive", "mixed", "random"])
+@pytest.mark.parametrize("method", ["none", "gradient"])
+def test_distill_on_the_cached_views_of_every_kind(cache, tmp_path, kind, method):
+    """The view term works with every view kind and beside any objective (none: KD with views)."""
+    report = run(cache, tmp_path / "s", method=method, views=2, view_kind=kind, view_weight=0.5)
+    assert report.training.steps == 6 and report.dev is not None
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["views"] is not None and np.isfinite(r["views"]) and r["views"] > 0 for r in log)
+    first = log[0]  # the total is the sum of its weighted terms
+    explain = 0.0 if first["explain"] is None else FAST.beta * first["explain"]
+    expected = FAST.alpha * first["kd"] + (1 - FAST.alpha) * first["ce"] + explain + 0.5 * first["views"]
+    assert first["loss"] == pytest.approx(expected, rel=1e-5)
+    assert f"KD on 2 cached {kind} view(s) per example per step" in (tmp_path / "s" / "README.md").read_text()
+
+
+def test_the_view_term_changes_training_and_its_kind_matters(cache, tmp_path):
+    run(cache, tmp_path / "kd", method="none", epochs=1)
+    run(cache, tmp_path / "random", method="none", epochs=1, views=1, view_kind="random")
+    run(cache, tmp_path / "preserving", method="none", epochs=1, views=1, view_kind="preserving")
+    kd, random, preserving = (weights(tmp_path / name) for name in ("kd", "random", "preserving"))
+    assert any(not torch.equal(kd[k], random[k]) for k in kd)
+    assert any(not torch.equal(random[k], preserving[k]) for k in kd)
+
+
+def test_more_views_per_step_than_the_cache_holds_are_refused(cache, tmp_path):
+    with pytest.raises(EgkdError, match=r"asks for 5 random view\(s\) per example, the cache has 4"):
+        run(cache, tmp_path / "s", method="none", views=5, view_kind="random")
+
+
+def test_the_adkd_gradient_loss_trains_on_the_cached_magnitudes(cache, tmp_path):
+    report = run(cache, tmp_path / "s", method="gradient", gradient_loss="adkd")
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert report.training.steps == 6 and all(r["explain"] is not None and r["explain"] > 0 for r in log)
+    cosine = run(cache, tmp_path / "c", method="gradient")
+    assert cosine.training.last is not None and report.training.last is not None
+    assert cosine.training.last.explain != report.training.last.explain
+    assert "L_gradient (every 1 steps) (adkd)" in (tmp_path / "s" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "method, kind, options, message",
+    [
+        ("perturbation", "contrastive", {"views": 1, "view_kind": "mixed"}, "distill.view_kind mixed needs"),
+        ("gradient", "magnitude", {"gradient_loss": "adkd"}, "method gradient needs"),
+    ],
+)
+def test_a_cache_without_the_extras_a_run_reads_is_refused_before_training(
+    cache, tmp_path, monkeypatch, method, kind, options, message
+):
+    copy = _without(cache, tmp_path / "cache", method, kind)  # as a cache made before views and magnitudes were
+    monkeypatch.setattr(training.Trainer, "run", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(EgkdError, match=f"has no {kind} extras, which {message}"):
+        run(copy, tmp_path / "s", method=method, **options)
+
+
+def _without(cache: Path, copy: Path, method: str, kind: str) -> Path:
+    """A copy of ``cache`` whose ``method`` train partition lacks the extra ``kind`` (and has no dev partition)."""
+    from pipeline.cache.store import part_path, read_part, write_part
+
+    shutil.copytree(cache, copy)
+    part = read_part(part_path(copy, method, "train", 0))
+    keep = tuple(k for k in part.meta.extras if k != kind)
+    rows = [
+        dataclasses.replace(r, extras=Extras(tuple(x for x in r.extras.items if x.kind in keep))) for r in part.rows
+    ]
+    write_part(part.path, dataclasses.replace(part.meta, extras=keep), 0, rows, truncated=0)
+    shutil.rmtree(part_path(copy, method, "dev", 0).parent)
+    return copy
 
 
 def test_resume_refuses_other_settings(cache, tmp_path):
@@ -227,7 +305,13 @@ def test_pair_reprojection_from_a_tokenizer_without_token_type_ids(tmp_path):
         "dev-0", "dev", 1, "good film", "film good", item.input_ids, item.token_type_ids, item.segments,
         item.special_mask, item.offsets, attribution, np.zeros(2, np.float32), Extras((views,)),
     )  # fmt: skip
-    write_part(part_path(tmp_path / "cache", "perturbation", "dev", 0), make_meta(num_examples=1), 0, [row], 0)
+    write_part(
+        part_path(tmp_path / "cache", "perturbation", "dev", 0),
+        make_meta(num_examples=1, extras=("view",)),
+        0,
+        [row],
+        0,
+    )
     _, (cached,) = read_cache(tmp_path / "cache", "perturbation", "dev")
 
     student_tok = load_tokenizer(str(make_tiny_model_dir(tmp_path / "student")))

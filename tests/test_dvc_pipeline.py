@@ -69,8 +69,9 @@ def tiny_params(base_model: Path) -> dict:
     params["finetune"]["train"].update(epochs=1, batch_size=8, lr=1e-3)
     params["explain"].update(batch_size=16, partition_size=16)
     params["explain"]["feature_selection"]["samples"] = 8
+    params["explain"]["views"].update(count=2)
     params["distill"].update(layers=1, checkpoint_every=100)
-    params["distill"]["train"].update(epochs=1, batch_size=8)
+    params["distill"]["train"].update(epochs=1, batch_size=8, min_steps=0)
     params["evaluate"].update(batch_size=16)
     variants = {v["name"]: v for v in params["experiment"]["variants"]}
     params["experiment"].update(
@@ -78,7 +79,7 @@ def tiny_params(base_model: Path) -> dict:
         train_examples=24,
         agreement_examples=8,
         report_examples=2,
-        variants=[variants["kd"], variants["gradient"]],
+        variants=[variants["kd"], variants["kd-random"], variants["gradient-views"]],
     )
     return params
 
@@ -112,7 +113,7 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         assert glue not in path.read_text(encoding="utf-8"), path
 
 
-@pytest.mark.parametrize("profile", ["params-full.yaml", "params-gpu.yaml"])
+@pytest.mark.parametrize("profile", ["params-full.yaml", "params-gpu.yaml", "params-medium.yaml"])
 def test_profiles_have_the_same_keys_as_the_default(profile):
     from pipeline.config import load_params
 
@@ -124,7 +125,51 @@ def test_profiles_have_the_same_keys_as_the_default(profile):
     default, other = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", profile))
     assert keys(default) == keys(other)
     params = load_params(REPO / profile)
-    assert params.data.train_limit is None and params.distill.layers == {"params-full.yaml": 6}.get(profile, 3)
+    if profile != "params-medium.yaml":
+        assert params.data.train_limit is None and params.distill.layers == {"params-full.yaml": 6}.get(profile, 3)
+
+
+def _view_variants(params) -> dict[str, tuple]:
+    """Each variant's (method, views per step, view kind) as the distill section and its options make it."""
+    d = params.distill
+    out = {}
+    for v in params.experiment.variants:
+        o = v.options
+        views = d.views if o.views is None else o.views
+        method = o.method if isinstance(o.method, str) else o.method.value
+        out[v.name] = (method, views, (d.view_kind if o.view_kind is None else o.view_kind) if views else None)
+    return out
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "params-medium.yaml"])
+def test_the_view_variants_and_their_fair_baseline(profile):
+    """finetune and kd see no views; kd-random trains on random views, as many as the guided variants; a
+    `<method>-views` variant is its family's objective with guided views, beside the same without."""
+    from pipeline.config import load_params
+
+    params = load_params(REPO / profile)
+    variants = _view_variants(params)
+    assert variants["finetune"][1:] == (0, None) and variants["kd"] == ("none", 0, None)
+    method, count, kind = variants["kd-random"]
+    assert method == "none" and count > 0 and kind == "random"
+    guided = {name: v for name, v in variants.items() if name.endswith("-views")}
+    assert guided and all(v[1] == count and v[2] in {"preserving", "contrastive", "mixed"} for v in guided.values())
+    for name, (method, _, _) in guided.items():
+        assert name == f"{method}-views"
+        if profile == "params-medium.yaml":
+            assert variants[method] == (method, 0, None)  # every family with and without its views
+
+
+def test_the_medium_profile_is_low_resource_with_five_seeds(glue_dir):
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params-medium.yaml")
+    assert params.experiment.train_examples <= 2000 and params.experiment.seeds == (0, 1, 2, 3, 4)
+    assert params.data.train_limit is not None and params.data.train_limit > 4000  # a stronger teacher
+    assert [m.value for m in params.experiment.methods] == ["gradient", "perturbation", "feature_selection"]
+    assert {"finetune", "kd", "kd-random"} | {
+        f"{m}{s}" for m in ("gradient", "perturbation", "feature_selection") for s in ("", "-views")
+    } == {v.name for v in params.experiment.variants}
 
 
 def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
@@ -162,24 +207,37 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
 
     first = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
     methods = ["gradient", "perturbation", "feature_selection"]
-    students = ["distill@variant0-0", "distill@variant1-0"]
-    evaluations = {"evaluate@variant0-0", "evaluate@variant1-0"}
+    students = ["distill@variant0-0", "distill@variant1-0", "distill@variant2-0"]
+    evaluations = {"evaluate@variant0-0", "evaluate@variant1-0", "evaluate@variant2-0"}
     assert first == {"finetune", "report", *students, *evaluations, *(f"explain@{m}" for m in methods)}
 
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary["students"]) == {"kd", "gradient"}
+    assert set(summary["students"]) == {"kd", "kd-random", "gradient-views"}
     # every student is compared with the teacher on all three kinds of explanation
     assert set(summary["students"]["kd"]["spearman"]) == set(methods)
-    assert set(summary["students"]["gradient"]["top_k_overlap"]) == set(methods)
+    assert set(summary["students"]["gradient-views"]["top_k_overlap"]) == set(methods)
     page = (repo / "reports" / "report.html").read_text()
-    assert page.count("<polyline") == 2 and 'class="tok"' in page
-    assert summary["students"]["gradient"]["accuracy_vs_kd"]["seeds"] == 1  # one seed: no interval yet
-    assert set(summary["students"]["gradient"]["mcnemar_vs_kd"]) == {"b", "c", "p_value", "per_seed"}
+    assert page.count("<polyline") == 3 and 'class="tok"' in page
+    assert summary["students"]["gradient-views"]["accuracy_vs_kd"]["seeds"] == 1  # one seed: no interval yet
+    assert set(summary["students"]["gradient-views"]["mcnemar_vs_kd"]) == {"b", "c", "p_value", "per_seed"}
+    # the view variants trained on their cached views (dvc.yaml passed --view_kind and friends through)
+    for name, kind in (("kd-random", "random"), ("gradient-views", "preserving")):
+        card = (repo / "models" / "students" / f"{name}-s0" / "README.md").read_text()
+        assert f"KD on 1 cached {kind} view(s) per example per step" in card, name
+        log = (repo / "models" / "students" / f"{name}-s0" / "train_log.jsonl").read_text().splitlines()
+        assert all(json.loads(line)["views"] is not None for line in log)
+    kd_log = (repo / "models" / "students" / "kd-s0" / "train_log.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["views"] is None for line in kd_log)
     # the DVC metrics are the headline figures only, one file (one row of `dvc metrics show`) per variant
     metrics = json.loads(sh(BIN / "dvc", "metrics", "show", "--json", cwd=repo))
     files = metrics[""]["data"]
-    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "gradient", "teacher")}
-    assert set(files["metrics/headline/gradient.json"]["data"]) == {"accuracy", "accuracy_std", "agreement", "vs_kd"}
+    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "kd-random", "gradient-views", "teacher")}
+    assert set(files["metrics/headline/gradient-views.json"]["data"]) == {
+        "accuracy",
+        "accuracy_std",
+        "agreement",
+        "vs_kd",
+    }
     table = sh(BIN / "dvc", "metrics", "show", cwd=repo)
     assert max(len(line) for line in table.splitlines()) <= 120, table
     sh(BIN / "dvc", "plots", "show", "-q", cwd=repo)

@@ -113,7 +113,7 @@ def test_contract(model, tokenizer, texts, method, variant):
     assert (batch.token_type_ids[~batch.special_mask] == 1).any() or texts is SINGLES  # pairs: both segments
     torch.testing.assert_close(first.logits, model(**batch.model_inputs()).logits, atol=1e-5, rtol=0)
     assert torch.equal(attribution, second.attribution)
-    assert first.extras.kinds == tuple(kind.kind for kind in explainer_class(method).extras)
+    assert first.extras.kinds == tuple(kind.kind for kind in explainer_class(method).cached_extras())
     assert not any(t.is_inference() for t in (attribution, first.logits))  # usable outside inference mode
     for item, again in zip(first.extras.items, second.extras.items, strict=True):
         for (spec, tensor), (_, repeat) in zip(item.arrays(), again.arrays(), strict=True):
@@ -173,6 +173,36 @@ def test_input_x_gradient_matches_captum(model, tokenizer, texts):
     ours = explain(model, tokenizer, batch, Method.GRADIENT, "input_x_gradient").attribution
     real = ~batch.special_mask
     torch.testing.assert_close(ours[real], expected[real], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["input_x_gradient", "integrated_gradients"])
+def test_the_magnitude_map_is_the_norm_over_the_hidden_dimension(model, tokenizer, variant):
+    """Magnitude: ``||(E - E0)[t] * sum_s w_s dF/dE(E0 + a_s (E - E0))[t]||_2`` per token (zero at special tokens);
+    the signed attribution is the same products summed over the hidden dimension."""
+    from pipeline.cache.extras import Magnitude
+    from pipeline.explain.gradient import gauss_legendre
+
+    batch = make_batch(tokenizer, PAIRS)
+    result = explain(model, tokenizer, batch, Method.GRADIENT, variant, ig_steps=3)
+    embed = model.get_input_embeddings()
+    words = embed(batch.input_ids).detach()
+    if variant == "input_x_gradient":
+        baseline, (alphas, weights) = torch.zeros_like(words), (torch.ones(1), torch.ones(1))
+    else:
+        baseline = embed(batch.input_ids.masked_fill(~batch.special_mask, tokenizer.pad_token_id)).detach()
+        alphas, weights = gauss_legendre(3)
+    target = model(**batch.model_inputs()).logits.argmax(-1)
+    products = torch.zeros_like(words)
+    for alpha, weight in zip(alphas.tolist(), weights.tolist(), strict=True):
+        point = (baseline + alpha * (words - baseline)).requires_grad_(True)
+        logits = model(inputs_embeds=point, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids)
+        (grad,) = torch.autograd.grad(logits.logits.gather(1, target[:, None]).sum(), point)
+        products += weight * (words - baseline) * grad
+    real = ~batch.special_mask
+    magnitude = result.extras.get(Magnitude).scores
+    torch.testing.assert_close(magnitude[real], products.norm(dim=-1)[real], atol=1e-5, rtol=1e-4)
+    assert (magnitude[~real] == 0).all() and (magnitude[real] > 0).all()
+    torch.testing.assert_close(result.attribution[real], products.sum(-1)[real], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("texts", [SINGLES, PAIRS], ids=["single", "pair"])

@@ -129,7 +129,7 @@ def test_the_repository_pipeline_renders_as_dvc_renders_it(tmp_path):
     )
     ours = rendered(repo)
     names = [name for name, _ in ours]
-    assert len(names) == 1 + 3 + 15 + 15 + 1
+    assert len(names) == 1 + 3 + 12 + 12 + 1  # 4 variants x 3 seeds
     assert names[:5] == [
         "finetune",
         "explain@gradient",
@@ -140,7 +140,7 @@ def test_the_repository_pipeline_renders_as_dvc_renders_it(tmp_path):
     assert dict(ours)["distill@variant0-1"] == [
         (
             "egkd distill --params params.yaml --cache data/cache/sst2-gradient.parquet --out models/students/finetune-s1"
-            " --seed 1 --method none --alpha 0.0"
+            " --seed 1 --method none --alpha 0.0 --views 0"
         )
     ]
     assert ours == dvc_dry_run(repo)  # last: without dvc, the test is skipped here
@@ -293,3 +293,47 @@ def test_without_ruamel_yaml_scalars_are_read_as_dvc_reads_them():
     ours = yaml.load(text, Loader=Yaml12Loader)  # noqa: S506  (a SafeLoader subclass)
     assert ours == ruamel.YAML(typ="safe").load(text)
     assert ours["a"] == "yes" and ours["c"] == 1e-4 and ours["m"] == 10 and yaml.safe_load("a: yes") == {"a": True}
+
+
+PARALLEL_YAML = """
+stages:
+  slow:
+    cmd: sleep 1 && echo slow > slow.txt
+    outs: [slow.txt]
+  quick:
+    matrix: {i: [1, 2, 3]}
+    cmd: test ! -e slow.txt && echo ${item.i} > q${item.i}.txt
+    outs: ["q${item.i}.txt"]
+  join:
+    cmd: cat slow.txt q1.txt q2.txt q3.txt > join.txt && echo "$OMP_NUM_THREADS" > threads.txt
+    deps: [slow.txt, q1.txt, q2.txt, q3.txt]
+    outs: [join.txt, threads.txt]
+"""
+
+
+def test_jobs_run_independent_stages_at_once_and_dependants_after(tmp_path, capfd, monkeypatch):
+    """With --jobs 2 the quick stages run while the slow one does (they would fail after it), and the stage
+    that needs all four waits for them; its threads are the cores shared out between the jobs."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    repo = make_repo(tmp_path, PARALLEL_YAML, "a: 1\n")
+    assert main(["--jobs", "2", "--timings", str(tmp_path / "t.json")], root=repo) == 0
+    assert re.findall(r"Running stage '(.+)':", capfd.readouterr().out) == [
+        "slow",
+        "quick@1",
+        "quick@2",
+        "quick@3",
+        "join",
+    ]
+    assert (tmp_path / "join.txt").read_text(encoding="utf-8") == "slow\n1\n2\n3\n"
+    assert (tmp_path / "threads.txt").read_text(encoding="utf-8") == "4\n"
+    assert list(json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["stages"]) == [
+        "slow",
+        "quick@1",
+        "quick@2",
+        "quick@3",
+        "join",
+    ]
+    assert main(["--jobs", "1"], root=repo) == 2  # one by one, the quick stages run after slow.txt exists
+    assert main(["--jobs", "0"], root=repo) == 2
+    assert capfd.readouterr().err.endswith("error: --jobs must be at least 1, got 0\n")

@@ -70,6 +70,8 @@ class Extra:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:  # a base that several kinds share (e.g. GuidedViews): not a kind itself
+            return
         if cls.kind in KINDS:
             raise TypeError(f"two extras of kind {cls.kind!r}")
         KINDS[cls.kind] = cls
@@ -105,6 +107,55 @@ class Selection(Extra):
     kind: ClassVar[str] = "selection"
     mask: Any = column(Axis.TOKEN, dtype=np.bool_)  # the selected tokens
     logits: Any = column(Axis.CLASS, dtype=np.float32)  # teacher logits when only they are kept
+
+
+@dataclass(frozen=True)
+class GuidedViews(Extra):
+    """Views of the input built from the family's own map (or at random), and the teacher's logits on each.
+
+    Every family caches the three kinds below (:mod:`pipeline.explain.views`), with the same number of views
+    and of replaced tokens in each, so the kinds are compared on equal terms; stage two trains KD on them
+    (``distill.views``).
+    """
+
+    masks: Any = column(Axis.VIEW, Axis.TOKEN, dtype=np.bool_)  # tokens replaced by [MASK] in each view
+    logits: Any = column(Axis.VIEW, Axis.CLASS, dtype=np.float32)  # teacher logits on each view
+
+
+@dataclass(frozen=True)
+class PreservingViews(GuidedViews):
+    """Label-preserving views: only tokens of low importance (the lower half by |score|) are replaced."""
+
+    kind: ClassVar[str] = "preserving"
+
+
+@dataclass(frozen=True)
+class ContrastiveViews(GuidedViews):
+    """Contrastive views: tokens of high importance for the explained class (its top 2k) are replaced."""
+
+    kind: ClassVar[str] = "contrastive"
+
+
+@dataclass(frozen=True)
+class RandomViews(GuidedViews):
+    """The baseline: as many tokens, chosen uniformly among the real ones."""
+
+    kind: ClassVar[str] = "random"
+
+
+VIEW_KINDS: tuple[type[GuidedViews], ...] = (PreservingViews, ContrastiveViews, RandomViews)
+
+
+@dataclass(frozen=True)
+class Magnitude(Extra):
+    """An unsigned per-token map: the L2 norm over the hidden dimension of gradient x input (AD-KD's map).
+
+    The signed attribution sums the same products over the hidden dimension, so it cannot be recovered
+    from it; the gradient family caches both.
+    """
+
+    kind: ClassVar[str] = "magnitude"
+    scores: Any = column(Axis.TOKEN, dtype=np.float32)
 
 
 E = TypeVar("E", bound=Extra)
@@ -149,6 +200,26 @@ def to_host(extras: Extras) -> Extras:
             else t.detach().cpu().numpy().astype(spec.dtype)
         )
     )
+
+
+def with_view_shapes(
+    spec: ColumnSpec, arrays: list[np.ndarray], tokens: Sequence[int], classes: int
+) -> list[np.ndarray]:
+    """One decoded column's per-row arrays, with the declared shape restored where a row has no views.
+
+    An empty list of lists decodes as ``(0, 0)``: it says nothing of the inner axes. They are ``(0, tokens)``
+    and ``(0, classes)``, so re-projection and batching see the row's real axes. ``tokens``: each row's.
+    """
+    if Axis.VIEW not in spec.axes:
+        return arrays
+    sizes = {Axis.TOKEN: 0, Axis.CLASS: classes, Axis.VIEW: 0}
+    out = []
+    for array, length in zip(arrays, tokens, strict=True):
+        if not array.size:
+            sizes[Axis.TOKEN] = length
+            array = array.reshape([sizes[axis] for axis in spec.axes])
+        out.append(array)
+    return out
 
 
 def project(extras: Extras, overlap: np.ndarray) -> Extras:

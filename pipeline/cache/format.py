@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.cache.extras import Axis, Extras, extra_types
+from pipeline.cache.extras import Axis, Extras, extra_types, with_view_shapes
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.data import Example
 from pipeline.encoding import EncodedExample
@@ -230,9 +230,13 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
     offsets = _rows_of(spans, np.asarray(starts.offsets))
     kinds = extra_types(meta.extras)
     if kinds:
+        lengths = [len(ids) for ids in core["input_ids"]]
         per_kind = []
         for kind in kinds:
-            fields = [arrays(spec.name, len(spec.axes), spec.dtype) for spec in kind.columns()]
+            fields = [
+                with_view_shapes(spec, arrays(spec.name, len(spec.axes), spec.dtype), lengths, meta.num_labels)
+                for spec in kind.columns()
+            ]
             per_kind.append([kind(*values) for values in zip(*fields, strict=True)])
         extras = [Extras(items) for items in zip(*per_kind, strict=True)]
     else:

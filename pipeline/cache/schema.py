@@ -18,7 +18,9 @@ import numpy as np
 from pipeline.cache.extras import Extras
 
 # 2: segment ids, extras declared by the method; 3: precision, random draws of (seed, example, position);
-# 4: the part digest covers each column's Arrow values (pipeline.cache.format.part_digest), not decoded rows
+# 4 (both unreleased, one version): the part digest covers each column's Arrow values
+# (pipeline.cache.format.part_digest), not decoded rows; every family caches label-preserving, contrastive and
+# random views, the gradient family its magnitude map
 SCHEMA_VERSION = 4
 
 

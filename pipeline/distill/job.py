@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.cache.extras import Extra
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
@@ -18,6 +19,7 @@ from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import train
+from pipeline.distill.views import ViewTerm
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
@@ -78,6 +80,16 @@ def load_rows(cache: Path, method: str) -> tuple[CacheMetadata, list[CachedExamp
     return meta, train_rows, dev_rows
 
 
+def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], ...], what: str) -> None:
+    """Refuse, before training, a cache whose rows lack an extra the run reads."""
+    missing = [kind.kind for kind in needed if kind.kind not in meta.extras]
+    if missing:
+        raise EgkdError(
+            f"cache {cache} (method={meta.method}) has no {missing[0]} extras, which {what} needs; "
+            f"it caches {', '.join(meta.extras) or 'none'}"
+        )
+
+
 def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool = False):
     """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible."""
     ref = params.student or meta.teacher_base
@@ -103,10 +115,17 @@ def distill(request: DistillRequest) -> DistillReport:
     retokenise = None if same else tokenizer
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
     objective = make_objective(
-        method, ObjectiveSettings(params.temperature, params.t2_scaling, tokenizer.mask_token_id or 0)
+        method,
+        ObjectiveSettings(params.temperature, params.t2_scaling, tokenizer.mask_token_id or 0, params.gradient_loss),
     )
     if tokenizer.mask_token_id is None and objective.needs_mask_token:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
+    views = ViewTerm.of(params, tokenizer.mask_token_id or 0)
+    if views is not None and tokenizer.mask_token_id is None:
+        raise EgkdError(f"student tokenizer of {ref} has no mask token; distill.views needs one")
+    _check_extras(meta, request.cache, objective.required(), f"method {params.method_name}")
+    if views is not None:
+        _check_extras(meta, request.cache, views.requires, f"distill.view_kind {params.view_kind}")
     pad = tokenizer.pad_token_id or 0
     training = train(
         student,
@@ -176,7 +195,13 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         f"- student: `{report.student}`; tokenizer shared with the teacher: {report.same_tokenizer}",
         f"- explanation method: {report.method}",
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"
-        + ("" if report.method == "none" else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps)"),
+        + ("" if report.method == "none" else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps)")
+        + ("" if report.method != "gradient" else f" ({p.gradient_loss})")
+        + (
+            ""
+            if ViewTerm.of(p, 0) is None
+            else f" + {p.view_weight} * KD on {p.views} cached {p.view_kind} view(s) per example per step"
+        ),
         f"- dev metrics: {dev}",
         f"- trained on: {report.compute.describe()}" + _resumed(report.training),
         "",

@@ -5,9 +5,11 @@ KD and CE terms) and, when asked, computes its explanation term:
 
 * :class:`GradientObjective`: the student's own gradient x input at its word
   embeddings for the teacher's predicted class, with ``create_graph=True`` so the
-  term is trained by double backprop; signed per-token scores (summed over the
-  hidden dimension) matched to the cached map by ``1 - cosine`` after L2
-  normalisation over the real tokens. The main logits come from the same forward, which uses the
+  term is trained by double backprop. ``gradient_loss: cosine``: signed per-token scores (summed over
+  the hidden dimension) matched to the cached map by ``1 - cosine`` after L2 normalisation over the real
+  tokens; ``adkd``: AD-KD's unsigned scores (the L2 norm over the hidden dimension) matched to the
+  cached :class:`~pipeline.cache.extras.Magnitude` map by MSE (:func:`pipeline.losses.magnitude_loss`).
+  The main logits come from the same forward, which uses the
   plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
   derivative.
 * :class:`PerturbationObjective`: one cached perturbed view per example per
@@ -18,6 +20,9 @@ KD and CE terms) and, when asked, computes its explanation term:
   teacher's logits on the *full* input (sufficiency KD loss).
 * :class:`NoExplanation` (``--method none``): no explanation term (vanilla KD or,
   with alpha 0, plain fine-tuning).
+
+The view term (``distill.views``) is not an objective's: it adds to any of them
+(:mod:`pipeline.distill.views`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import ClassVar
 import torch
 
 from pipeline import losses
-from pipeline.cache.extras import Extra, Selection, Views
+from pipeline.cache.extras import Extra, Magnitude, Selection, Views
 from pipeline.cache.project import StudentBatch
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
@@ -41,6 +46,7 @@ class ObjectiveSettings:
     temperature: float
     t2_scaling: bool
     mask_token_id: int
+    gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine or adkd
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,13 @@ class Objective(ABC):
     ) -> torch.Tensor | None:
         return None
 
+    def required(self) -> tuple[type[Extra], ...]:
+        """The cached extras this objective reads with its settings."""
+        return self.requires
+
     def check(self, batch: StudentBatch) -> None:
         """Refuse a batch that lacks the cached extras this objective reads."""
-        missing = [kind.kind for kind in self.requires if batch.extras.get(kind) is None]
+        missing = [kind.kind for kind in self.required() if batch.extras.get(kind) is None]
         if missing:
             raise EgkdError(f"the cache rows have no {missing[0]} extras; method {self.method} needs them")
 
@@ -121,6 +131,9 @@ def twice_differentiable_attention() -> AbstractContextManager:
 class GradientObjective(Objective):
     method = Method.GRADIENT
 
+    def required(self) -> tuple[type[Extra], ...]:
+        return (Magnitude,) if self.settings.gradient_loss == "adkd" else ()
+
     def compute(self, student, batch, explain, generator):
         if not explain:
             return super().compute(student, batch, explain, generator)
@@ -133,8 +146,26 @@ class GradientObjective(Objective):
             target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
             chosen = logits.gather(-1, target).sum()
             (grad,) = torch.autograd.grad(chosen, embeds, create_graph=True)
-        scores = (grad * embeds).sum(dim=-1)  # (B, T) signed gradient x input
+        products = grad * embeds  # (B, T, H) gradient x input
+        if self.settings.gradient_loss == "adkd":
+            self.check(batch)
+            magnitude = batch.extras.get(Magnitude)
+            assert magnitude is not None
+            scores = _norm(products)  # (B, T) unsigned, AD-KD's
+            return ObjectiveOutput(logits, losses.magnitude_loss(scores, magnitude.scores, batch.real_tokens))
+        scores = products.sum(dim=-1)  # (B, T) signed
         return ObjectiveOutput(logits, losses.attribution_loss(scores, batch.attribution, batch.real_tokens))
+
+
+def _norm(products: torch.Tensor) -> torch.Tensor:
+    """``(B, T, H)`` -> ``(B, T)`` L2 norm over the last axis, with a zero (not NaN) gradient at a zero vector.
+
+    Padding and special positions can have an all-zero gradient; the second derivative taken through the
+    norm would be 0/0 there.
+    """
+    squared = products.float().pow(2).sum(dim=-1)
+    nonzero = squared > 0
+    return torch.where(nonzero, squared.clamp_min(torch.finfo(squared.dtype).tiny).sqrt(), 0.0)
 
 
 @register

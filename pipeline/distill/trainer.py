@@ -1,11 +1,11 @@
-"""Stage two's loss on one student batch: ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain``.
+"""Stage two's loss on one student batch: ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain + w * L_views``.
 
 The loop itself is the shared one (:mod:`pipeline.training`); this module
 supplies what is particular to distillation: the objective's forward and
-explanation term, the explanation term only every ``explain_every`` steps, and
-the random choices of step ``s`` (e.g. which cached view) from a generator
-seeded by ``(seed, s)``, so a resumed run takes exactly the steps an
-uninterrupted run takes.
+explanation term, the explanation term only every ``explain_every`` steps, the
+view term (:mod:`pipeline.distill.views`, every step when it is on), and the
+random choices of step ``s`` (e.g. which cached view) from generators seeded by
+``(seed, s)``, so a resumed run takes exactly the steps an uninterrupted run takes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pipeline.cache.project import StudentBatch, StudentExample, collate_student
 from pipeline.config import DistillParams
 from pipeline.device import Compute
 from pipeline.distill.objectives import Objective
+from pipeline.distill.views import ViewTerm
 from pipeline.errors import EgkdError
 from pipeline.training import Checkpointing, Losses, Trainer, TrainResult, step_generator
 
@@ -31,6 +32,7 @@ class DistillLoss:
 
     def __init__(self, objective: Objective, params: DistillParams) -> None:
         self.objective, self.params = objective, params
+        self.views = ViewTerm.of(params, objective.settings.mask_token_id)
 
     def __call__(self, student: torch.nn.Module, batch: StudentBatch, step: int) -> Losses:
         p = self.params
@@ -39,7 +41,11 @@ class DistillLoss:
         kd = losses.kd_loss(output.logits, batch.teacher_logits, p.temperature, p.t2_scaling)
         assert batch.labels is not None  # train rows carry labels (checked before training)
         ce = losses.ce_loss(output.logits, batch.labels)
-        return Losses(losses.total_loss(kd, ce, output.explain, p.alpha, p.beta), ce, kd, output.explain)
+        views = None
+        if self.views is not None:
+            views = self.views.compute(student, batch, step, step_generator(p.train.seed, step, 3))
+        total = losses.total_loss(kd, ce, output.explain, p.alpha, p.beta, views, p.view_weight)
+        return Losses(total, ce, kd, output.explain, views)
 
 
 def run_settings(params: DistillParams, size: int, objective: Objective) -> str:

@@ -1,11 +1,14 @@
 """The explainer interface and its registry.
 
 Each explanation family is one :class:`Explainer` subclass, registered under
-its :class:`~pipeline.methods.Method`. ``explain(batch)`` returns an
+its :class:`~pipeline.methods.Method`. A family supplies ``attribute(batch)``: an
 :class:`Explanation` whose ``attribution`` is ``(B, T)`` with zeros at special
-tokens and padding, plus the extras its family caches for stage two; a class
-declares those in ``extras`` (:mod:`pipeline.cache.extras`), which is all the
-cache, verification and student collation need to know of them.
+tokens and padding, plus the extras of its own it caches for stage two, which
+it declares in ``extras`` (:mod:`pipeline.cache.extras`). ``explain(batch)``, the
+same for every family, adds the views built from that map
+(:mod:`pipeline.explain.views`); :meth:`Explainer.cached_extras` names everything
+a row carries, which is all the cache, verification and student collation need
+to know of them.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import ClassVar
 
 import torch
 
-from pipeline.cache.extras import Extra, Extras
+from pipeline.cache.extras import VIEW_KINDS, Extra, Extras
 from pipeline.config import ExplainParams
 from pipeline.encoding import TokenBatch
 from pipeline.explain._ops import Runtime, example_keys, to_device
+from pipeline.explain.views import build_views
 from pipeline.methods import Method
 from pipeline.models import Classifier
 
@@ -40,16 +44,35 @@ class Explainer(ABC):
     """
 
     method: ClassVar[Method]
-    extras: ClassVar[tuple[type[Extra], ...]] = ()  # what stage one caches beside the attribution
+    extras: ClassVar[tuple[type[Extra], ...]] = ()  # what the family caches of its own beside the attribution
 
     def __init__(self, model: Classifier, params: ExplainParams, mask_token_id: int) -> None:
         self.model = model.eval()
         self.params = params
         self.mask_token_id = mask_token_id
 
+    @classmethod
+    def cached_extras(cls) -> tuple[type[Extra], ...]:
+        """Everything a cached row of this family carries: its own extras, then the views of every kind."""
+        return cls.extras + VIEW_KINDS
+
     @abstractmethod
+    def attribute(self, batch: TokenBatch) -> Explanation:
+        """The family's map of the model's predicted class for every example of ``batch``, and its own extras."""
+
     def explain(self, batch: TokenBatch) -> Explanation:
-        """Explain the model's predicted class for every example of ``batch``."""
+        """:meth:`attribute`, plus the views built from its map (``params.views``; empty with count 0)."""
+        explanation = self.attribute(batch)
+        views = build_views(
+            self.model,
+            batch,
+            explanation.attribution,
+            self.keys(batch),
+            self.params.views,
+            self.mask_token_id,
+            self.runtime(batch),
+        )
+        return Explanation(explanation.attribution, explanation.logits, Extras(explanation.extras.items + views))
 
     @abstractmethod
     def copies(self, real: int) -> int:

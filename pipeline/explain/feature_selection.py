@@ -60,7 +60,7 @@ class FeatureSelectionExplainer(Explainer):
     def copies(self, real: int) -> int:
         return max(1, self.params.feature_selection.samples - 1)
 
-    def explain(self, batch: TokenBatch) -> Explanation:
+    def attribute(self, batch: TokenBatch) -> Explanation:
         params = self.params.feature_selection
         runtime = self.runtime(batch)
         device = batch.input_ids.device

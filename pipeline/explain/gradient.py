@@ -17,6 +17,11 @@ for regression), the signed per-token attributions are
 The logit is the target rather than the probability, as in captum's tutorials:
 it does not saturate, so confident predictions still get informative gradients.
 
+Beside the signed map the family caches :class:`~pipeline.cache.extras.Magnitude`: per token the L2
+norm over ``h`` of the same products (for IG, of their sum over the steps), ``m_t = ||(E - E0)[t] *
+sum_s w_s dF/dE(...)[t]||_2``, the unsigned map AD-KD distils (``distill.gradient_loss: adkd``); the signed
+map is its sum over ``h`` and cannot give it back.
+
 Cost: gradient x input is one forward and one backward per example; IG is one
 forward (for the predicted class) plus ``ig_steps`` forwards and backwards. All
 ``B * ig_steps`` interpolated inputs run as one batch, in chunks of about the
@@ -32,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.cache.extras import Extras, Magnitude
 from pipeline.encoding import TokenBatch
 from pipeline.explain._ops import (
     Runtime,
@@ -55,11 +61,12 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 @register
 class GradientExplainer(Explainer):
     method = Method.GRADIENT
+    extras = (Magnitude,)
 
     def copies(self, real: int) -> int:
         return 1 if self.params.gradient.variant == "input_x_gradient" else self.params.gradient.ig_steps
 
-    def explain(self, batch: TokenBatch) -> Explanation:
+    def attribute(self, batch: TokenBatch) -> Explanation:
         runtime = self.runtime(batch)
         device = batch.input_ids.device
         with torch.no_grad():
@@ -75,11 +82,14 @@ class GradientExplainer(Explainer):
                 baseline = self.model.get_input_embeddings()(baseline_ids)
             alphas, weights = gauss_legendre(self.params.gradient.ig_steps)
             target = logits.argmax(-1)
-        contributions, point_logits = self._contributions(
+        contributions, per_dimension, point_logits = self._contributions(
             batch, runtime, to_device(alphas, device), to_device(weights, device), words, baseline, target
         )
         attribution = contributions.sum(1).masked_fill(batch.special_mask, 0.0)
-        return Explanation(attribution, point_logits[:, 0] if logits is None else logits)
+        magnitude = per_dimension.sum(1).norm(dim=-1).masked_fill(batch.special_mask, 0.0)
+        return Explanation(
+            attribution, point_logits[:, 0] if logits is None else logits, Extras((Magnitude(magnitude),))
+        )
 
     def _contributions(
         self,
@@ -90,15 +100,16 @@ class GradientExplainer(Explainer):
         words: torch.Tensor,
         baseline: torch.Tensor,
         target: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-step token contributions ``w_s * sum_h (E - E0) dF/dE(E0 + alpha_s (E - E0))``.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-step token contributions ``w_s * sum_h (E - E0) dF/dE(E0 + alpha_s (E - E0))``, and per dimension.
 
         ``alpha``, ``weight`` are ``(S,)``: example ``b`` is evaluated at every ``alpha[s]``; rows run
         example-major (row ``b * S + s``). ``target`` ``(B,)``, or None to explain each row's own argmax
-        (then ``S == 1`` and the points are the inputs). Returns ``(B, S, T)`` contributions and the
-        ``(B, S, C)`` logits at the points.
+        (then ``S == 1`` and the points are the inputs). Returns ``(B, S, T)`` contributions, the same
+        before the sum over ``h`` ``(B, S, T, H)`` (for the magnitude map) and the ``(B, S, C)`` logits at
+        the points.
         """
-        size, length, _ = words.shape
+        size, length, hidden = words.shape
         steps = len(alpha)
         owner = np.repeat(np.arange(size), steps)
         device = words.device
@@ -106,6 +117,7 @@ class GradientExplainer(Explainer):
         step_alpha, step_weight = alpha.repeat(size), weight.repeat(size)
         delta = words - baseline
         contributions = torch.zeros(size * steps, length, dtype=torch.float32, device=device)
+        per_dimension = torch.zeros(size * steps, length, hidden, dtype=torch.float32, device=device)
         logits_out = []
         with frozen_parameters(self.model), torch.enable_grad():
             for chunk in plan_chunks(host_lengths(batch), owner, runtime, length):
@@ -124,6 +136,12 @@ class GradientExplainer(Explainer):
                 )
                 chosen = logits.argmax(-1) if target is None else target[idx]
                 (grad,) = torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), point)
-                contributions[rows, :cut] = (change.float() * grad.float()).sum(-1) * step_weight[rows, None]
+                products = change.float() * grad.float()
+                contributions[rows, :cut] = products.sum(-1) * step_weight[rows, None]
+                per_dimension[rows, :cut] = products * step_weight[rows, None, None]
                 logits_out.append(logits.detach())
-        return contributions.view(size, steps, length), torch.cat(logits_out).view(size, steps, -1)
+        return (
+            contributions.view(size, steps, length),
+            per_dimension.view(size, steps, length, hidden),
+            torch.cat(logits_out).view(size, steps, -1),
+        )

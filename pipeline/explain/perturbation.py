@@ -61,7 +61,7 @@ class PerturbationExplainer(Explainer):
         params = self.params.perturbation
         return max(1, real if params.variant == "occlusion" else 1 + params.shapley_samples * (real - 1))
 
-    def explain(self, batch: TokenBatch) -> Explanation:
+    def attribute(self, batch: TokenBatch) -> Explanation:
         runtime = self.runtime(batch)
         logits = full_logits(self.model, batch, runtime)
         target = logits.argmax(-1)

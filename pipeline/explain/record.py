@@ -1,8 +1,9 @@
 """How a cache records the way it was explained, and the parameters read back from that record.
 
-Stage one writes :func:`method_params_json` into the cache metadata; evaluation and
-the report explain a student exactly as the teacher was explained by reading it
-back with :func:`explain_params_from_cache`.
+Stage one writes :func:`method_params_json` into the cache metadata (the method's
+parameters, the seed and the views' parameters); evaluation and the report explain a
+student exactly as the teacher was explained by reading it back with
+:func:`explain_params_from_cache`.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from pipeline.methods import Method
 
 
 def method_params_json(method: Method, params: ExplainParams) -> str:
-    """The parameters that change a method's results (not batch size or workers), as stable JSON."""
+    """The parameters that change a method's results (not batch size or workers), as stable JSON.
+
+    The views' parameters are under ``views``: parts made with other views are another run's.
+    """
     own = dataclasses.asdict(params.method_params(method))
-    return json.dumps({"seed": params.seed, **own}, sort_keys=True)
+    return json.dumps({"seed": params.seed, **own, "views": dataclasses.asdict(params.views)}, sort_keys=True)
 
 
 def explain_params_from_cache(explain: ExplainParams, method: Method, method_params: str) -> ExplainParams:
     """``explain`` with the seed and the method's section replaced by the parameters the cache recorded.
 
     So a model is explained exactly as stage one explained the teacher. A record that does not parse
-    as this egkd's parameters of ``method`` is an error naming the field, never silently replaced.
+    as this egkd's parameters of ``method`` is an error naming the field, never silently replaced. The
+    views are stage two's training data, not part of the map: the parameters returned build none
+    (``views.count`` 0), so explaining a student for agreement costs no view forwards.
     """
     section = explain.method_params(method)
     try:
@@ -35,7 +41,9 @@ def explain_params_from_cache(explain: ExplainParams, method: Method, method_par
     except ValueError as err:
         raise EgkdError(f"cache field 'method_params' is not readable JSON ({err})") from None
     seed = recorded.pop("seed", explain.seed)
+    recorded.pop("views", None)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise EgkdError(f"cache field 'method_params': seed must be an integer, got {seed!r}")
     chosen = section_from_dict(type(section), recorded, f"method_params.{method.value}")
-    return dataclasses.replace(explain, method=method, seed=seed, **{method.value: chosen})
+    views = dataclasses.replace(explain.views, count=0)
+    return dataclasses.replace(explain, method=method, seed=seed, views=views, **{method.value: chosen})

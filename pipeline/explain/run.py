@@ -158,7 +158,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         method=request.method.value,
         method_params=method_params_json(request.method, request.params),
         precision=resolve_precision(request.params.precision, workers.device_type()),
-        extras=tuple(kind.kind for kind in explainer_class(request.method).extras),
+        extras=tuple(kind.kind for kind in explainer_class(request.method).cached_extras()),
         teacher=request.teacher,
         teacher_base=base_model_of(request.teacher),
         teacher_weights_hash=weights_hash(request.teacher),

@@ -1,0 +1,101 @@
+"""The view term of stage two: KD on the views stage one cached with the teacher's logits (``distill.views``).
+
+Every family's cache holds, per example, label-preserving, contrastive and random views
+(:mod:`pipeline.explain.views`). On each step the term picks ``count`` of them per example, runs the
+student once on all of them (one forward of ``B * count`` rows: at most one extra forward per view), and
+matches the teacher's cached logits there with the KD loss of the main term
+(:func:`pipeline.losses.view_loss`). It is independent of the objective, so ``method: none`` with random
+views is "KD with random views", the baseline an explanation has to beat, and ``gradient`` with
+label-preserving views is "the gradient objective with its views".
+
+Which views: ``view_kind`` names the source; ``mixed`` takes label-preserving and contrastive views in turn
+(view ``j`` of step ``s`` is label-preserving when ``s + j`` is even), so one view per step alternates
+between them and two per step take one of each. Within a source the views of an example are drawn
+without replacement by the step's generator, seeded by ``(seed, step)``: a resumed run takes the same
+views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline import losses
+from pipeline.cache.extras import ContrastiveViews, GuidedViews, PreservingViews, RandomViews
+from pipeline.cache.project import StudentBatch
+from pipeline.config import DistillParams, ViewKind
+from pipeline.errors import EgkdError
+
+SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
+    "preserving": (PreservingViews,),
+    "contrastive": (ContrastiveViews,),
+    "random": (RandomViews,),
+    "mixed": (PreservingViews, ContrastiveViews),
+}
+
+
+@dataclass(frozen=True)
+class ViewTerm:
+    kind: ViewKind
+    count: int  # views per example per step
+    temperature: float
+    t2_scaling: bool
+    mask_token_id: int  # the student tokenizer's [MASK]
+
+    @classmethod
+    def of(cls, params: DistillParams, mask_token_id: int) -> ViewTerm | None:
+        """The term ``params`` ask for; None when it is off (``views`` or ``view_weight`` 0)."""
+        if params.views == 0 or params.view_weight == 0:
+            return None
+        return cls(params.view_kind, params.views, params.temperature, params.t2_scaling, mask_token_id)
+
+    @property
+    def requires(self) -> tuple[type[GuidedViews], ...]:
+        """The cached view kinds it reads."""
+        return SOURCES[self.kind]
+
+    def slots(self, step: int) -> list[type[GuidedViews]]:
+        """The source of each of the ``count`` views of step ``step`` (0-based)."""
+        sources = SOURCES[self.kind]
+        return [sources[(step + j) % len(sources)] for j in range(self.count)]
+
+    def pick(self, batch: StudentBatch, step: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, count, T)`` masks and ``(B, count, C)`` teacher logits of the views of step ``step``.
+
+        The draws are made on the host from ``generator``, so every device picks the same views.
+        """
+        slots = self.slots(step)
+        masks, logits = [], []
+        for kind in dict.fromkeys(slots):
+            views = batch.extras.get(kind)
+            if views is None:
+                raise EgkdError(f"the cache rows have no {kind.kind} views; distill.view_kind {self.kind} needs them")
+            size, available, length = views.masks.shape
+            wanted = slots.count(kind)
+            if wanted > available:
+                raise EgkdError(
+                    f"distill.views asks for {wanted} {kind.kind} view(s) per example, the cache has {available} "
+                    "(explain.views.count)"
+                )
+            order = torch.rand(size, available, generator=generator).argsort(dim=1)[:, :wanted]
+            order = order.to(views.masks.device, non_blocking=True)
+            masks.append(views.masks.gather(1, order[:, :, None].expand(-1, -1, length)))
+            logits.append(views.logits.gather(1, order[:, :, None].expand(-1, -1, views.logits.shape[-1])))
+        return torch.cat(masks, 1), torch.cat(logits, 1)
+
+    def compute(
+        self, student: torch.nn.Module, batch: StudentBatch, step: int, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The scalar view term of one step: the student on every picked view against the teacher's logits."""
+        masks, teacher = self.pick(batch, step, generator)
+        size, count, length = masks.shape
+        tokens = batch.tokens
+        replace = masks & batch.real_tokens[:, None, :]
+        ids = losses.mask_tokens(tokens.input_ids[:, None, :].expand(-1, count, -1), replace, self.mask_token_id)
+        logits = student(
+            input_ids=ids.reshape(size * count, length),
+            attention_mask=tokens.attention_mask.repeat_interleave(count, 0),
+            token_type_ids=tokens.token_type_ids.repeat_interleave(count, 0),
+        ).logits
+        return losses.view_loss(logits.view(size, count, -1), teacher, self.temperature, self.t2_scaling)
