@@ -356,7 +356,7 @@ def test_report_with_heatmaps_from_real_caches(glue_dir, tmp_path):
 def test_repository_params_define_the_experiment():
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     names = [v.name for v in params.experiment.variants]
-    assert names == ["finetune", "kd", "gradient", "perturbation", "feature_selection"]
+    assert names == ["finetune", "kd", "kd-random", "gradient-views"]  # the default profile since the views merge
     assert len(params.experiment.seeds) == 3
 
 
