@@ -206,7 +206,7 @@ def make_runner(
     )
     optimizer, scheduler = optimizer_for(student, params.train, total=10_000)
     objective = make_objective(method, ObjectiveSettings(params.temperature, params.t2_scaling, mask_token_id))
-    trainer = Trainer(student, params.train, list, DistillLoss(objective, params), desc=name, compute=compute)
+    trainer = Trainer(student, params.train, list, DistillLoss(objective, params, 0), desc=name, compute=compute)
     host = [pin(b) for b in batches] if compute.cuda else list(batches)
     return StepRunner(name, trainer, optimizer, scheduler, host, teacher, compute)
 

@@ -106,6 +106,11 @@ class TrainParams:
         """The epochs a run takes: ``epochs``, or more where fewer would not reach ``min_steps``."""
         return max(self.epochs, -(-self.min_steps // max(1, steps_per_epoch)))
 
+    def total_steps(self, items: int) -> int:
+        """The optimizer steps of a run over ``items`` examples."""
+        steps_per_epoch = -(-items // self.batch_size)
+        return steps_per_epoch * self.epochs_for(steps_per_epoch)
+
 
 @dataclass(frozen=True)
 class FinetuneParams:
@@ -204,6 +209,7 @@ class DistillParams:
     temperature: float = positive(2.0)
     t2_scaling: bool = True
     explain_every: int = positive(1)  # compute the explanation term every N steps
+    explain_start: float = fraction(0.0)  # share of the run's steps before the explanation term starts
     checkpoint_every: int = positive(50)
     views: int = non_negative(0)  # cached views per example per step in the view term (0: no view term)
     view_weight: float = non_negative(1.0)  # weight of the view term
@@ -243,6 +249,7 @@ class VariantOptions:
     method: DistillMethod | None = None
     alpha: float | None = fraction(None)
     beta: float | None = non_negative(None)
+    explain_start: float | None = fraction(None)
     temperature: float | None = positive(None)
     epochs: int | None = positive(None)
     layers: int | None = positive(None)

@@ -234,7 +234,7 @@ class Trainer(Generic[Item, Batch]):
         params, model, compute = self.params, self.model, self.compute
         out.mkdir(parents=True, exist_ok=True)
         steps_per_epoch = math.ceil(len(items) / params.batch_size)
-        total = steps_per_epoch * params.epochs_for(steps_per_epoch)
+        total = params.total_steps(len(items))
         model.to(compute.device)
         optimizer, scheduler = optimizer_for(model, params, total)
         restored = None

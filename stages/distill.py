@@ -34,6 +34,12 @@ def command(
     layers: Annotated[int | None, typer.Option("--layers", help="Layers of the teacher's base model to keep.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", help="Weight of the KD term.")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="Weight of the explanation term.")] = None,
+    explain_start: Annotated[
+        float | None,
+        typer.Option(
+            "--explain-start", "--explain_start", help="Share of the steps before the explanation term starts."
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="KD temperature.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training examples.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -71,6 +77,7 @@ def command(
         layers=layers,
         alpha=alpha,
         beta=beta,
+        explain_start=explain_start,
         temperature=temperature,
         views=views,
         view_weight=view_weight,

@@ -88,6 +88,19 @@ def test_explain_every_skips_steps(cache, tmp_path):
     assert [r["explain"] is not None for r in log] == [True, False, False, True, False, False]
 
 
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_explain_start_leaves_the_first_steps_to_kd(cache, tmp_path, method):
+    """6 steps (24 examples, batch 8, 2 epochs); 0.4 of them is 2.4: the term starts at step 3 (0-based), with
+    explain_every 2 at the next even step; the card says when it started."""
+    run(cache, tmp_path / "a", method=method, epochs=2, explain_start=0.4)
+    log = [json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["explain"] is not None for r in log] == [False, False, False, True, True, True]
+    assert "after 40% of the steps" in (tmp_path / "a" / "README.md").read_text()
+    run(cache, tmp_path / "b", method=method, epochs=2, explain_start=0.4, explain_every=2)
+    log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["explain"] is not None for r in log] == [False, False, False, False, True, False]
+
+
 def test_saved_student_loads_in_a_transformers_pipeline(cache, tmp_path):
     from transformers import pipeline
 

@@ -195,7 +195,11 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         f"- student: `{report.student}`; tokenizer shared with the teacher: {report.same_tokenizer}",
         f"- explanation method: {report.method}",
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"
-        + ("" if report.method == "none" else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps)")
+        + (
+            ""
+            if report.method == "none"
+            else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps, {_start(p)})"
+        )
         + ("" if report.method != "gradient" else f" ({p.gradient_loss})")
         + (
             ""
@@ -213,3 +217,8 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         "",
     ]
     return "\n".join(lines)
+
+
+def _start(params: DistillParams) -> str:
+    """When the explanation term starts, for the model card."""
+    return "from the first step" if params.explain_start == 0 else f"after {params.explain_start:.0%} of the steps"

@@ -2,7 +2,8 @@
 
 The loop itself is the shared one (:mod:`pipeline.training`); this module
 supplies what is particular to distillation: the objective's forward and
-explanation term, the explanation term only every ``explain_every`` steps, the
+explanation term, the explanation term only every ``explain_every`` steps and
+from step ``ceil(explain_start * total steps)`` on, the
 view term (:mod:`pipeline.distill.views`, every step when it is on), and the
 random choices of step ``s`` (e.g. which cached view) from generators seeded by
 ``(seed, s)``, so a resumed run takes exactly the steps an uninterrupted run takes.
@@ -11,6 +12,7 @@ random choices of step ``s`` (e.g. which cached view) from generators seeded by
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -30,13 +32,22 @@ from pipeline.training import Checkpointing, Losses, Trainer, TrainResult, step_
 class DistillLoss:
     """The total loss of one step, each term kept for the log."""
 
-    def __init__(self, objective: Objective, params: DistillParams) -> None:
+    def __init__(self, objective: Objective, params: DistillParams, total_steps: int) -> None:
         self.objective, self.params = objective, params
         self.views = ViewTerm.of(params, objective.settings.mask_token_id)
+        # A student starts on a plateau (its [CLS] is the same for every input) and leaves it after 100-300 steps;
+        # until then its own map is noise, and a normalised map's loss has gradients of 1 / |map|, so matching it
+        # from step 0 takes over the clipped update and keeps the student there (docs/method.md).
+        self.first_explained = math.ceil(params.explain_start * total_steps)
 
     def __call__(self, student: torch.nn.Module, batch: StudentBatch, step: int) -> Losses:
         p = self.params
-        explain = self.objective.method is not None and p.beta > 0 and step % p.explain_every == 0
+        explain = (
+            self.objective.method is not None
+            and p.beta > 0
+            and step >= self.first_explained
+            and step % p.explain_every == 0
+        )
         output = self.objective.compute(student, batch, explain, step_generator(p.train.seed, step, 2))
         kd = losses.kd_loss(output.logits, batch.teacher_logits, p.temperature, p.t2_scaling)
         assert batch.labels is not None  # train rows carry labels (checked before training)
@@ -74,7 +85,7 @@ def train(
         student,
         params.train,
         lambda items: collate_students(items, pad_token_id),
-        DistillLoss(objective, params),
+        DistillLoss(objective, params, params.train.total_steps(len(examples))),
         desc="distill",
         compute=compute,
     )
