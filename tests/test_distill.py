@@ -174,7 +174,7 @@ def test_the_adkd_gradient_loss_trains_on_the_cached_magnitudes(cache, tmp_path)
     cosine = run(cache, tmp_path / "c", method="gradient")
     assert cosine.training.last is not None and report.training.last is not None
     assert cosine.training.last.explain != report.training.last.explain
-    assert "L_gradient (every 1 steps) (adkd)" in (tmp_path / "s" / "README.md").read_text()
+    assert "L_gradient (every 1 steps, from the first step) (adkd)" in (tmp_path / "s" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
