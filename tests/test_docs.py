@@ -81,7 +81,8 @@ def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests()
 
 
 def test_readme_and_pipeline_doc_state_the_same_measured_range_and_machine():
-    """Bug 10: the default `dvc repro` is stated as a measured range on a named machine, the same in both places."""
+    """Bug 10: the default `dvc repro` is stated as a range on a named machine, the same in both places, with the
+    measured runs it rests on."""
     texts = [(REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/pipeline.md")]
     ranges = [set(re.findall(r"\b(\d+)-(\d+) minutes", text)) for text in texts]
     assert ranges[0] and ranges[0] == ranges[1]
