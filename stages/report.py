@@ -92,7 +92,8 @@ def command(
         families={v.name: str(v.options.method) for v in experiment.variants},
     )
     result = build_report(request)
-    for line in format_table(result.summary):
+    table = format_table(result.summary)
+    for line in table + [f"note: {note}" for note in result.notes if f"note: {note}" not in table]:
         typer.echo(line)
     typer.echo(
         f"report of {result.students} students ({result.sentences} heatmap sentences): "

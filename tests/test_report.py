@@ -302,6 +302,9 @@ def test_the_reference_variant_is_a_parameter(tmp_path):
     assert summary["kd"]["mcnemar_vs_gradient"]["b"] == 1 and "accuracy_vs_gradient" not in summary["gradient"]
     missing = build_report(ReportRequest(evals=(tmp_path / "eval",), out=tmp_path / "r.html", reference="none"))
     assert missing.notes[0] == "No run of the reference variant 'none': no paired differences."
+    stale = build_report(ReportRequest(evals=(tmp_path / "eval",), out=tmp_path / "r.html", variant_order=("kd",)))
+    assert stale.notes[-1] == "Evaluations of variants that experiment.variants does not list: gradient."
+    assert not any("does not list" in note for note in result.notes)
     assert all(v.versus is None for v in result.summary.variants if v.variant == "gradient")
 
 

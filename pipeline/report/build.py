@@ -92,6 +92,9 @@ def build_report(request: ReportRequest) -> ReportResult:
     missing = [r.name for r in runs if not r.losses]
     if missing:
         notes.append(f"No training log for: {', '.join(missing)}.")
+    unlisted = sorted({r.variant for r in runs} - set(request.variant_order)) if request.variant_order else []
+    if unlisted:  # e.g. an old run's evaluations left in the folder after a variant was removed from params.yaml
+        notes.append(f"Evaluations of variants that experiment.variants does not list: {', '.join(unlisted)}.")
     sentences = []
     if request.caches and request.examples > 0:
         students = representatives(runs, [v.variant for v in summary.variants])
