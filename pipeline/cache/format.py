@@ -141,16 +141,7 @@ def rows_to_table(rows: Sequence[CachedExample], extras: Sequence[str]) -> pa.Ta
     for row in rows:
         if row.extras.kinds != tuple(extras):
             raise ValueError(f"row {row.example_id!r} carries extras {row.extras.kinds}, expected {tuple(extras)}")
-    columns: dict[str, pa.Array] = {
-        "example_id": pa.array([r.example_id for r in rows], pa.string()),
-        "split": pa.array([r.split for r in rows], pa.string()),
-        "label": pa.array([None if r.label is None else float(r.label) for r in rows], pa.float64()),
-        "text_a": pa.array([r.text_a for r in rows], pa.string()),
-        "text_b": pa.array([r.text_b for r in rows], pa.string()),
-    }
-    spans = [np.asarray(r.offsets).reshape(-1, 2) for r in rows]
-    for position, name in enumerate(("offset_start", "offset_end")):
-        columns[name] = _nested([span[:, position] for span in spans], CORE.field(name).type, np.dtype(np.int32))
+    columns = _example_columns(rows, [np.asarray(r.offsets).reshape(-1, 2) for r in rows])
     for name, dtype in _CORE_ARRAYS.items():
         columns[name] = _nested([getattr(r, name) for r in rows], CORE.field(name).type, np.dtype(dtype))
     for position, kind in enumerate(extra_types(extras)):
@@ -159,6 +150,20 @@ def rows_to_table(rows: Sequence[CachedExample], extras: Sequence[str]) -> pa.Ta
                 [getattr(r.extras.items[position], spec.field) for r in rows], spec.arrow_type, spec.dtype
             )
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def _example_columns(items: Sequence[Example | CachedExample], spans: Sequence[np.ndarray]) -> dict[str, pa.Array]:
+    """The columns every row has from its example: id, split, label, texts, and its ``(n, 2)`` character spans."""
+    columns: dict[str, pa.Array] = {
+        "example_id": pa.array([e.example_id for e in items], pa.string()),
+        "split": pa.array([e.split for e in items], pa.string()),
+        "label": pa.array([None if e.label is None else float(e.label) for e in items], pa.float64()),
+        "text_a": pa.array([e.text_a for e in items], pa.string()),
+        "text_b": pa.array([e.text_b for e in items], pa.string()),
+    }
+    for position, name in enumerate(("offset_start", "offset_end")):
+        columns[name] = _nested([span[:, position] for span in spans], CORE.field(name).type, np.dtype(np.int32))
+    return columns
 
 
 def explained_table(
@@ -180,21 +185,12 @@ def explained_table(
     if extras.kinds != tuple(kinds):
         raise ValueError(f"the batch carries extras {extras.kinds}, expected {tuple(kinds)}")
     lengths = np.fromiter((len(item.input_ids) for item in encoded), dtype=np.int64, count=len(encoded))
-    columns: dict[str, pa.Array] = {
-        "example_id": pa.array([e.example_id for e in examples], pa.string()),
-        "split": pa.array([e.split for e in examples], pa.string()),
-        "label": pa.array([None if e.label is None else float(e.label) for e in examples], pa.float64()),
-        "text_a": pa.array([e.text_a for e in examples], pa.string()),
-        "text_b": pa.array([e.text_b for e in examples], pa.string()),
-        "attribution": _padded(attribution, lengths, CORE.field("attribution").type, np.dtype(np.float32)),
-        "teacher_logits": _padded(logits, None, CORE.field("teacher_logits").type, np.dtype(np.float32)),
-    }
+    columns = _example_columns(examples, [item.offsets for item in encoded])
+    columns["attribution"] = _padded(attribution, lengths, CORE.field("attribution").type, np.dtype(np.float32))
+    columns["teacher_logits"] = _padded(logits, None, CORE.field("teacher_logits").type, np.dtype(np.float32))
     for name in ("input_ids", "token_type_ids", "segments", "special_mask"):
         arrays = [getattr(item, name) for item in encoded]
         columns[name] = _nested(arrays, CORE.field(name).type, np.dtype(_CORE_ARRAYS[name]))
-    spans = [item.offsets for item in encoded]
-    for position, name in enumerate(("offset_start", "offset_end")):
-        columns[name] = _nested([span[:, position] for span in spans], CORE.field(name).type, np.dtype(np.int32))
     for item in extras.items:
         for spec, array in item.arrays():
             tokens = lengths if Axis.TOKEN in spec.axes else None
