@@ -109,6 +109,31 @@ def test_rerun_computes_nothing(finished, tiny_model_dir, glue_dir) -> None:
     assert summary.lines()[0].startswith("nothing to compute: all 3 parts (24 rows)")
 
 
+def test_the_teacher_is_loaded_once_and_not_at_all_by_a_rerun(tiny_model_dir, glue_dir, tmp_path, monkeypatch) -> None:
+    """In process, the stream uses the model the head check loaded; a rerun whose parts show a trained head
+    (same weights, no head seed) loads no model; one with a missing part loads it once to compute it."""
+    import pipeline.models
+    from pipeline.explain import part
+
+    loads: list[str] = []
+    real = pipeline.models.load_trained_classifier
+
+    def counted(ref, *args, **kwargs):
+        loads.append(ref)
+        return real(ref, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.models, "load_trained_classifier", counted)
+    part._TEACHERS.clear()  # as a new process
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    assert loads == [str(tiny_model_dir)]
+    part._TEACHERS.clear()
+    assert run_explain(request(tiny_model_dir, glue_dir, tmp_path)).skipped == 3
+    assert loads == [str(tiny_model_dir)]
+    part_path(tmp_path, "gradient", "dev", 2).unlink()
+    assert [r.index for r in run_explain(request(tiny_model_dir, glue_dir, tmp_path)).computed] == [2]
+    assert loads == [str(tiny_model_dir)] * 2
+
+
 def test_resume_computes_only_missing_parts(tiny_model_dir, glue_dir, tmp_path) -> None:
     first = run_explain(request(tiny_model_dir, glue_dir, tmp_path))
     before, rows = digests(tmp_path, Method.GRADIENT), read_cache(tmp_path, "gradient", "dev")[1]

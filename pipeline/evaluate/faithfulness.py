@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import stats
 
 from pipeline.encoding import TokenBatch
 from pipeline.explain._ops import masked_logits, share, target_score, top_k
@@ -60,6 +59,8 @@ def rank_agreement(first: np.ndarray, second: np.ndarray) -> float | None:
     """Spearman correlation of two (n,) maps; None when undefined (fewer than 2 tokens, a constant map)."""
     if len(first) < 2 or np.ptp(first) == 0 or np.ptp(second) == 0:
         return None
+    from scipy import stats  # here, not at the top: scipy takes most of a second to import
+
     return float(stats.spearmanr(first, second)[0])
 
 

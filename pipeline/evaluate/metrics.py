@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from pipeline.tasks import Metric, TaskSpec
 
@@ -100,6 +99,8 @@ def _correlation(kind: Metric, preds: np.ndarray, labels: np.ndarray) -> float:
     preds, labels = np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if len(preds) < 2 or np.std(preds) == 0 or np.std(labels) == 0:
         return 0.0
+    from scipy import stats  # here, not at the top: scipy takes most of a second to import
+
     if kind is Metric.PEARSON:
         return float(stats.pearsonr(preds, labels)[0])
     return float(stats.spearmanr(preds, labels)[0])

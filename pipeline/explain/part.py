@@ -116,6 +116,15 @@ def warm_teacher(teacher: str, num_labels: int, new_head: bool, seed: int, allow
     )
 
 
+def keep_teacher(teacher: str, weights: str, head_seed: int | None, model: Classifier, tokenizer: Any) -> None:
+    """Keep a teacher this process has loaded already (the driver's head check) for :func:`load_teacher`."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    _TEACHERS.clear()
+    _TEACHERS[(teacher, weights, head_seed)] = _Teacher(model.to(device).eval(), tokenizer, device)
+
+
 def _store_teacher(key: tuple[str, str, int | None], teacher: str, num_labels: int, head, allow_pickle: bool) -> None:
     import torch
 

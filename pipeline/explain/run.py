@@ -53,7 +53,7 @@ from pipeline.data import load_dataset
 from pipeline.errors import EgkdError
 from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
-from pipeline.explain.part import PartJob, PartResult, compute_parts, stream_parts, warm_teacher
+from pipeline.explain.part import PartJob, PartResult, compute_parts, keep_teacher, stream_parts, warm_teacher
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
 from pipeline.tasks import get_task
@@ -146,8 +146,12 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
     tokenizer = load_tokenizer(request.teacher)
     if tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.teacher} has no mask token")
-    head = NewHead(request.allow_new_head, request.params.seed, "teacher")
-    _, new_head = load_trained_classifier(request.teacher, task.num_labels, head, request.allow_pickle)
+    weights = weights_hash(request.teacher)
+    model = None
+    new_head: tuple[str, ...] = ()
+    if not _head_known_trained(directory, weights, task.name, task.num_labels):
+        head = NewHead(request.allow_new_head, request.params.seed, "teacher")
+        model, new_head = load_trained_classifier(request.teacher, task.num_labels, head, request.allow_pickle)
     size = request.params.partition_size
     examples = dataset.examples
     meta = CacheMetadata(
@@ -161,7 +165,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         extras=tuple(kind.kind for kind in explainer_class(request.method).cached_extras()),
         teacher=request.teacher,
         teacher_base=base_model_of(request.teacher),
-        teacher_weights_hash=weights_hash(request.teacher),
+        teacher_weights_hash=weights,
         tokenizer_hash=tokenizer_hash(tokenizer),
         dataset_fingerprint=dataset.fingerprint,
         dataset_source=dataset.source,
@@ -197,6 +201,8 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         if i not in kept
     ]
     computed = []
+    if jobs and model is not None and not workers.dask:  # the stream in this process uses the model just loaded
+        keep_teacher(request.teacher, weights, meta.teacher_head_seed, model, tokenizer)
     if jobs:
         from tqdm import tqdm
 
@@ -219,6 +225,30 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         new_head,
         request.params.seed,
     )
+
+
+def _head_known_trained(directory: Path, weights: str, task: str, num_labels: int) -> bool:
+    """Whether a part already in ``directory`` shows that this teacher's checkpoint holds its trained head.
+
+    A part made from the same weight files (same hash) for the same task and label count, with no head seed
+    recorded, was made by a teacher whose checkpoint held its whole head; the same files still do. Then a rerun
+    need not load the model to check it (only missing parts do, where they are computed). Any doubt (no such
+    part, an unreadable one, a head drawn from a seed): False, and the caller loads the model.
+    """
+    if not directory.is_dir():
+        return False
+    for path in sorted(p for p in directory.iterdir() if part_index(p) is not None):
+        try:
+            meta, _ = read_part_header(path)
+        except EgkdError:
+            continue
+        return (
+            meta.teacher_weights_hash == weights
+            and meta.task == task
+            and meta.num_labels == num_labels
+            and meta.teacher_head_seed is None
+        )
+    return False
 
 
 def _existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[dict[int, int], list[str]]:

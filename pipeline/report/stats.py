@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["McNemarResult", "PairedDifference", "PooledMcNemar", "mcnemar", "paired_difference", "pooled_mcnemar"]
 
@@ -81,6 +80,8 @@ def paired_difference(
     if std == 0.0:
         t = math.copysign(math.inf, mean) if mean != 0.0 else 0.0
         return PairedDifference(mean, 0.0, n, t, mean, mean, 0.0 if mean != 0.0 else 1.0, confidence)
+    from scipy import stats  # here, not at the top: scipy takes most of a second to import
+
     se = std / math.sqrt(n)
     t = mean / se
     half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * se
@@ -108,6 +109,8 @@ def _from_counts(b: int, c: int) -> McNemarResult:
     m = b + c
     if m == 0:
         return McNemarResult(0, 0, 1.0, 0.0)
+    from scipy import stats
+
     p = float(stats.binomtest(min(b, c), m, 0.5, alternative="two-sided").pvalue)
     return McNemarResult(b, c, min(p, 1.0), (abs(b - c) - 1) ** 2 / m)
 
