@@ -240,6 +240,31 @@ def test_cli_evaluate_compares_every_method_of_the_caches(evaluated_cache, glue_
     assert json.loads(single.read_text())["explanations"][0] == explanations[1]
 
 
+def test_the_random_aopc_baseline_is_computed_once_for_caches_of_the_same_rows(evaluated_cache, glue_dir, monkeypatch):
+    """Random scores' AOPC does not depend on the method: the three caches hold the same 12 dev rows (one batch),
+    so the evaluation runs AOPC four times (each method's scores, one random baseline), not six, and every
+    method reports the same baseline, the one a single-method evaluation computes."""
+    import pipeline.evaluate.run as run
+
+    calls = []
+    real = run.aopc
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "aopc", counted)
+    out = evaluated_cache / "counted.json"
+    assert _evaluate(evaluated_cache, glue_dir, out).exit_code == 0
+    assert len(calls) == 4
+    faithfulness = [e["faithfulness"] for e in json.loads(out.read_text())["explanations"]]
+    baselines = {(f["random_comprehensiveness"], f["random_sufficiency"]) for f in faithfulness}
+    assert len(baselines) == 1
+    single = evaluated_cache / "perturbation-only.json"
+    assert _evaluate(evaluated_cache, glue_dir, single, "--method", "perturbation").exit_code == 0
+    assert json.loads(single.read_text())["explanations"][0]["faithfulness"] == faithfulness[2]
+
+
 def test_cli_evaluate_method_needs_a_cache(tmp_path, glue_dir, tiny_model_dir):
     (tmp_path / "p.yaml").write_text("data:\n  dev_limit: 4\n", encoding="utf-8")
     result = CliRunner().invoke(
