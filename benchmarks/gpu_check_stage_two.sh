@@ -9,6 +9,8 @@
 # ../shared/data/glue, the path dvc.yaml names; for another folder, this copy's dvc.yaml is pointed at it).
 # Run it in the repository root of a copy made for the check: it replaces params.yaml and the pipeline's
 # outputs (models/, data/cache/, metrics/, reports/, plots/).
+# REPRO_JOBS=N runs N independent stages at once (the students and evaluations share the GPU; their process
+# start-ups overlap); default 1, one stage at a time as dvc repro does.
 # To try the plumbing on a CPU: CHECK_DEVICE=cpu CHECK_PARAMS=<a small params file> (default: cuda, params-gpu.yaml).
 set -euo pipefail
 MODEL=$(realpath "$1")
@@ -49,7 +51,7 @@ cp "${CHECK_PARAMS:-params-gpu.yaml}" params.yaml
 sed -i "s|^  model: builtin:minilm-l6\$|  model: $MODEL|" params.yaml
 grep -q "^  model: $MODEL\$" params.yaml
 rm -rf models data/cache metrics/eval reports plots metrics/summary.json
-timeout "${PROFILE_TIMEOUT:-$((585 - SECONDS))}" "$PYTHON" -u -m benchmarks.repro --timings "$OUT/gpu-profile-timings.json" 2>&1 \
+timeout "${PROFILE_TIMEOUT:-$((585 - SECONDS))}" "$PYTHON" -u -m benchmarks.repro --jobs "${REPRO_JOBS:-1}" --timings "$OUT/gpu-profile-timings.json" 2>&1 \
   | stamp | tee "$OUT/gpu-profile.log" || true
 cp -r metrics reports plots "$OUT/" 2> /dev/null || true
 for model in models/teacher models/students/*; do
