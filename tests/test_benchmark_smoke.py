@@ -194,3 +194,51 @@ def test_stage_two_alone_takes_the_device_path(tiny_model_dir, glue_dir, tmp_pat
     table = (tmp_path / "smoke-stage-two.md").read_text(encoding="utf-8")
     assert "vanilla KD" in table and "sentences/s" in table and "cpu (cpu), bf16" in table
     assert json.loads((tmp_path / "smoke-stage-two.json").read_text())["stage_two"]["batch_size"] == 4
+
+
+def test_view_shift_exact_on_a_hand_made_row():
+    """[CLS] a b c d e [SEP], |scores| rank b (3.0) first: the top ceil(0.2 * 5) = 1 token. Teacher logits (2, 0)
+    at temperature 1: p = (0.8808, 0.1192). Preserving views (logits (2, 0) and (1, 0)) replace d, then e; the
+    contrastive ones (0, 1) and (1, 1) replace b, then b and c; the random ones (2, 0) and (2, 0), a and c."""
+    import numpy as np
+
+    from benchmarks.view_shift import ViewShift, table, view_shift
+    from pipeline.cache.extras import ContrastiveViews, Extras, PreservingViews, RandomViews
+    from pipeline.cache.schema import CachedExample
+
+    def masks(*tokens: tuple[int, ...]) -> np.ndarray:
+        out = np.zeros((len(tokens), 7), dtype=bool)
+        for view, positions in enumerate(tokens):
+            out[view, list(positions)] = True
+        return out
+
+    def logits(*rows: tuple[float, float]) -> np.ndarray:
+        return np.array(rows, dtype=np.float32)
+
+    special = np.array([True, False, False, False, False, False, True])
+    row = CachedExample(
+        "dev-0", "dev", 1, "a b c d e", None, np.arange(7, dtype=np.int32), np.zeros(7, np.int8),
+        np.where(special, -1, 0).astype(np.int8), special, np.zeros((7, 2), np.int32),
+        np.array([0, 0.5, -3.0, 1.0, 0.1, -0.2, 0], dtype=np.float32), np.array([2.0, 0.0], dtype=np.float32),
+        Extras((
+            PreservingViews(masks((4,), (5,)), logits((2, 0), (1, 0))),
+            ContrastiveViews(masks((2,), (2, 3)), logits((0, 1), (1, 1))),
+            RandomViews(masks((1,), (3,)), logits((2, 0), (2, 0))),
+        )),
+    )  # fmt: skip
+
+    def kl(first: tuple[float, float], second: tuple[float, float]) -> float:
+        p, q = np.exp(first) / np.exp(first).sum(), np.exp(second) / np.exp(second).sum()
+        return float((p * np.log(p / q)).sum())
+
+    shifts = view_shift([row], temperature=1.0)
+    expected = [
+        ViewShift("preserving", 2, (kl((2, 0), (2, 0)) + kl((2, 0), (1, 0))) / 2, 0.0, 0.0),
+        ViewShift("contrastive", 2, (kl((2, 0), (0, 1)) + kl((2, 0), (1, 1))) / 2, 0.5, 1.0),  # (1, 1): a tie, class 0
+        ViewShift("random", 2, 0.0, 0.0, 0.0),
+    ]
+    for got, want in zip(shifts, expected, strict=True):
+        assert (got.kind, got.views, got.flips, got.top_masked) == (want.kind, want.views, want.flips, want.top_masked)
+        assert got.kl == pytest.approx(want.kl, abs=1e-9)
+    assert shifts[0].kl == pytest.approx(0.03357, abs=1e-5)  # KL((0.881, 0.119) || (0.731, 0.269)) / 2
+    assert table(shifts).splitlines()[3] == "| contrastive | 2 | 0.5783 | 0.500 | 1.000 |"

@@ -1,0 +1,93 @@
+"""How far each kind of cached view moves the teacher: what a student trained on the views can learn from them.
+
+    python -m benchmarks.view_shift CACHE [--method gradient] [--split train] [--temperature 2]
+
+For every kind of view in a stage-one cache (label-preserving, contrastive, random), over all its views:
+
+* **KL**: the mean ``KL(p || q)`` of the teacher's softened distribution on the original sentence (``p``) and
+  on the view (``q``), at the KD temperature: how much the view's soft label differs from the original's;
+* **flips**: the share of views on which the teacher predicts another class;
+* **top masked**: the share of the sentence's top ``ceil(0.2 n)`` real tokens by ``|score|`` (the cached map)
+  that the view replaces, averaged over views: how much the view hits what the map calls important.
+
+A kind whose views move the teacher no more than random ones gives the student no more to learn than random
+ones (docs/pipeline.md, the medium profile's sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.cache.extras import VIEW_KINDS
+from pipeline.cache.schema import CachedExample
+
+
+@dataclass(frozen=True)
+class ViewShift:
+    kind: str
+    views: int  # views counted (rows x views per row)
+    kl: float  # mean KL(teacher on the original || teacher on the view), softened by the temperature
+    flips: float  # share of views on which the teacher's class changes
+    top_masked: float  # mean share of the top-|score| tokens that a view replaces
+
+
+def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def view_shift(rows: Sequence[CachedExample], temperature: float = 2.0, top_fraction: float = 0.2) -> list[ViewShift]:
+    """One :class:`ViewShift` per kind of view the rows carry, in :data:`VIEW_KINDS` order."""
+    out = []
+    for kind in VIEW_KINDS:
+        kl: list[float] = []
+        flips: list[bool] = []
+        top: list[float] = []
+        for row in rows:
+            views = row.extras.get(kind)
+            if views is None:
+                continue
+            p = _log_softmax(row.teacher_logits, temperature)
+            q = _log_softmax(views.logits, temperature)  # (V, C)
+            kl += (np.exp(p) * (p - q)).sum(-1).tolist()
+            flips += (np.argmax(views.logits, -1) != np.argmax(row.teacher_logits)).tolist()
+            real = np.flatnonzero(~np.asarray(row.special_mask, dtype=bool))
+            if len(real) == 0:
+                continue
+            count = max(1, math.ceil(top_fraction * len(real)))
+            order = np.argsort(-np.abs(row.attribution[real]), kind="stable")[:count]
+            top += np.asarray(views.masks)[:, real[order]].mean(-1).tolist()
+        if flips:
+            out.append(ViewShift(kind.kind, len(flips), float(np.mean(kl)), float(np.mean(flips)), float(np.mean(top))))
+    return out
+
+
+def table(shifts: Sequence[ViewShift]) -> str:
+    lines = ["| views | count | teacher KL | teacher flips | top tokens masked |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {s.kind} | {s.views} | {s.kl:.4f} | {s.flips:.3f} | {s.top_masked:.3f} |" for s in shifts]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.cache.store import read_cache
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("--method", default="gradient")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    meta, rows = read_cache(args.cache, args.method, args.split)
+    print(f"{args.cache}: {meta.method}/{meta.split}, {len(rows)} rows, temperature {args.temperature}")
+    print(table(view_shift(rows, args.temperature)))
+
+
+if __name__ == "__main__":
+    main()
