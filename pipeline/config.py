@@ -202,7 +202,9 @@ GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps 
 @dataclass(frozen=True)
 class DistillParams:
     method: DistillMethod = Method.GRADIENT
-    student: str | None = None  # None: the first `layers` layers of the teacher's base model
+    # teacher: the first `layers` layers of the fine-tuned teacher that made the cache (its weights, read from the
+    # folder the cache names); None: those of the teacher's base model; any other reference: that model, whole
+    student: str | None = None
     layers: int = positive(2)
     alpha: float = fraction(0.5)  # weight of the KD term; (1 - alpha) weighs cross-entropy
     beta: float = non_negative(1.0)  # weight of the explanation term

@@ -30,7 +30,15 @@ def command(
         str | None,
         typer.Option("--method", help=f"{', '.join(m.value for m in Method)} or none (default: distill.method)."),
     ] = None,
-    student: Annotated[str | None, typer.Option("--student", help="Student model reference.")] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="teacher: the first --layers layers of the fine-tuned teacher that made the cache (its weights only); "
+            "a model reference: that model, whole (default: distill.student; null: the teacher's base model's "
+            "first --layers layers).",
+        ),
+    ] = None,
     layers: Annotated[int | None, typer.Option("--layers", help="Layers of the teacher's base model to keep.")] = None,
     alpha: Annotated[float | None, typer.Option("--alpha", help="Weight of the KD term.")] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="Weight of the explanation term.")] = None,

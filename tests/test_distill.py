@@ -341,6 +341,56 @@ def test_distill_with_a_student_of_another_tokenizer(cache, tmp_path):
     assert not report.same_tokenizer and report.dev is not None
 
 
+@pytest.fixture(scope="module")
+def kept_teacher(tmp_path_factory, glue_dir) -> Path:
+    """A cache (train 8, dev 4) whose 2-layer teacher stays where the cache names it."""
+    root = tmp_path_factory.mktemp("kept-teacher")
+    teacher = make_tiny_model_dir(root / "teacher", seed=3)
+    build_cache(root / "cache", teacher, make_tiny_model_dir(root / "base", seed=1), glue_dir, train=8, dev=4)
+    return root
+
+
+def test_a_student_starts_from_the_fine_tuned_teachers_first_layers(kept_teacher, tmp_path):
+    """student: teacher keeps the teacher's embeddings, first `layers` layers, pooler and classifier, exactly;
+    the default (null) starts from the base model's; the run records the teacher as the student's origin."""
+    from pipeline.cache.store import read_cache
+    from pipeline.distill.job import build_student
+
+    meta, _ = read_cache(kept_teacher / "cache", "gradient", "train")
+    teacher = load_classifier(str(kept_teacher / "teacher"), 2).state_dict()
+    student, _, ref, layers = build_student(meta, dataclasses.replace(FAST, student="teacher", layers=1))
+    assert (ref, layers, student.config.num_hidden_layers) == (str(kept_teacher / "teacher"), 1, 1)
+    state = student.state_dict()
+    assert not any(".layer.1." in name for name in state)
+    for name, value in state.items():
+        assert torch.equal(value, teacher[name]), name
+    base, _, base_ref, _ = build_student(meta, dataclasses.replace(FAST, layers=1))
+    assert base_ref == str(kept_teacher / "base")
+    assert not torch.equal(base.state_dict()["classifier.weight"], teacher["classifier.weight"])
+    report = run(kept_teacher / "cache", tmp_path / "s", method="gradient", epochs=1, student="teacher", layers=1)
+    assert report.student == str(kept_teacher / "teacher") and report.dev is not None
+    assert json.loads((tmp_path / "s" / "egkd_model.json").read_text())["num_layers"] == 1
+
+
+def test_a_student_from_a_teacher_that_is_gone_or_changed_is_refused(kept_teacher, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(kept_teacher, copy)
+    from pipeline.cache.store import part_path, read_part, write_part
+
+    for method in Method:  # the copied cache names the copied teacher
+        for split in ("train", "dev"):
+            part = read_part(part_path(copy / "cache", method.value, split, 0))
+            meta = dataclasses.replace(part.meta, teacher=str(copy / "teacher"))
+            write_part(part.path, meta, 0, part.rows, truncated=0)
+    make_tiny_model_dir(copy / "teacher", seed=4)  # other weights where the cache's teacher was
+    with pytest.raises(EgkdError, match="student teacher: the weights at .* are not those of the teacher that made"):
+        run(copy / "cache", tmp_path / "s", method="none", student="teacher")
+    shutil.rmtree(copy / "teacher")
+    with pytest.raises(EgkdError, match="student teacher: cannot read the cache's teacher .*distill.student: null"):
+        run(copy / "cache", tmp_path / "s", method="none", student="teacher")
+    assert not (tmp_path / "s").exists()
+
+
 def test_dev_partition_of_another_teacher_is_refused(cache, tmp_path):
     from pipeline.cache.store import part_path, read_part, write_part
 

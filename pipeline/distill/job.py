@@ -1,8 +1,9 @@
 """``egkd distill`` as one library call: read and check the cache, build the student, train, save, evaluate.
 
-The teacher is never loaded: the student is initialised from the teacher's
-*base* model (``CacheMetadata.teacher_base``, its first ``layers`` layers) or
-from ``--student``, and everything it learns from comes from the cache.
+The teacher never runs here: everything the student learns from comes from the cache. The student starts as
+the first ``layers`` layers of the fine-tuned teacher itself (``student: teacher``: only its weights are read,
+from the folder the cache names, and checked against the cache's weight hash), of the teacher's *base* model
+(``student: null``, ``CacheMetadata.teacher_base``), or as any other model (``--student REF``, whole).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pipeline.methods import Method
 from pipeline.models import ModelInfo, load_classifier, load_tokenizer, save_model, tokenizer_hash
 from pipeline.tasks import get_task
 from pipeline.training import TrainResult, seed_everything
+
+TEACHER = "teacher"  # distill.student: the first `layers` layers of the fine-tuned teacher that made the cache
 
 # Fields in which the dev partition must agree with the train partition.
 _SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "label_names", "max_length")
@@ -90,10 +93,30 @@ def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], .
         )
 
 
+def cache_teacher(meta: CacheMetadata) -> str:
+    """The reference of the teacher that made the cache, once its weights are checked to be that teacher's."""
+    from pipeline.models import weights_hash
+
+    hint = "; pass --student with another model, or distill.student: null for the teacher's base model"
+    try:
+        found = weights_hash(meta.teacher)
+    except (EgkdError, OSError) as err:
+        raise EgkdError(f"student teacher: cannot read the cache's teacher {meta.teacher} ({err}){hint}") from None
+    if found != meta.teacher_weights_hash:
+        raise EgkdError(
+            f"student teacher: the weights at {meta.teacher} are not those of the teacher that made the cache{hint}"
+        )
+    return meta.teacher
+
+
 def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool = False):
     """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible."""
-    ref = params.student or meta.teacher_base
-    layers = params.layers if params.student is None else None
+    layers: int | None
+    if params.student == TEACHER:
+        ref, layers = cache_teacher(meta), params.layers
+    else:
+        ref = params.student or meta.teacher_base
+        layers = params.layers if params.student is None else None
     seed_everything(params.train.seed)
     try:
         model = load_classifier(ref, meta.num_labels, num_layers=layers, allow_pickle=allow_pickle)
