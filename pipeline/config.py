@@ -203,7 +203,7 @@ GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps 
 class DistillParams:
     method: DistillMethod = Method.GRADIENT
     # teacher: the first `layers` layers of the fine-tuned teacher that made the cache (its weights, read from the
-    # folder the cache names); None: those of the teacher's base model; any other reference: that model, whole
+    # folder the cache names); base or None: those of the teacher's base model; any other reference: that model, whole
     student: str | None = None
     layers: int = positive(2)
     alpha: float = fraction(0.5)  # weight of the KD term; (1 - alpha) weighs cross-entropy

@@ -35,8 +35,8 @@ def command(
         typer.Option(
             "--student",
             help="teacher: the first --layers layers of the fine-tuned teacher that made the cache (its weights only); "
-            "a model reference: that model, whole (default: distill.student; null: the teacher's base model's "
-            "first --layers layers).",
+            "base: those of the teacher's base model (needs nothing but the cache); a model reference: that model, "
+            "whole (default: distill.student).",
         ),
     ] = None,
     layers: Annotated[int | None, typer.Option("--layers", help="Layers of the teacher's base model to keep.")] = None,

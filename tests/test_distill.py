@@ -365,7 +365,9 @@ def test_a_student_starts_from_the_fine_tuned_teachers_first_layers(kept_teacher
     for name, value in state.items():
         assert torch.equal(value, teacher[name]), name
     base, _, base_ref, _ = build_student(meta, dataclasses.replace(FAST, layers=1))
-    assert base_ref == str(kept_teacher / "base")
+    assert base_ref == str(kept_teacher / "base") and base.config.num_hidden_layers == 1
+    named, _, named_ref, _ = build_student(meta, dataclasses.replace(FAST, student="base", layers=1))
+    assert named_ref == base_ref and all(torch.equal(v, base.state_dict()[k]) for k, v in named.state_dict().items())
     assert not torch.equal(base.state_dict()["classifier.weight"], teacher["classifier.weight"])
     report = run(kept_teacher / "cache", tmp_path / "s", method="gradient", epochs=1, student="teacher", layers=1)
     assert report.student == str(kept_teacher / "teacher") and report.dev is not None
@@ -386,7 +388,7 @@ def test_a_student_from_a_teacher_that_is_gone_or_changed_is_refused(kept_teache
     with pytest.raises(EgkdError, match="student teacher: the weights at .* are not those of the teacher that made"):
         run(copy / "cache", tmp_path / "s", method="none", student="teacher")
     shutil.rmtree(copy / "teacher")
-    with pytest.raises(EgkdError, match="student teacher: cannot read the cache's teacher .*distill.student: null"):
+    with pytest.raises(EgkdError, match="student teacher: cannot read the cache's teacher .*--student base"):
         run(copy / "cache", tmp_path / "s", method="none", student="teacher")
     assert not (tmp_path / "s").exists()
 

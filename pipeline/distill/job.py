@@ -3,7 +3,7 @@
 The teacher never runs here: everything the student learns from comes from the cache. The student starts as
 the first ``layers`` layers of the fine-tuned teacher itself (``student: teacher``: only its weights are read,
 from the folder the cache names, and checked against the cache's weight hash), of the teacher's *base* model
-(``student: null``, ``CacheMetadata.teacher_base``), or as any other model (``--student REF``, whole).
+(``student: base`` or null, ``CacheMetadata.teacher_base``), or as any other model (``--student REF``, whole).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pipeline.tasks import get_task
 from pipeline.training import TrainResult, seed_everything
 
 TEACHER = "teacher"  # distill.student: the first `layers` layers of the fine-tuned teacher that made the cache
+BASE = "base"  # distill.student: those of the teacher's base model (as null; needs nothing but the cache)
 
 # Fields in which the dev partition must agree with the train partition.
 _SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "label_names", "max_length")
@@ -97,7 +98,7 @@ def cache_teacher(meta: CacheMetadata) -> str:
     """The reference of the teacher that made the cache, once its weights are checked to be that teacher's."""
     from pipeline.models import weights_hash
 
-    hint = "; pass --student with another model, or distill.student: null for the teacher's base model"
+    hint = "; pass --student base for the teacher's base model's layers, or --student with another model"
     try:
         found = weights_hash(meta.teacher)
     except (EgkdError, OSError) as err:
@@ -114,9 +115,10 @@ def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool
     layers: int | None
     if params.student == TEACHER:
         ref, layers = cache_teacher(meta), params.layers
+    elif params.student in (None, BASE):
+        ref, layers = meta.teacher_base, params.layers
     else:
-        ref = params.student or meta.teacher_base
-        layers = params.layers if params.student is None else None
+        ref, layers = params.student, None
     seed_everything(params.train.seed)
     try:
         model = load_classifier(ref, meta.num_labels, num_layers=layers, allow_pickle=allow_pickle)
