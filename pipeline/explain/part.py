@@ -117,7 +117,7 @@ def warm_teacher(teacher: str, num_labels: int, new_head: bool, seed: int, allow
 
 
 def keep_teacher(teacher: str, weights: str, head_seed: int | None, model: Classifier, tokenizer: Any) -> None:
-    """Keep a teacher this process has loaded already (the driver's head check) for :func:`load_teacher`."""
+    """Keep a loaded teacher, on the GPU if there is one, for :func:`load_teacher` (one per process at a time)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -126,16 +126,10 @@ def keep_teacher(teacher: str, weights: str, head_seed: int | None, model: Class
 
 
 def _store_teacher(key: tuple[str, str, int | None], teacher: str, num_labels: int, head, allow_pickle: bool) -> None:
-    import torch
-
     from pipeline.models import load_tokenizer, load_trained_classifier
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model, drawn = load_trained_classifier(teacher, num_labels, head, allow_pickle)
-    _TEACHERS.clear()  # one teacher per worker at a time
-    _TEACHERS[key[:2] + ((head.seed if drawn else None),)] = _Teacher(
-        model.to(device).eval(), load_tokenizer(teacher), device
-    )
+    keep_teacher(key[0], key[1], head.seed if drawn else None, model, load_tokenizer(teacher))
 
 
 def plan_batches(
