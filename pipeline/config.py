@@ -212,6 +212,7 @@ class DistillParams:
     t2_scaling: bool = True
     explain_every: int = positive(1)  # compute the explanation term every N steps
     explain_start: float = fraction(0.0)  # share of the run's steps before the explanation term starts
+    explain_start_max_steps: int | None = non_negative(None)  # and at most this many steps (None: no cap)
     checkpoint_every: int = positive(50)
     views: int = non_negative(0)  # cached views per example per step in the view term (0: no view term)
     view_weight: float = non_negative(1.0)  # weight of the view term
@@ -252,6 +253,7 @@ class VariantOptions:
     alpha: float | None = fraction(None)
     beta: float | None = non_negative(None)
     explain_start: float | None = fraction(None)
+    explain_start_max_steps: int | None = non_negative(None)
     temperature: float | None = positive(None)
     epochs: int | None = positive(None)
     layers: int | None = positive(None)

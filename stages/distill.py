@@ -48,6 +48,14 @@ def command(
             "--explain-start", "--explain_start", help="Share of the steps before the explanation term starts."
         ),
     ] = None,
+    explain_start_max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--explain-start-max-steps",
+            "--explain_start_max_steps",
+            help="Cap on the steps before the explanation term starts (default: distill.explain_start_max_steps).",
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="KD temperature.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training examples.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -86,6 +94,7 @@ def command(
         alpha=alpha,
         beta=beta,
         explain_start=explain_start,
+        explain_start_max_steps=explain_start_max_steps,
         temperature=temperature,
         views=views,
         view_weight=view_weight,

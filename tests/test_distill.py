@@ -18,8 +18,9 @@ from pipeline import training
 from pipeline.cache.extras import Extras, Selection, Views
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample
-from pipeline.config import DistillParams, EvaluateParams, TrainParams
+from pipeline.config import DistillParams, EvaluateParams, TrainParams, load_params
 from pipeline.distill.job import DistillRequest, distill
+from pipeline.distill.trainer import first_explained_step
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer
@@ -99,6 +100,38 @@ def test_explain_start_leaves_the_first_steps_to_kd(cache, tmp_path, method):
     run(cache, tmp_path / "b", method=method, epochs=2, explain_start=0.4, explain_every=2)
     log = [json.loads(line) for line in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert [r["explain"] is not None for r in log] == [False, False, False, False, True, False]
+
+
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_explain_start_max_steps_caps_the_wait(cache, tmp_path, method):
+    """6 steps; half of them is 3, capped at 1: the term starts at step 1 (0-based), and the card says so."""
+    run(cache, tmp_path / "s", method=method, epochs=2, explain_start=0.5, explain_start_max_steps=1)
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["explain"] is not None for r in log] == [False, True, True, True, True, True]
+    assert "after 1 of the 6 steps (explain_start_max_steps)" in (tmp_path / "s" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("share", "cap", "total", "first"),
+    [
+        (0.5, None, 160, 80),
+        (0.5, 80, 160, 80),  # the default profile: the cap does not bind
+        (0.5, 80, 750, 80),  # a long run waits 80 steps, not 375
+        (0.1, 80, 750, 75),  # the share binds when it is smaller
+        (0.0, 80, 750, 0),
+        (0.5, 0, 750, 0),
+        (0.4, None, 6, 3),  # ceil(2.4)
+    ],
+)
+def test_first_explained_step(share, cap, total, first):
+    params = DistillParams(explain_start=share, explain_start_max_steps=cap)
+    assert first_explained_step(params, total) == first
+
+
+def test_a_negative_explain_start_max_steps_is_refused(tmp_path):
+    (tmp_path / "params.yaml").write_text("distill:\n  explain_start_max_steps: -1\n")
+    with pytest.raises(EgkdError, match="distill.explain_start_max_steps must not be negative, got -1"):
+        load_params(tmp_path / "params.yaml")
 
 
 def test_saved_student_loads_in_a_transformers_pipeline(cache, tmp_path):

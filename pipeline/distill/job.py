@@ -9,6 +9,7 @@ from the folder the cache names, and checked against the cache's weight hash), o
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pipeline.cache.store import CacheExpectation, check_compatible, list_partit
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
-from pipeline.distill.trainer import train
+from pipeline.distill.trainer import first_explained_step, train
 from pipeline.distill.views import ViewTerm
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
@@ -223,7 +224,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         + (
             ""
             if report.method == "none"
-            else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps, {_start(p)})"
+            else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps, {_start(p, report.training.steps)})"
         )
         + ("" if report.method != "gradient" else f" ({p.gradient_loss})")
         + (
@@ -244,6 +245,11 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
     return "\n".join(lines)
 
 
-def _start(params: DistillParams) -> str:
+def _start(params: DistillParams, total_steps: int) -> str:
     """When the explanation term starts, for the model card."""
-    return "from the first step" if params.explain_start == 0 else f"after {params.explain_start:.0%} of the steps"
+    first = first_explained_step(params, total_steps)
+    if first == 0:
+        return "from the first step"
+    if first < math.ceil(params.explain_start * total_steps):
+        return f"after {first} of the {total_steps} steps (explain_start_max_steps)"
+    return f"after {params.explain_start:.0%} of the steps"

@@ -3,7 +3,7 @@
 The loop itself is the shared one (:mod:`pipeline.training`); this module
 supplies what is particular to distillation: the objective's forward and
 explanation term, the explanation term only every ``explain_every`` steps and
-from step ``ceil(explain_start * total steps)`` on, the
+from step ``min(ceil(explain_start * total steps), explain_start_max_steps)`` on, the
 view term (:mod:`pipeline.distill.views`, every step when it is on), and the
 random choices of step ``s`` (e.g. which cached view) from generators seeded by
 ``(seed, s)``, so a resumed run takes exactly the steps an uninterrupted run takes.
@@ -29,6 +29,14 @@ from pipeline.errors import EgkdError
 from pipeline.training import Checkpointing, Losses, Trainer, TrainResult, step_generator
 
 
+def first_explained_step(params: DistillParams, total_steps: int) -> int:
+    """The first (0-based) step of the explanation term: ``explain_start`` of the steps, at most
+    ``explain_start_max_steps``."""
+    share = math.ceil(params.explain_start * total_steps)
+    cap = params.explain_start_max_steps
+    return share if cap is None else min(share, cap)
+
+
 class DistillLoss:
     """The total loss of one step, each term kept for the log."""
 
@@ -38,7 +46,9 @@ class DistillLoss:
         # A student starts on a plateau (its [CLS] is the same for every input) and leaves it after 100-300 steps;
         # until then its own map is noise, and a normalised map's loss has gradients of 1 / |map|, so matching it
         # from step 0 takes over the clipped update and keeps the student there (docs/method.md).
-        self.first_explained = math.ceil(params.explain_start * total_steps)
+        # The plateau lasts about as many steps in a long run as in a short one: the cap keeps a long run from
+        # waiting half of it.
+        self.first_explained = first_explained_step(params, total_steps)
 
     def __call__(self, student: torch.nn.Module, batch: StudentBatch, step: int) -> Losses:
         p = self.params
