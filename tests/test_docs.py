@@ -80,12 +80,15 @@ def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests()
     assert "## Layout" in readme and all(f"`pipeline/{p}/`" in readme for p in PACKAGES)
 
 
-def test_readme_and_pipeline_doc_state_the_same_measured_range_and_machine():
-    """Bug 10: the default `dvc repro` is stated as a range on a named machine, the same in both places, with the
-    measured runs it rests on."""
+def test_readme_and_pipeline_doc_state_the_same_measured_time_and_machine():
+    """Bug 10: the default `dvc repro` is stated as the same measured time on a named machine in both places, and
+    the rounded figure they give agrees with it."""
     texts = [(REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/pipeline.md")]
-    ranges = [set(re.findall(r"\b(\d+)-(\d+) minutes", text)) for text in texts]
-    assert ranges[0] and ranges[0] == ranges[1]
-    ((low, high),) = ranges[0]
-    assert int(low) < int(high)
-    assert all("2-core" in text and "1,087 s" in text and "25.7 min" in text for text in texts)
+    measured = [set(re.findall(r"clean clone[^.]*? took ([\d,]+) s", text)) for text in texts]
+    assert measured[0] and measured[0] == measured[1] and len(measured[0]) == 1
+    seconds = int(next(iter(measured[0])).replace(",", ""))
+    stated = (r"in about (\d+) minutes \(a clean clone", r"The default profile: a 2-core CPU in about (\d+) minutes")
+    rounded = [set(re.findall(pattern, text)) for pattern, text in zip(stated, texts, strict=True)]
+    assert rounded[0] and rounded[0] == rounded[1] and len(rounded[0]) == 1
+    assert abs(int(next(iter(rounded[0]))) - seconds / 60) < 1
+    assert all("2-core" in text and "idle" in text for text in texts)
