@@ -403,7 +403,9 @@ def run(
                 stage, start = running.pop(future)
                 seconds[stage.name] = time.perf_counter() - start
                 waiting.discard(stage.name)
-                if status := future.result():
+                status = future.result()
+                print(f"Stage '{stage.name}' {'failed' if status else 'done'} in {seconds[stage.name]:.1f} s", flush=True)
+                if status:
                     print(f"error: stage '{stage.name}' failed with exit code {status}", file=sys.stderr, flush=True)
                     failed.append(stage.name)
                     broken.add(stage.name)
@@ -411,8 +413,9 @@ def run(
     return dict(sorted(seconds.items(), key=lambda item: rank[item[0]])), sorted(failed, key=rank.__getitem__)
 
 
-def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], start: datetime) -> dict:
-    """Seconds per stage and per group, their total, start and end; prints them per group as a Markdown table."""
+def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], start: datetime, wall: float) -> dict:
+    """Seconds per stage and per group, their total, the wall time (less than the total when stages ran at once),
+    start and end; prints them per group as a Markdown table."""
     groups = {
         s.group: round(sum(seconds.get(t.name, 0.0) for t in stages if t.group == s.group), 3)
         for s in stages
@@ -424,6 +427,7 @@ def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], s
         count = sum(stage.group == group and stage.name in seconds for stage in stages)
         print(f"| {group} | {count} | {spent:.1f} | {spent / total if total else 0:.0%} |")
     print(f"| total | {len(seconds)} | {total:.1f} | 100% |")
+    print(f"wall time: {wall:.1f} s")
     end = datetime.now(timezone.utc)
     return {
         "start": start.isoformat(timespec="seconds"),
@@ -431,6 +435,7 @@ def timings(stages: list[Stage], seconds: dict[str, float], failed: list[str], s
         "stages": {name: round(s, 3) for name, s in seconds.items()},
         "groups": groups,
         "total": total,
+        "wall": round(wall, 3),
         "failed": failed,
     }
 
@@ -474,9 +479,9 @@ def main(argv: list[str] | None = None, root: Path | None = None) -> int:
         for stage in (stage for stage in stages if stage.name in selected):
             print(f"Running stage '{stage.name}':\n" + "".join(f"> {command}\n" for command in stage.commands))
         return 0
-    start = datetime.now(timezone.utc)
+    start, began = datetime.now(timezone.utc), time.perf_counter()
     seconds, failed = run(stages, selected, root, args.keep_going, args.jobs)
-    report = timings(stages, seconds, failed, start)
+    report = timings(stages, seconds, failed, start, time.perf_counter() - began)
     if args.timings:
         args.timings.parent.mkdir(parents=True, exist_ok=True)
         args.timings.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

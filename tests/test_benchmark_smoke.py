@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -242,3 +243,19 @@ def test_view_shift_exact_on_a_hand_made_row():
         assert got.kl == pytest.approx(want.kl, abs=1e-9)
     assert shifts[0].kl == pytest.approx(0.03357, abs=1e-5)  # KL((0.881, 0.119) || (0.731, 0.269)) / 2
     assert table(shifts).splitlines()[3] == "| contrastive | 2 | 0.5783 | 0.500 | 1.000 |"
+
+
+def test_end_to_end_runs_explain_without_views(tiny_model_dir, glue_dir, tmp_path):
+    """The CLI runs are compared with the explainer's own rate, so they cache no views (12 more forwards each)."""
+    import time
+
+    from benchmarks.end_to_end import EndToEnd, run_end_to_end
+    from pipeline.cache.store import read_cache
+
+    runs = run_end_to_end(
+        sys.executable, str(tiny_model_dir), str(glue_dir), [EndToEnd("gradient", 6, 0)], tmp_path, time.perf_counter() + 120
+    )
+    assert runs[0]["exit_code"] == 0 and runs[0]["rows"] == 6
+    meta, rows = read_cache(tmp_path / "cache-0", "gradient", "train")
+    assert json.loads(meta.method_params)["views"]["count"] == 0
+    assert len(rows) == 6

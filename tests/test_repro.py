@@ -234,6 +234,14 @@ def test_runs_in_dependency_order_and_writes_timings(tmp_path, capfd):
     assert timings["groups"]["a"] == pytest.approx(timings["stages"]["a@1"] + timings["stages"]["a@2"], abs=2e-3)
     assert timings["total"] == pytest.approx(sum(timings["stages"].values()), abs=5e-3)
     assert timings["failed"] == ["fails"] and timings["start"] <= timings["end"]
+    assert timings["total"] <= timings["wall"] + 5e-3  # one job: the stages' seconds add up to at most the wall time
+    assert re.findall(r"Stage '(.+)' (done|failed) in [0-9.]+ s", out) == [
+        ("a@1", "done"),
+        ("a@2", "done"),
+        ("b", "done"),
+        ("fails", "failed"),
+        ("free", "done"),
+    ]
 
 
 def test_stops_at_the_first_failure_and_runs_only_the_selected_prefixes(tmp_path, capfd):
@@ -302,7 +310,7 @@ stages:
     outs: [slow.txt]
   quick:
     matrix: {i: [1, 2, 3]}
-    cmd: test ! -e slow.txt && echo ${item.i} > q${item.i}.txt
+    cmd: test ! -e slow.txt && sleep 0.2 && echo ${item.i} > q${item.i}.txt
     outs: ["q${item.i}.txt"]
   join:
     cmd: cat slow.txt q1.txt q2.txt q3.txt > join.txt && echo "$OMP_NUM_THREADS" > threads.txt
@@ -327,7 +335,9 @@ def test_jobs_run_independent_stages_at_once_and_dependants_after(tmp_path, capf
     ]
     assert (tmp_path / "join.txt").read_text(encoding="utf-8") == "slow\n1\n2\n3\n"
     assert (tmp_path / "threads.txt").read_text(encoding="utf-8") == "4\n"
-    assert list(json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["stages"]) == [
+    timings = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    assert timings["wall"] < timings["total"] - 0.3  # the quick stages (0.6 s in all) ran during the slow one
+    assert list(timings["stages"]) == [
         "slow",
         "quick@1",
         "quick@2",
