@@ -404,7 +404,8 @@ def run(
                 seconds[stage.name] = time.perf_counter() - start
                 waiting.discard(stage.name)
                 status = future.result()
-                print(f"Stage '{stage.name}' {'failed' if status else 'done'} in {seconds[stage.name]:.1f} s", flush=True)
+                ended = "failed" if status else "done"
+                print(f"Stage '{stage.name}' {ended} in {seconds[stage.name]:.1f} s", flush=True)
                 if status:
                     print(f"error: stage '{stage.name}' failed with exit code {status}", file=sys.stderr, flush=True)
                     failed.append(stage.name)

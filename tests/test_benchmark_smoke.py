@@ -253,9 +253,24 @@ def test_end_to_end_runs_explain_without_views(tiny_model_dir, glue_dir, tmp_pat
     from pipeline.cache.store import read_cache
 
     runs = run_end_to_end(
-        sys.executable, str(tiny_model_dir), str(glue_dir), [EndToEnd("gradient", 6, 0)], tmp_path, time.perf_counter() + 120
+        sys.executable,
+        str(tiny_model_dir),
+        str(glue_dir),
+        [EndToEnd("gradient", 6, 0)],
+        tmp_path,
+        time.perf_counter() + 120,
     )
     assert runs[0]["exit_code"] == 0 and runs[0]["rows"] == 6
     meta, rows = read_cache(tmp_path / "cache-0", "gradient", "train")
     assert json.loads(meta.method_params)["views"]["count"] == 0
     assert len(rows) == 6
+
+
+def test_device_suite_explainers_run_without_views(device_results):
+    """The in-process rates are the explainer's alone, as captum's are: gradient x input is one forward (and one
+    backward) per batch, with no view forwards (4 of each kind per sentence by default)."""
+    found, _ = device_results
+    reference = found["end_to_end"]["reference"]["gradient"]
+    assert reference["forward_calls"] == reference["batches"]
+    ixg = found["egkd"]["input_x_gradient"]["bf16"]
+    assert ixg["forward_calls"] == ixg["batches"]
