@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -217,8 +217,17 @@ def count_syncs(work: Workload, case: Case, examples: Sequence[EncodedExample]) 
             explainer.explain(batch)
         finally:
             torch.cuda.set_sync_debug_mode(0)
-    messages = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    messages = sync_warnings(str(w.message) for w in caught)
     return {"checked": True, "syncs": len(messages), "first": messages[0] if messages else None}
+
+
+def sync_warnings(messages: Iterable[str]) -> list[str]:
+    """The first lines of the warnings that report a synchronising CUDA operation.
+
+    The first use of the sync debug mode in a process also warns that the mode is a prototype; that notice is
+    no synchronisation and is not counted.
+    """
+    return [text.splitlines()[0] for text in messages if "called a synchronizing" in text]
 
 
 # --- captum ----------------------------------------------------------------------------------------

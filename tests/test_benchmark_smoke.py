@@ -274,3 +274,16 @@ def test_device_suite_explainers_run_without_views(device_results):
     assert reference["forward_calls"] == reference["batches"]
     ixg = found["egkd"]["input_x_gradient"]["bf16"]
     assert ixg["forward_calls"] == ixg["batches"]
+
+
+def test_sync_count_leaves_out_the_debug_modes_own_notice():
+    """torch's first use of the sync debug mode warns that it is a prototype: that is no synchronisation."""
+    from benchmarks.stage_one import sync_warnings
+
+    notice = (
+        "Synchronization debug mode is a prototype feature and does not yet detect all synchronizing operations "
+        "(Triggered internally at /pytorch/torch/csrc/cuda/Module.cpp:1003.)"
+    )
+    sync = "called a synchronizing CUDA operation (Triggered internally at /pytorch/c10/cuda/CUDAFunctions.cpp:162.)"
+    assert sync_warnings([notice, sync, f"{sync}\nsecond line"]) == [sync, sync]
+    assert sync_warnings([notice]) == []
