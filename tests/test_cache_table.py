@@ -195,3 +195,31 @@ def test_a_part_with_a_non_finite_explanation_is_not_written(
     run_explain(explain_request(tiny_model_dir, glue_dir, out))  # the rerun computes what is missing
     parts = [read_part(part_path(out, "gradient", "dev", i)) for i in range(LIMIT // PART)]
     assert [row.example_id for part in parts for row in part.rows] == [f"dev-{i}" for i in range(LIMIT)]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [[[1.0, 2.0], [3.0, 4.0]], [], [[5.0, 6.0, 7.0]]],  # matrices of their own widths, an empty row
+        [[], []],
+    ],
+)
+def test_rank_two_columns_decode_as_each_rows_stacked_inner_lists(rows: list) -> None:
+    """Views' masks and logits are rank-2 columns; the fast path for matrix rows gives what stacking gives."""
+    from pipeline.cache.format import _unnested
+
+    column = pa.array(rows, type=pa.list_(pa.list_(pa.float32())))
+    decoded = _unnested(column, 2, np.dtype(np.float32))
+    expected = [np.array(row, dtype=np.float32) if row else np.empty((0, 0), dtype=np.float32) for row in rows]
+    assert len(decoded) == len(expected)
+    for got, want in zip(decoded, expected, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_a_ragged_rank_two_row_is_refused_as_before() -> None:
+    """A row whose inner lists differ in length is no matrix: decoding falls back to stacking, which refuses it."""
+    from pipeline.cache.format import _unnested
+
+    column = pa.array([[[1.0], [2.0]], [[1.0, 2.0], [3.0]]], type=pa.list_(pa.list_(pa.float32())))
+    with pytest.raises(ValueError):
+        _unnested(column, 2, np.dtype(np.float32))
