@@ -92,3 +92,23 @@ def test_readme_and_pipeline_doc_state_the_same_measured_time_and_machine():
     assert rounded[0] and rounded[0] == rounded[1] and len(rounded[0]) == 1
     assert abs(int(next(iter(rounded[0]))) - seconds / 60) < 1
     assert all("2-core" in text and "idle" in text for text in texts)
+
+
+def test_the_gpu_table_of_pipeline_md_is_metrics_gpu_summary():
+    """docs/pipeline.md's GPU profile table gives the committed summary's figures (mean ± std, the difference to
+    vanilla KD with its interval, in points), variant by variant."""
+    import json
+
+    summary = json.loads((REPO / "metrics" / "gpu" / "summary.json").read_text(encoding="utf-8"))
+    teacher = summary["teacher"]["accuracy"]
+    text = (REPO / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    table = text.split("Students, dev accuracy over 3 seeds:", 1)[1].split("\n\n", 2)[1]
+    rows = {cells[0]: cells[1:] for line in table.splitlines()[2:] for cells in [line.strip("| ").split(" | ")]}
+    assert set(rows) == set(summary["students"])
+    for name, student in summary["students"].items():
+        accuracy, kept, versus = (cell.strip() for cell in rows[name])
+        assert accuracy == f"{student['accuracy']['mean']:.4f} ± {student['accuracy']['std']:.4f}", name
+        assert kept == f"{student['accuracy']['mean'] / teacher:.1%}", name
+        d = student.get("accuracy_vs_kd")
+        want = "-" if d is None else f"{d['mean'] * 100:+.2f} [{d['ci95_low'] * 100:+.2f}, {d['ci95_high'] * 100:+.2f}]"
+        assert versus == want, name
