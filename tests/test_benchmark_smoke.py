@@ -287,3 +287,10 @@ def test_sync_count_leaves_out_the_debug_modes_own_notice():
     sync = "called a synchronizing CUDA operation (Triggered internally at /pytorch/c10/cuda/CUDAFunctions.cpp:162.)"
     assert sync_warnings([notice, sync, f"{sync}\nsecond line"]) == [sync, sync]
     assert sync_warnings([notice]) == []
+
+
+def test_warm_up_runs_the_longest_and_the_shortest_batch():
+    from benchmarks.stage_one import warm_up
+
+    assert warm_up(["longest", "middle", "shortest"]) == ["longest", "shortest"]
+    assert warm_up(["only"]) == ["only"]
