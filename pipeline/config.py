@@ -284,6 +284,19 @@ class VariantParams:
                 f"not {self.cache}; set cache: {method}"
             )
 
+    def family(self, distill: DistillParams) -> Method | None:
+        """The explanation family that guides this variant's students, ``distill`` filling what it leaves out.
+
+        Its objective's family; for a baseline objective (``none``) trained on views its cache's map chose
+        (label-preserving, contrastive or mixed), that cache's family; None for the rest (vanilla KD,
+        fine-tuning, KD on random views).
+        """
+        if self.options.method != NO_METHOD:
+            return Method(self.options.method)
+        views = distill.views if self.options.views is None else self.options.views
+        kind = distill.view_kind if self.options.view_kind is None else self.options.view_kind
+        return self.cache if views > 0 and kind != "random" else None
+
 
 @dataclass(frozen=True)
 class ExperimentParams:

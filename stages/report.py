@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import override
+from pipeline.methods import NO_METHOD
 from pipeline.report.build import ReportRequest, build_report, format_table
 from stages.common import ParamsOption, read_params, user_errors
 
@@ -89,7 +90,7 @@ def command(
         examples=experiment.report_examples if examples is None else examples,
         explain=params.explain,
         reference=experiment.reference,
-        families={v.name: str(v.options.method) for v in experiment.variants},
+        families={v.name: str(v.family(params.distill) or NO_METHOD) for v in experiment.variants},
     )
     result = build_report(request)
     table = format_table(result.summary)

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Check, Params, TrainParams, load_params, override
+from pipeline.config import (
+    Check,
+    DistillParams,
+    Params,
+    TrainParams,
+    VariantOptions,
+    VariantParams,
+    load_params,
+    override,
+)
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 
@@ -124,6 +133,22 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
     params = load_params(write(tmp_path, f"experiment:\n  methods: [gradient]\n  variants: [{variant}]\n"))
     options = params.experiment.variants[0].options
     assert (options.views, options.view_kind, options.gradient_loss) == (2, "random", "adkd")
+
+
+def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on():
+    section = DistillParams(views=1, view_kind="preserving")
+
+    def family(cache, distill=section, **options):
+        return VariantParams("v", Method(cache), VariantOptions(**options)).family(distill)
+
+    assert family("gradient", method=Method.GRADIENT, views=0) is Method.GRADIENT
+    assert family("perturbation", method="none", view_kind="contrastive") is Method.PERTURBATION
+    assert family("feature_selection", method="none") is Method.FEATURE_SELECTION  # the section's views
+    assert family("gradient", method="none", view_kind="mixed") is Method.GRADIENT
+    assert family("gradient", method="none", view_kind="random") is None  # KD on random views
+    assert family("gradient", method="none", views=0) is None  # vanilla KD, fine-tuning
+    assert family("gradient", DistillParams(views=0), method="none") is None
+    assert family("gradient", DistillParams(views=1, view_kind="random"), method="none") is None
 
 
 def test_min_steps_adds_whole_epochs():
