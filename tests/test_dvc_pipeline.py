@@ -144,18 +144,20 @@ def _view_variants(params) -> dict[str, tuple]:
 @pytest.mark.parametrize("profile", ["params.yaml", "params-medium.yaml"])
 def test_the_view_variants_and_their_fair_baseline(profile):
     """finetune and kd see no views; kd-random trains on random views, as many as the guided variants; a
-    `<method>-views` variant is its family's objective with guided views, beside the same without."""
+    `<method>-views` variant is its family's objective with guided views, beside the same without (medium); a
+    `kd-<kind>` variant is KD on guided views of that kind."""
     from pipeline.config import load_params
 
     params = load_params(REPO / profile)
     variants = _view_variants(params)
-    assert variants["finetune"][1:] == (0, None) and variants["kd"] == ("none", 0, None)
+    assert variants.get("finetune", ("none", 0, None))[1:] == (0, None) and variants["kd"] == ("none", 0, None)
     method, count, kind = variants["kd-random"]
     assert method == "none" and count > 0 and kind == "random"
-    guided = {name: v for name, v in variants.items() if name.endswith("-views")}
-    assert guided and all(v[1] == count and v[2] in {"preserving", "contrastive", "mixed"} for v in guided.values())
-    for name, (method, _, _) in guided.items():
-        assert name == f"{method}-views"
+    guided = {name: v for name, v in variants.items() if v[2] in {"preserving", "contrastive", "mixed"}}
+    assert guided and all(v[1] == count for v in guided.values())
+    assert set(guided) == {name for name in variants if name.endswith("-views") or name == "kd-contrastive"}
+    for name, (method, _, kind) in guided.items():
+        assert name == (f"kd-{kind}" if method == "none" else f"{method}-views")
         if profile == "params-medium.yaml":
             assert variants[method] == (method, 0, None)  # every family with and without its views
 
