@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
 from pipeline.report.build import ReportRequest, build_report, format_table
 from pipeline.report.data import Stat, read_losses, split_name
 from pipeline.report.heatmaps import TokenScore
@@ -359,7 +360,14 @@ def test_report_with_heatmaps_from_real_caches(glue_dir, tmp_path):
 def test_repository_params_define_the_experiment():
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     names = [v.name for v in params.experiment.variants]
-    assert names == ["finetune", "kd", "kd-random", "gradient-views"]  # the default profile since the views merge
+    assert names == ["kd", "kd-random", "kd-contrastive", "gradient-views"]  # kd-contrastive in fine-tuning's place
+    families = {v.name: v.family(params.distill) for v in params.experiment.variants}
+    assert families == {
+        "kd": None,
+        "kd-random": None,
+        "kd-contrastive": Method.PERTURBATION,
+        "gradient-views": Method.GRADIENT,
+    }
     assert len(params.experiment.seeds) == 3
 
 
