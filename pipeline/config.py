@@ -293,9 +293,8 @@ class VariantParams:
         """
         if self.options.method != NO_METHOD:
             return Method(self.options.method)
-        views = distill.views if self.options.views is None else self.options.views
-        kind = distill.view_kind if self.options.view_kind is None else self.options.view_kind
-        return self.cache if views > 0 and kind != "random" else None
+        chosen = override(distill, views=self.options.views, view_kind=self.options.view_kind)
+        return self.cache if chosen.views > 0 and chosen.view_kind != "random" else None
 
 
 @dataclass(frozen=True)
