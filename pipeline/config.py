@@ -197,6 +197,7 @@ class ExplainParams:
 DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
 ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
 GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, or AD-KD's magnitudes by MSE
+PerturbationLoss = Literal["views", "occlusion"]  # the perturbation objective: KD on a cached view, or on occlusions
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,8 @@ class DistillParams:
     view_weight: float = non_negative(1.0)  # weight of the view term
     view_kind: ViewKind = "preserving"  # mixed: half label-preserving, half contrastive (alternating by step)
     gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
+    perturbation_loss: PerturbationLoss = "views"  # the perturbation objective's term
+    occlusion_tokens: int = positive(4)  # perturbation_loss occlusion: tokens occluded per example per step
     train: TrainParams = field(default_factory=TrainParams)
 
     @property
@@ -262,6 +265,8 @@ class VariantOptions:
     view_weight: float | None = non_negative(None)
     view_kind: ViewKind | None = None
     gradient_loss: GradientLoss | None = None
+    perturbation_loss: PerturbationLoss | None = None
+    occlusion_tokens: int | None = positive(None)
 
 
 @dataclass(frozen=True)

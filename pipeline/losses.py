@@ -87,6 +87,60 @@ def view_loss(
     return kd_loss(student_logits.reshape(-1, classes), teacher_logits.reshape(-1, classes), temperature, t2_scaling)
 
 
+def target_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(..., C)`` logits, ``(...)`` class ids -> ``(...)`` log-odds of the class against the rest.
+
+    ``log p(y) - log(1 - p(y))``, computed as ``z_y - logsumexp(z_others)`` so that it stays finite at a
+    confident prediction. C >= 2.
+    """
+    z = logits.float()
+    chosen = z.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    others = z.masked_fill(F.one_hot(target, z.shape[-1]).bool(), float("-inf"))
+    return chosen - torch.logsumexp(others, dim=-1)
+
+
+def occlusion_loss(
+    student_masked: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    teacher_drop: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float,
+    t2_scaling: bool = True,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """KD on single-token occlusions, the teacher's side read from its cached occlusion map.
+
+    student_masked: (B, K, C), the student on K copies of each example, each with one token masked;
+    teacher_logits: (B, C), the teacher on the full input; teacher_drop: (B, K), the teacher's occlusion
+    score of each masked token, ``p(y | x) - p(y | x without it)`` for its predicted class ``y``;
+    valid: (B, K) bool, False for copies past an example's real tokens.
+
+    The teacher's probability of ``y`` on the copy, ``p(y | x) - drop`` (clipped to ``[eps, 1 - eps]``), is all
+    the map holds of it, so the loss is KD on ``y`` against the rest: the binary KL at ``temperature``
+    between the teacher's and the student's log-odds of ``y`` (divided by T), times T^2 when
+    ``t2_scaling``, a mean over the valid copies. With two classes that is :func:`kd_loss` on the copy.
+    With one output (regression) the score is the output itself: MSE between the student's output on the
+    copy and ``output(x) - drop``. No valid copy gives 0.
+    """
+    weights = valid.float()
+    count = weights.sum().clamp_min(1)
+    drop = teacher_drop.float()
+    if student_masked.shape[-1] == 1:
+        target = teacher_logits.float()[:, :1] - drop
+        return (((student_masked.float().squeeze(-1) - target) ** 2) * weights).sum() / count
+    predicted = teacher_logits.argmax(dim=-1)
+    full = F.softmax(teacher_logits.float(), dim=-1).gather(-1, predicted.unsqueeze(-1))  # (B, 1)
+    kept = (full - drop).clamp(eps, 1.0 - eps)  # (B, K) the teacher's p(y) on each copy
+    teacher = (torch.log(kept) - torch.log1p(-kept)) / temperature
+    student = target_log_odds(student_masked, predicted.unsqueeze(-1).expand(drop.shape)) / temperature
+    p = torch.sigmoid(teacher)
+    kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + (1 - p) * (
+        F.logsigmoid(-teacher) - F.logsigmoid(-student)
+    )
+    loss = (kl * weights).sum() / count
+    return loss * (temperature**2) if t2_scaling else loss
+
+
 def total_loss(
     kd: torch.Tensor,
     ce: torch.Tensor,

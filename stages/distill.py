@@ -75,6 +75,23 @@ def command(
         str | None,
         typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine or adkd."),
     ] = None,
+    perturbation_loss: Annotated[
+        str | None,
+        typer.Option(
+            "--perturbation-loss",
+            "--perturbation_loss",
+            help="The perturbation objective's term: views (KD on a cached view) or occlusion (KD on tokens masked "
+            "one at a time, read from the cached occlusion map).",
+        ),
+    ] = None,
+    occlusion_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--occlusion-tokens",
+            "--occlusion_tokens",
+            help="With --perturbation-loss occlusion: tokens masked one at a time per example per step.",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
     ] = False,
@@ -100,6 +117,8 @@ def command(
         view_weight=view_weight,
         view_kind=view_kind,
         gradient_loss=gradient_loss,
+        perturbation_loss=perturbation_loss,
+        occlusion_tokens=occlusion_tokens,
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
     compute = compute_params(params, device, precision)

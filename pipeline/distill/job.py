@@ -142,8 +142,17 @@ def distill(request: DistillRequest) -> DistillReport:
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
     objective = make_objective(
         method,
-        ObjectiveSettings(params.temperature, params.t2_scaling, tokenizer.mask_token_id or 0, params.gradient_loss),
+        ObjectiveSettings(
+            params.temperature,
+            params.t2_scaling,
+            tokenizer.mask_token_id or 0,
+            params.gradient_loss,
+            params.perturbation_loss,
+            params.occlusion_tokens,
+        ),
     )
+    if method == Method.PERTURBATION and params.perturbation_loss == "occlusion":
+        _check_occlusion_map(meta, request.cache, same, notes)
     if tokenizer.mask_token_id is None and objective.needs_mask_token:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
     views = ViewTerm.of(params, tokenizer.mask_token_id or 0)
@@ -196,6 +205,29 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
 
 
+def _check_occlusion_map(meta: CacheMetadata, cache: Path, same_tokenizer: bool, notes: list[str]) -> None:
+    """``perturbation_loss: occlusion`` reads the cached map as leave-one-out drops: refuse any other map."""
+    variant = json.loads(meta.method_params).get("variant")
+    if variant != "occlusion":
+        raise EgkdError(
+            f"distill.perturbation_loss occlusion reads occlusion maps; the cache {cache} holds {variant} maps"
+        )
+    if not same_tokenizer:
+        notes.append(
+            "perturbation_loss occlusion: a student token's target is the sum of its teacher tokens' occlusion "
+            "scores, an approximation of masking it"
+        )
+
+
+def _loss_option(method: str, p: DistillParams) -> str:
+    if method == "gradient":
+        return f" ({p.gradient_loss})"
+    if method == "perturbation":
+        extra = f", {p.occlusion_tokens} tokens per example" if p.perturbation_loss == "occlusion" else ""
+        return f" ({p.perturbation_loss}{extra})"
+    return ""
+
+
 def _resumed(training: TrainResult) -> str:
     if not training.resumed_from:
         return ""
@@ -226,7 +258,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
             if report.method == "none"
             else f" + {p.beta} * L_{report.method} (every {p.explain_every} steps, {_start(p, report.training.steps)})"
         )
-        + ("" if report.method != "gradient" else f" ({p.gradient_loss})")
+        + _loss_option(report.method, p)
         + (
             ""
             if ViewTerm.of(p, 0) is None

@@ -12,9 +12,12 @@ KD and CE terms) and, when asked, computes its explanation term:
   The main logits come from the same forward, which uses the
   plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
   derivative.
-* :class:`PerturbationObjective`: one cached perturbed view per example per
+* :class:`PerturbationObjective`: ``perturbation_loss: views``: one cached perturbed view per example per
   step (chosen by the step's seeded generator); the student runs on that masked
-  input (one extra forward) and matches the teacher's cached logits there (KD loss).
+  input (one extra forward) and matches the teacher's cached logits there (KD loss). ``occlusion``:
+  ``occlusion_tokens`` real tokens per example, drawn uniformly by the step's generator, are masked one
+  at a time (one extra forward of ``B * K`` rows) and the student matches, on each copy, the teacher's
+  probability there, which the cached occlusion map holds (:func:`pipeline.losses.occlusion_loss`).
 * :class:`FeatureSelectionObjective`: the student runs on the selected tokens
   only (all other real tokens are [MASK]; one extra forward) and must match the
   teacher's logits on the *full* input (sufficiency KD loss).
@@ -47,6 +50,8 @@ class ObjectiveSettings:
     t2_scaling: bool
     mask_token_id: int
     gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine or adkd
+    perturbation_loss: str = "views"  # the perturbation objective's: views (KD on a cached view) or occlusion
+    occlusion_tokens: int = 4  # perturbation_loss occlusion: tokens masked one at a time per example per step
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,12 @@ class PerturbationObjective(Objective):
     requires = (Views,)
     needs_mask_token = True
 
+    def required(self) -> tuple[type[Extra], ...]:
+        return () if self.settings.perturbation_loss == "occlusion" else self.requires
+
     def explain_term(self, student, batch, generator):
+        if self.settings.perturbation_loss == "occlusion":
+            return self._occlusion_term(student, batch, generator)
         self.check(batch)
         views = batch.extras.get(Views)
         assert views is not None
@@ -186,6 +196,38 @@ class PerturbationObjective(Objective):
         replace = views.masks[rows, pick] & batch.real_tokens
         masked = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
         return self._kd(student_logits(student, batch, masked), views.logits[rows, pick])
+
+    def _occlusion_term(self, student, batch, generator):
+        positions, valid = occluded_positions(batch.real_tokens, self.settings.occlusion_tokens, generator)
+        size, count = positions.shape
+        tokens = batch.tokens
+        copies = tokens.input_ids.repeat_interleave(count, dim=0)  # (B * K, T), example-major
+        rows = torch.arange(size * count, device=copies.device)
+        copies[rows, positions.reshape(-1)] = torch.where(
+            valid.reshape(-1), self.settings.mask_token_id, copies[rows, positions.reshape(-1)]
+        )
+        inputs = {name: value.repeat_interleave(count, dim=0) for name, value in tokens.model_inputs().items()}
+        inputs["input_ids"] = copies
+        logits = student(**inputs).logits.reshape(size, count, -1)
+        drop = batch.attribution.gather(1, positions)
+        return losses.occlusion_loss(
+            logits, batch.teacher_logits, drop, valid, self.settings.temperature, self.settings.t2_scaling
+        )
+
+
+def occluded_positions(real: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` distinct real tokens per example, uniformly at random: ``(B, K)`` positions and validity.
+
+    real: (B, T) bool. The draw is made on the host by ``generator`` (so every device draws the same);
+    an example with fewer than ``count`` real tokens gets them all, its remaining slots invalid (position 0).
+    ``K = min(count, T)``.
+    """
+    size, length = real.shape
+    keys = torch.rand(size, length, generator=generator).to(real.device, non_blocking=True)
+    keys = keys.masked_fill(~real, 2.0)  # real tokens first, in random order
+    positions = keys.argsort(dim=1)[:, : min(count, length)]
+    valid = real.gather(1, positions)
+    return positions.masked_fill(~valid, 0), valid
 
 
 @register
