@@ -135,3 +135,25 @@ def test_every_command_reads_the_data_source_from_the_params(command, glue_dir, 
     }[command]
     result = runner.invoke(app, [command, *options, "--data", str(glue_dir), "--params", str(params)])
     _one_line_error(result, "hub asked for sst2")
+
+
+def test_every_variant_option_is_a_distill_option():
+    """dvc.yaml passes a variant's options to ``egkd distill`` as ``--key value``, spelt as in params.yaml."""
+    import dataclasses
+
+    import typer.main
+
+    from pipeline.config import VariantOptions
+
+    command = typer.main.get_command(app).commands["distill"]  # type: ignore[attr-defined]
+    options = {name for param in command.params for name in param.opts}
+    assert {f"--{field.name}" for field in dataclasses.fields(VariantOptions)} <= options
+
+
+def test_a_bad_distill_option_value_is_one_line(tmp_path):
+    args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "params.yaml"]
+    _one_line_error(
+        runner.invoke(app, [*args, "--perturbation-loss", "mse"]),
+        "option 'perturbation_loss' must be one of ['views', 'occlusion'], got 'mse'",
+    )
+    _one_line_error(runner.invoke(app, [*args, "--occlusion-tokens", "0"]), "occlusion_tokens must be positive")

@@ -112,17 +112,20 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
             tmp_path,
             "explain:\n  views:\n    count: 6\n    fraction: 0.3\n"
             "distill:\n  views: 2\n  view_weight: 0.5\n  view_kind: mixed\n  gradient_loss: adkd\n"
-            "  train:\n    min_steps: 300\n",
+            "  perturbation_loss: occlusion\n  occlusion_tokens: 6\n  train:\n    min_steps: 300\n",
         )
     )
     assert (params.explain.views.count, params.explain.views.fraction) == (6, 0.3)
     d = params.distill
     assert (d.views, d.view_weight, d.view_kind, d.gradient_loss, d.train.min_steps) == (2, 0.5, "mixed", "adkd", 300)
+    assert (d.perturbation_loss, d.occlusion_tokens) == ("occlusion", 6)
     assert d.train.epochs == Params().distill.train.epochs  # a nested key keeps the section's other defaults
     for text, message in [
         ("distill:\n  view_kind: salient\n", "params key 'distill.view_kind' must be one of"),
         ("distill:\n  gradient_loss: l1\n", "'distill.gradient_loss' must be one of ['cosine', 'adkd']"),
         ("distill:\n  views: -1\n", "distill.views must not be negative, got -1"),
+        ("distill:\n  perturbation_loss: mse\n", "'distill.perturbation_loss' must be one of ['views', 'occlusion']"),
+        ("distill:\n  occlusion_tokens: 0\n", "distill.occlusion_tokens must be positive, got 0"),
         ("explain:\n  views:\n    fraction: 2\n", "explain.views.fraction must be between 0 and 1"),
     ]:
         with pytest.raises(EgkdError, match=re.escape(message)):
@@ -130,9 +133,11 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
     variant = (
         "{name: v, cache: gradient, options: {method: gradient, views: 2, view_kind: random, gradient_loss: adkd}}"
     )
-    params = load_params(write(tmp_path, f"experiment:\n  methods: [gradient]\n  variants: [{variant}]\n"))
-    options = params.experiment.variants[0].options
+    occlusion = "{name: o, cache: perturbation, options: {method: perturbation, perturbation_loss: occlusion, occlusion_tokens: 2}}"
+    text = f"experiment:\n  methods: [gradient, perturbation]\n  variants: [{variant}, {occlusion}]\n"
+    options, other = (v.options for v in load_params(write(tmp_path, text)).experiment.variants)
     assert (options.views, options.view_kind, options.gradient_loss) == (2, "random", "adkd")
+    assert (other.perturbation_loss, other.occlusion_tokens) == ("occlusion", 2)
 
 
 def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on():

@@ -112,3 +112,40 @@ def test_reprojection_sums_scores_and_ors_masks_within_segments():
         [False, False, False, False, False, True, True, False],
     ]
     assert projected.logits is logits  # no token axis: unchanged
+
+
+def test_occlusion_loss_is_kd_on_the_occluded_copy_for_two_classes():
+    """The teacher's copy is p(y | x) - drop; with two classes that is its whole distribution there."""
+    g = torch.Generator().manual_seed(0)
+    teacher, on_copies, student = (torch.randn(*shape, generator=g) for shape in ((3, 2), (3, 4, 2), (3, 4, 2)))
+    predicted = teacher.argmax(-1)
+    full = teacher.softmax(-1).gather(-1, predicted[:, None])
+    drop = full - on_copies.softmax(-1).gather(-1, predicted[:, None, None].expand(3, 4, 1)).squeeze(-1)
+    every = torch.ones(3, 4, dtype=torch.bool)
+    for t2 in (True, False):
+        expected = losses.view_loss(student, on_copies, 2.0, t2).item()
+        assert losses.occlusion_loss(student, teacher, drop, every, 2.0, t2).item() == pytest.approx(expected, abs=1e-6)
+    some = every.clone()
+    some[1:] = False  # only the first example's copies count
+    expected = losses.view_loss(student[:1], on_copies[:1], 2.0).item()
+    assert losses.occlusion_loss(student, teacher, drop, some, 2.0).item() == pytest.approx(expected, abs=1e-6)
+    assert losses.occlusion_loss(student, teacher, drop, torch.zeros_like(every), 2.0).item() == 0.0
+
+
+def test_occlusion_loss_exact_on_the_target_class_against_the_rest():
+    """Three classes: p(y) = 0.5 on the full input, drop 0.3 -> the teacher's copy has p(y) 0.2, odds 1:4."""
+    teacher = torch.tensor([[math.log(2.0), 0.0, 0.0]])  # p = (0.5, 0.25, 0.25), y = 0
+    student = torch.zeros(1, 1, 3)  # p(y) = 1/3 on the copy, odds 1:2
+    kl = 0.2 * math.log(0.2 / (1 / 3)) + 0.8 * math.log(0.8 / (2 / 3))
+    drop = torch.tensor([[0.3]])
+    valid = torch.tensor([[True]])
+    assert losses.occlusion_loss(student, teacher, drop, valid, 1.0).item() == pytest.approx(kl, abs=1e-6)
+    assert losses.target_log_odds(student[0], torch.tensor([0])).item() == pytest.approx(math.log(0.5), abs=1e-6)
+    regression = losses.occlusion_loss(
+        torch.tensor([[[1.0], [4.0]]]),
+        torch.tensor([[3.0]]),
+        torch.tensor([[0.5, -1.0]]),
+        torch.tensor([[True, True]]),
+        2.0,
+    )
+    assert regression.item() == pytest.approx(((1.0 - 2.5) ** 2 + 0.0) / 2)  # the output minus the drop, by MSE
