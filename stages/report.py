@@ -71,6 +71,14 @@ def command(
             help="The variant every other one is compared with, paired by seed (default: experiment.reference).",
         ),
     ] = None,
+    listed_only: Annotated[
+        bool,
+        typer.Option(
+            "--listed-only",
+            help="Report only the variants and seeds experiment lists; other evaluations in the folders (say of a "
+            "variant removed from params.yaml) are left out and named in a note.",
+        ),
+    ] = False,
     params_file: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Compare the students (mean ± std, and the paired difference to vanilla KD with its 95% interval), plot
@@ -91,6 +99,8 @@ def command(
         explain=params.explain,
         reference=experiment.reference,
         families={v.name: str(v.family(params.distill) or NO_METHOD) for v in experiment.variants},
+        listed_only=listed_only,
+        seeds=tuple(experiment.seeds),
     )
     result = build_report(request)
     table = format_table(result.summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -307,6 +308,26 @@ def test_the_reference_variant_is_a_parameter(tmp_path):
     assert stale.notes[-1] == "Evaluations of variants that experiment.variants does not list: gradient."
     assert not any("does not list" in note for note in result.notes)
     assert all(v.versus is None for v in result.summary.variants if v.variant == "gradient")
+
+
+def test_listed_only_leaves_out_the_variants_and_seeds_the_experiment_does_not_list(tmp_path):
+    for (variant, seed), correct in CORRECT.items():
+        write_paired_evaluation(tmp_path, variant, seed, correct)
+    request = ReportRequest(
+        evals=(tmp_path / "eval",),
+        out=tmp_path / "r.html",
+        summary=tmp_path / "s.json",
+        variant_order=("kd", "gradient"),
+        seeds=(0, 1),
+        listed_only=True,
+    )
+    result = build_report(request)
+    assert sorted((v.variant, v.main.n) for v in result.summary.variants) == [("gradient", 2), ("kd", 2)]
+    left = sorted(f"{v}-s{s}" for v, s in CORRECT if v not in ("kd", "gradient") or s not in (0, 1))
+    assert result.notes[-1] == f"Left out, not listed by the experiment's variants and seeds: {', '.join(left)}."
+    assert result.students == 4
+    with pytest.raises(EgkdError, match=r"none of the \d+ evaluations is of a variant and seed that the experiment"):
+        build_report(dataclasses.replace(request, variant_order=("other",)))
 
 
 def test_report_errors_are_one_line(experiment, tmp_path):

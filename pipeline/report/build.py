@@ -57,6 +57,10 @@ class ReportRequest:
     explain: ExplainParams = field(default_factory=ExplainParams)
     reference: str = DEFAULT_REFERENCE  # the variant every other one is compared with, paired by seed
     families: Mapping[str, str] = field(default_factory=dict)  # variant -> the explanation family it trains on
+    # listed_only: only the students of variant_order and seeds (what the experiment lists); the evaluations
+    # of others, e.g. of a variant removed from params.yaml, are left out and named in a note
+    listed_only: bool = False
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,12 +84,26 @@ def representatives(runs: list[StudentRun], order: list[str]) -> list[HeatmapStu
     return chosen
 
 
+def listed(runs: list[StudentRun], request: ReportRequest) -> tuple[list[StudentRun], list[str]]:
+    """With ``listed_only``, the runs of the listed variants and seeds, and the names of the rest."""
+    if not request.listed_only:
+        return runs, []
+    keep = [r for r in runs if r.variant in request.variant_order and r.seed in request.seeds]
+    kept = {r.name for r in keep}
+    if not keep:
+        raise EgkdError(
+            f"none of the {len(runs)} evaluations is of a variant and seed that the experiment lists "
+            f"(variants {', '.join(request.variant_order)}; seeds {', '.join(map(str, request.seeds))})"
+        )
+    return keep, sorted(r.name for r in runs if r.name not in kept)
+
+
 def build_report(request: ReportRequest) -> ReportResult:
     evaluations = [read_evaluation(path) for path in evaluation_files(request.evals)]
     tasks = sorted({e.task for e in evaluations})
     if len(tasks) > 1:
         raise EgkdError(f"the evaluations are of different tasks ({', '.join(tasks)}); report one task at a time")
-    runs = student_runs(evaluations)
+    runs, left_out = listed(student_runs(evaluations), request)
     teacher = read_teacher(request.teacher) if request.teacher is not None else None
     summary = summarise(runs, tasks[0], request.variant_order, teacher, request.reference, request.families)
     notes = report_notes(summary)
@@ -95,6 +113,8 @@ def build_report(request: ReportRequest) -> ReportResult:
     unlisted = sorted({r.variant for r in runs} - set(request.variant_order)) if request.variant_order else []
     if unlisted:  # e.g. an old run's evaluations left in the folder after a variant was removed from params.yaml
         notes.append(f"Evaluations of variants that experiment.variants does not list: {', '.join(unlisted)}.")
+    if left_out:
+        notes.append(f"Left out, not listed by the experiment's variants and seeds: {', '.join(left_out)}.")
     sentences = []
     if request.caches and request.examples > 0:
         students = representatives(runs, [v.variant for v in summary.variants])
