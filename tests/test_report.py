@@ -155,8 +155,12 @@ def test_report_aggregates_over_seeds(experiment):
         "| kd | 2 | 0.8200 ± 0.0283 | – | – | perturbation | 0.4000 ± 0.1414 | 0.2000 ± 0.0707 | 0.3000 ± 0.0000 "
         "| 0.1000 ± 0.0000 |",
         "| gradient | 3 | 0.8400 ± 0.0200 | +0.0200 [+0.0200, +0.0200] | – | gradient | 0.7000 ± 0.1000 "
-        "| 0.3500 ± 0.0500 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
+        "(vs kd +0.500 [+0.500, +0.500]) | 0.3500 ± 0.0500 | 0.3000 ± 0.0000 | 0.1000 ± 0.0000 |",
     ]
+    # seeds 0 and 1 have both: 0.6 - 0.1 and 0.7 - 0.2
+    expected = {"method": "gradient", "mean": 0.5, "ci95_low": 0.5, "ci95_high": 0.5, "seeds": 2}
+    assert grad["agreement_vs_kd"] == expected and "agreement_vs_kd" not in kd
+    assert '<span class="pm">vs kd +0.500 [+0.500, +0.500]</span>' in page
     assert table[5].startswith("| teacher | 1 | 0.9000 |")
     assert table[6:] == [
         "note: The evaluations record no per-example predictions: no McNemar test (rerun egkd evaluate)."
@@ -414,3 +418,19 @@ def test_bad_variants_name_the_problem(tmp_path, variants, message):
     path.write_text(f"experiment:\n  variants: {variants}\n")
     with pytest.raises(EgkdError, match=message):
         load_params(path)
+
+
+def test_a_guided_variant_is_compared_on_its_own_familys_agreement_over_the_seeds_that_have_it():
+    from pipeline.report.compare import SeedRun, compare
+
+    mine = [SeedRun(f"g-s{i}", i, 0.8, None, {"gradient": x}) for i, x in enumerate((0.5, 0.7, 0.6))]
+    theirs = [SeedRun(f"kd-s{i}", i, 0.8, None, {"gradient": x}) for i, x in enumerate((0.4, 0.5, 0.5))]
+    theirs.append(SeedRun("kd-s3", 3, 0.8, None, {}))
+    mine.append(SeedRun("g-s3", 3, 0.8, None, {"gradient": 0.9}))  # the reference has no gradient agreement there
+    result = compare(mine, theirs, "kd", "gradient")
+    assert result is not None and result.seeds == (0, 1, 2, 3) and result.family == "gradient"
+    d = result.agreement
+    assert d is not None and d.n == 3  # differences 0.1, 0.2, 0.1: sd 0.057735, t(0.975, 2) = 4.302653
+    assert (d.mean, d.low, d.high) == pytest.approx((0.133333, -0.010088, 0.276755), abs=1e-6)
+    assert compare(mine, theirs, "kd").agreement is None  # a baseline: no family
+    assert compare(mine, theirs, "kd", "perturbation").agreement is None  # no run has it

@@ -173,11 +173,7 @@ def write_headline(summary: ExperimentSummary, folder: Path) -> list[Path]:
 
 def signed_interval(stat: PairedDifference | None, digits: int = 4) -> str:
     """``+0.0061 [-0.0123, +0.0245]``: the mean difference and its 95 % interval (the mean alone for one seed)."""
-    if stat is None:
-        return "–"
-    if stat.low is None or stat.high is None:
-        return f"{stat.mean:+.{digits}f}"
-    return f"{stat.mean:+.{digits}f} [{stat.low:+.{digits}f}, {stat.high:+.{digits}f}]"
+    return "–" if stat is None else stat.signed(digits)
 
 
 def mcnemar_cell(v: VariantSummary) -> str:
@@ -190,7 +186,8 @@ def mcnemar_cell(v: VariantSummary) -> str:
 def format_table(summary: ExperimentSummary) -> list[str]:
     """The comparison as a Markdown table: mean ± std over seeds, and the paired difference to the reference
     variant with its 95 % interval and McNemar's p-value (b/c: examples only the variant / only the reference
-    gets right), then one line per flagged student."""
+    gets right); on a guided variant's own family, its Spearman's paired difference to the reference beside
+    it; then one line per flagged student."""
 
     def cell(stat: Stat | None) -> str:
         if stat is None:
@@ -214,7 +211,11 @@ def format_table(summary: ExperimentSummary) -> list[str]:
         stats = v.measures(method) if method else (None,) * 4
         versus = signed_interval(v.versus.difference if v.versus else None)
         cells = [v.variant, str(len(v.runs)), cell(v.main), versus, mcnemar_cell(v), method or "–"]
-        lines.append("| " + " | ".join(cells + [cell(s) for s in stats]) + " |")
+        measures = [cell(s) for s in stats]
+        agreement = v.own_agreement(method)
+        if agreement is not None:
+            measures[0] += f" (vs {summary.reference} {agreement.signed(3)})"
+        lines.append("| " + " | ".join(cells + measures) + " |")
     if summary.teacher is not None:
         lines.append(f"| teacher | 1 | {summary.teacher.main:.4f} |" + " |" * 7)
     return lines + [f"note: {note}" for note in report_notes(summary)]

@@ -7,15 +7,17 @@ difference is measured per seed and the seed-to-seed noise cancels:
   (:func:`pipeline.report.stats.paired_difference`);
 * McNemar's exact test on the dev predictions, example by example, pooled over those seeds, with each seed's
   own result beside it (:func:`pipeline.report.stats.pooled_mcnemar`); it needs the per-example predictions
-  that ``egkd evaluate --out`` records.
+  that ``egkd evaluate --out`` records;
+* for a variant guided by an explanation family, the mean difference in agreement (Spearman) with the
+  teacher's maps of that family, over the seeds both runs were evaluated against it, with its 95 % interval.
 
 Signs: variant minus reference, so a positive difference means the variant did better.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +48,7 @@ class SeedRun:
     seed: int
     main: float
     predictions: RunPredictions | None
+    spearman: Mapping[str, float] = field(default_factory=dict)  # agreement with the teacher, by family
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Comparison:
     seeds: tuple[int, ...]
     difference: PairedDifference  # of the dev metric, variant - reference
     mcnemar: PooledMcNemar | None  # None when a paired run recorded no predictions (regression, older reports)
+    family: str | None = None  # the variant's explanation family, whose agreement is compared
+    agreement: PairedDifference | None = None  # of Spearman with that family's maps; None: no seed has both
 
     def mcnemar_json(self) -> dict | None:
         if self.mcnemar is None:
@@ -68,8 +73,13 @@ class Comparison:
         return {**one(self.mcnemar.pooled), "per_seed": per_seed}
 
 
-def compare(variant: Sequence[SeedRun], reference: Sequence[SeedRun], reference_name: str) -> Comparison | None:
+def compare(
+    variant: Sequence[SeedRun], reference: Sequence[SeedRun], reference_name: str, family: str | None = None
+) -> Comparison | None:
     """``variant`` against ``reference`` on the seeds both have; None when they share none.
+
+    ``family``: the explanation family the variant is guided by; its agreement with that family's maps is
+    compared over the seeds where both runs have it.
 
     McNemar's ``b`` counts the dev examples the variant gets right and the reference wrong, ``c`` the reverse.
     Runs of one seed must have been evaluated on the same examples (an :class:`EgkdError` otherwise).
@@ -80,15 +90,30 @@ def compare(variant: Sequence[SeedRun], reference: Sequence[SeedRun], reference_
     if not seeds:
         return None
     difference = paired_difference([mine[s].main for s in seeds], [theirs[s].main for s in seeds])
+    agreement = _agreement([mine[s] for s in seeds], [theirs[s] for s in seeds], family)
     pairs = []
     for seed in seeds:
         a, b = mine[seed].predictions, theirs[seed].predictions
         if a is None or b is None:
-            return Comparison(reference_name, seeds, difference, None)
+            return Comparison(reference_name, seeds, difference, None, family, agreement)
         if a.example_ids != b.example_ids:
             raise EgkdError(
                 f"{mine[seed].name} and {theirs[seed].name} were evaluated on different examples; "
                 "evaluate them on the same split to compare them"
             )
         pairs.append((a.correct(), b.correct()))
-    return Comparison(reference_name, seeds, difference, pooled_mcnemar(pairs))
+    return Comparison(reference_name, seeds, difference, pooled_mcnemar(pairs), family, agreement)
+
+
+def _agreement(mine: Sequence[SeedRun], theirs: Sequence[SeedRun], family: str | None) -> PairedDifference | None:
+    """The paired difference in Spearman on ``family`` over the seed pairs where both runs have it."""
+    if family is None:
+        return None
+    pairs = [
+        (a.spearman[family], b.spearman[family])
+        for a, b in zip(mine, theirs, strict=True)
+        if family in a.spearman and family in b.spearman
+    ]
+    if not pairs:
+        return None
+    return paired_difference([a for a, _ in pairs], [b for _, b in pairs])

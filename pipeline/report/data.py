@@ -25,6 +25,7 @@ from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import OneClass
 from pipeline.methods import Method
 from pipeline.report.compare import DEFAULT_REFERENCE, Comparison, RunPredictions, SeedRun, compare
+from pipeline.report.stats import PairedDifference
 from pipeline.training import LOG_FILE
 
 _STUDENT_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -114,6 +115,12 @@ class VariantSummary:
         """Its runs whose dev predictions fall (almost) all into one class."""
         return tuple(r for r in self.runs if r.one_class is not None)
 
+    def own_agreement(self, method: str | None) -> PairedDifference | None:
+        """On the row of its own family, its paired difference in Spearman to the reference; else None."""
+        if self.versus is None or method is None or method != self.versus.family:
+            return None
+        return self.versus.agreement
+
     def measures(self, method: str) -> tuple[Stat | None, ...]:
         """(Spearman, top-k overlap, AOPC comprehensiveness, AOPC sufficiency) against one method."""
         return tuple(
@@ -142,8 +149,10 @@ class ExperimentSummary:
     def to_json(self) -> dict:
         """Everything aggregated (``metrics/summary.json``): per variant the dev metric over seeds, the paired
         difference to the reference (``accuracy_vs_kd``: mean, ci95_low, ci95_high, seeds) and McNemar's test on
-        the dev predictions (``mcnemar_vs_kd``: pooled over the seeds, and per seed), runs that predict one
-        class, and every explanation measure against every family."""
+        the dev predictions (``mcnemar_vs_kd``: pooled over the seeds, and per seed), for a variant guided by a
+        family the paired difference in Spearman agreement with that family's maps (``agreement_vs_kd``: method,
+        mean, ci95_low, ci95_high, seeds), runs that predict one class, and every explanation measure against
+        every family."""
         students = {}
         for v in self.variants:
             entry: dict = {"runs": len(v.runs), self.main_name: v.main.to_json()}
@@ -152,6 +161,11 @@ class ExperimentSummary:
                 mcnemar = v.versus.mcnemar_json()
                 if mcnemar is not None:
                     entry[f"mcnemar_vs_{self.reference}"] = mcnemar
+                if v.versus.agreement is not None:
+                    entry[f"agreement_vs_{self.reference}"] = {
+                        "method": v.versus.family,
+                        **v.versus.agreement.as_json(),
+                    }
             if v.one_class:
                 entry["one_class"] = {r.name: round(r.one_class.share, 6) for r in v.one_class if r.one_class}
             for name, stats in (
@@ -345,7 +359,7 @@ def summarise(
         return stats
 
     def seeded(group: list[StudentRun]) -> list[SeedRun]:
-        return [SeedRun(r.name, r.seed, r.main, r.predictions) for r in group if r.seed is not None]
+        return [SeedRun(r.name, r.seed, r.main, r.predictions, _spearmans(r)) for r in group if r.seed is not None]
 
     baseline = seeded(variants.get(reference, []))
     named = dict(families or {})
@@ -364,12 +378,16 @@ def summarise(
             per_method(group, "comprehensiveness"),
             per_method(group, "sufficiency"),
             family(name),
-            compare(seeded(group), baseline, reference) if name != reference and baseline else None,
+            compare(seeded(group), baseline, reference, family(name)) if name != reference and baseline else None,
         )
         for name, group in ((n, variants[n]) for n in names)
     )
     main_name = runs[0].main_name if runs else "accuracy"
     return ExperimentSummary(task, main_name, methods, summaries, teacher, reference)
+
+
+def _spearmans(run: StudentRun) -> dict[str, float]:
+    return {m: a.spearman for m, a in run.agreements.items() if a.spearman is not None}
 
 
 def read_teacher(model: Path) -> TeacherSummary | None:

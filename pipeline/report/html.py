@@ -107,7 +107,11 @@ def comparison_table(summary: ExperimentSummary) -> str:
             )
         stats = v.measures(method) if method else (None,) * len(MEASURES)
         cells += f'<td class="name">{escape(METHOD_TITLES.get(method, method)) if method else "–"}</td>'
-        cells += "".join(f"<td{BEST if best.get((i, m)) else ''}>{_stat(stat)}</td>" for m, stat in enumerate(stats))
+        shown = [_stat(stat) for stat in stats]
+        agreement = v.own_agreement(method)
+        if agreement is not None:
+            shown[0] += f'<br><span class="pm">vs {escape(summary.reference)} {agreement.signed(3)}</span>'
+        cells += "".join(f"<td{BEST if best.get((i, m)) else ''}>{text}</td>" for m, text in enumerate(shown))
         body.append(f"<tr>{cells}</tr>")
     if summary.teacher is not None:
         body.append(

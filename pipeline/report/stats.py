@@ -42,6 +42,12 @@ class PairedDifference:
     p_value: float | None
     confidence: float
 
+    def signed(self, digits: int = 4) -> str:
+        """``+0.0061 [-0.0123, +0.0245]``: the mean and its interval (the mean alone for one seed)."""
+        if self.low is None or self.high is None:
+            return f"{self.mean:+.{digits}f}"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+
     def as_json(self) -> dict[str, float | int | None]:
         """``{"mean", "ci95_low", "ci95_high", "seeds"}``, floats rounded to 6 decimals (the metrics-file format)."""
         if self.confidence != 0.95:
