@@ -69,6 +69,25 @@ def student_logits(
     return student(**inputs).logits
 
 
+def student_on_masks(
+    student: torch.nn.Module, batch: StudentBatch, masks: torch.Tensor, mask_token_id: int
+) -> torch.Tensor:
+    """The student on M masked copies of each example, in one forward of ``B * M`` rows: ``(B, M, C)`` logits.
+
+    masks: (B, M, T) bool, the tokens each copy replaces by ``mask_token_id`` (only real tokens are replaced).
+    """
+    size, count, length = masks.shape
+    tokens = batch.tokens
+    replace = masks & batch.real_tokens[:, None, :]
+    ids = losses.mask_tokens(tokens.input_ids[:, None, :].expand(-1, count, -1), replace, mask_token_id)
+    logits = student(
+        input_ids=ids.reshape(size * count, length),
+        attention_mask=tokens.attention_mask.repeat_interleave(count, 0),
+        token_type_ids=tokens.token_type_ids.repeat_interleave(count, 0),
+    ).logits
+    return logits.view(size, count, -1)
+
+
 class Objective(ABC):
     """The student's forward pass and, on explanation steps, its explanation term."""
 
@@ -199,16 +218,9 @@ class PerturbationObjective(Objective):
 
     def _occlusion_term(self, student, batch, generator):
         positions, valid = occluded_positions(batch.real_tokens, self.settings.occlusion_tokens, generator)
-        size, count = positions.shape
-        tokens = batch.tokens
-        copies = tokens.input_ids.repeat_interleave(count, dim=0)  # (B * K, T), example-major
-        rows = torch.arange(size * count, device=copies.device)
-        copies[rows, positions.reshape(-1)] = torch.where(
-            valid.reshape(-1), self.settings.mask_token_id, copies[rows, positions.reshape(-1)]
-        )
-        inputs = {name: value.repeat_interleave(count, dim=0) for name, value in tokens.model_inputs().items()}
-        inputs["input_ids"] = copies
-        logits = student(**inputs).logits.reshape(size, count, -1)
+        length = batch.tokens.input_ids.shape[1]
+        masks = torch.nn.functional.one_hot(positions, length).bool() & valid[:, :, None]  # (B, K, T)
+        logits = student_on_masks(student, batch, masks, self.settings.mask_token_id)
         drop = batch.attribution.gather(1, positions)
         return losses.occlusion_loss(
             logits, batch.teacher_logits, drop, valid, self.settings.temperature, self.settings.t2_scaling

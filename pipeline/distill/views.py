@@ -25,6 +25,7 @@ from pipeline import losses
 from pipeline.cache.extras import ContrastiveViews, GuidedViews, PreservingViews, RandomViews
 from pipeline.cache.project import StudentBatch
 from pipeline.config import DistillParams, ViewKind
+from pipeline.distill.objectives import student_on_masks
 from pipeline.errors import EgkdError
 
 SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
@@ -89,13 +90,5 @@ class ViewTerm:
     ) -> torch.Tensor:
         """The scalar view term of one step: the student on every picked view against the teacher's logits."""
         masks, teacher = self.pick(batch, step, generator)
-        size, count, length = masks.shape
-        tokens = batch.tokens
-        replace = masks & batch.real_tokens[:, None, :]
-        ids = losses.mask_tokens(tokens.input_ids[:, None, :].expand(-1, count, -1), replace, self.mask_token_id)
-        logits = student(
-            input_ids=ids.reshape(size * count, length),
-            attention_mask=tokens.attention_mask.repeat_interleave(count, 0),
-            token_type_ids=tokens.token_type_ids.repeat_interleave(count, 0),
-        ).logits
-        return losses.view_loss(logits.view(size, count, -1), teacher, self.temperature, self.t2_scaling)
+        logits = student_on_masks(student, batch, masks, self.mask_token_id)
+        return losses.view_loss(logits, teacher, self.temperature, self.t2_scaling)
