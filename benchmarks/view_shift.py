@@ -8,7 +8,10 @@ For every kind of view in a stage-one cache (label-preserving, contrastive, rand
   on the view (``q``), at the KD temperature: how much the view's soft label differs from the original's;
 * **flips**: the share of views on which the teacher predicts another class;
 * **top masked**: the share of the sentence's top ``ceil(0.2 n)`` real tokens by ``|score|`` (the cached map)
-  that the view replaces, averaged over views: how much the view hits what the map calls important.
+  that the view replaces, averaged over views: how much the view hits what the map calls important;
+* **distinct**: the mean number of different views a sentence has among its cached ones. A view draws its
+  tokens independently of the sentence's other views, so a short sentence, or a kind whose candidates are few,
+  repeats views: ``explain.views.count`` bounds the variety a student sees, this says by how much.
 
 A kind whose views move the teacher no more than random ones gives the student no more to learn than random
 ones (docs/pipeline.md, the medium profile's sweep).
@@ -35,6 +38,7 @@ class ViewShift:
     kl: float  # mean KL(teacher on the original || teacher on the view), softened by the temperature
     flips: float  # share of views on which the teacher's class changes
     top_masked: float  # mean share of the top-|score| tokens that a view replaces
+    distinct: float  # mean number of different views per sentence
 
 
 def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -50,6 +54,7 @@ def view_shift(rows: Sequence[CachedExample], temperature: float = 2.0, top_frac
         kl: list[float] = []
         flips: list[bool] = []
         top: list[float] = []
+        distinct: list[int] = []
         for row in rows:
             views = row.extras.get(kind)
             if views is None:
@@ -58,6 +63,7 @@ def view_shift(rows: Sequence[CachedExample], temperature: float = 2.0, top_frac
             q = _log_softmax(views.logits, temperature)  # (V, C)
             kl += (np.exp(p) * (p - q)).sum(-1).tolist()
             flips += (np.argmax(views.logits, -1) != np.argmax(row.teacher_logits)).tolist()
+            distinct.append(len(np.unique(np.asarray(views.masks, dtype=bool), axis=0)))
             real = np.flatnonzero(~np.asarray(row.special_mask, dtype=bool))
             if len(real) == 0:
                 continue
@@ -65,13 +71,19 @@ def view_shift(rows: Sequence[CachedExample], temperature: float = 2.0, top_frac
             order = np.argsort(-np.abs(row.attribution[real]), kind="stable")[:count]
             top += np.asarray(views.masks)[:, real[order]].mean(-1).tolist()
         if flips:
-            out.append(ViewShift(kind.kind, len(flips), float(np.mean(kl)), float(np.mean(flips)), float(np.mean(top))))
+            means = (float(np.mean(values)) for values in (kl, flips, top, distinct))
+            out.append(ViewShift(kind.kind, len(flips), *means))
     return out
 
 
 def table(shifts: Sequence[ViewShift]) -> str:
-    lines = ["| views | count | teacher KL | teacher flips | top tokens masked |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {s.kind} | {s.views} | {s.kl:.4f} | {s.flips:.3f} | {s.top_masked:.3f} |" for s in shifts]
+    lines = [
+        "| views | count | teacher KL | teacher flips | top tokens masked | distinct per sentence |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s.kind} | {s.views} | {s.kl:.4f} | {s.flips:.3f} | {s.top_masked:.3f} | {s.distinct:.2f} |" for s in shifts
+    ]
     return "\n".join(lines)
 
 

@@ -200,7 +200,8 @@ def test_stage_two_alone_takes_the_device_path(tiny_model_dir, glue_dir, tmp_pat
 def test_view_shift_exact_on_a_hand_made_row():
     """[CLS] a b c d e [SEP], |scores| rank b (3.0) first: the top ceil(0.2 * 5) = 1 token. Teacher logits (2, 0)
     at temperature 1: p = (0.8808, 0.1192). Preserving views (logits (2, 0) and (1, 0)) replace d, then e; the
-    contrastive ones (0, 1) and (1, 1) replace b, then b and c; the random ones (2, 0) and (2, 0), a and c."""
+    contrastive ones (0, 1) and (1, 1) replace b, then b and c; the random ones (2, 0) and (2, 0), a twice: one
+    distinct view."""
     import numpy as np
 
     from benchmarks.view_shift import ViewShift, table, view_shift
@@ -224,7 +225,7 @@ def test_view_shift_exact_on_a_hand_made_row():
         Extras((
             PreservingViews(masks((4,), (5,)), logits((2, 0), (1, 0))),
             ContrastiveViews(masks((2,), (2, 3)), logits((0, 1), (1, 1))),
-            RandomViews(masks((1,), (3,)), logits((2, 0), (2, 0))),
+            RandomViews(masks((1,), (1,)), logits((2, 0), (2, 0))),
         )),
     )  # fmt: skip
 
@@ -233,16 +234,19 @@ def test_view_shift_exact_on_a_hand_made_row():
         return float((p * np.log(p / q)).sum())
 
     shifts = view_shift([row], temperature=1.0)
+    # contrastive (1, 1): a tie, class 0
     expected = [
-        ViewShift("preserving", 2, (kl((2, 0), (2, 0)) + kl((2, 0), (1, 0))) / 2, 0.0, 0.0),
-        ViewShift("contrastive", 2, (kl((2, 0), (0, 1)) + kl((2, 0), (1, 1))) / 2, 0.5, 1.0),  # (1, 1): a tie, class 0
-        ViewShift("random", 2, 0.0, 0.0, 0.0),
+        ViewShift("preserving", 2, (kl((2, 0), (2, 0)) + kl((2, 0), (1, 0))) / 2, 0.0, 0.0, 2.0),
+        ViewShift("contrastive", 2, (kl((2, 0), (0, 1)) + kl((2, 0), (1, 1))) / 2, 0.5, 1.0, 2.0),
+        ViewShift("random", 2, 0.0, 0.0, 0.0, 1.0),
     ]
     for got, want in zip(shifts, expected, strict=True):
-        assert (got.kind, got.views, got.flips, got.top_masked) == (want.kind, want.views, want.flips, want.top_masked)
+        assert (got.kind, got.views, got.flips, got.top_masked, got.distinct) == (
+            want.kind, want.views, want.flips, want.top_masked, want.distinct
+        )  # fmt: skip
         assert got.kl == pytest.approx(want.kl, abs=1e-9)
     assert shifts[0].kl == pytest.approx(0.03357, abs=1e-5)  # KL((0.881, 0.119) || (0.731, 0.269)) / 2
-    assert table(shifts).splitlines()[3] == "| contrastive | 2 | 0.5783 | 0.500 | 1.000 |"
+    assert table(shifts).splitlines()[3] == "| contrastive | 2 | 0.5783 | 0.500 | 1.000 | 2.00 |"
 
 
 def test_end_to_end_runs_explain_without_views(tiny_model_dir, glue_dir, tmp_path):
