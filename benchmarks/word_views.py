@@ -107,15 +107,6 @@ def views_of(
     return out
 
 
-def read_tsv(path: Path, limit: int) -> tuple[str, list[Sentence]]:
-    """The header and the first ``limit`` rows of a single-sentence GLUE TSV (``sentence<TAB>label``)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    header, rows = lines[0], [line.split("\t") for line in lines[1 : limit + 1]]
-    if header.split("\t") != ["sentence", "label"] or any(len(row) != 2 for row in rows):
-        raise EgkdError(f"{path}: not a single-sentence GLUE file with the columns sentence, label")
-    return header, [Sentence(text, label) for text, label in rows]
-
-
 def augment(
     sentences: Sequence[Sentence],
     table: dict[str, tuple[str, ...]],
@@ -133,7 +124,9 @@ def augment(
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pipeline.data import load_dataset
     from pipeline.models import load_classifier, load_tokenizer
+    from pipeline.tasks import get_task
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the GLUE folder holding SST-2/")
@@ -149,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.limit <= 0 or args.views <= 0 or args.neighbours <= 0 or not 0 < args.fraction <= 1:
             raise EgkdError("--limit, --views and --neighbours must be positive and --fraction in (0, 1]")
-        header, sentences = read_tsv(args.data / "SST-2" / "train.tsv", args.limit)
+        train = load_dataset(args.data, get_task("sst2"), "train", args.limit)
+        sentences = [Sentence(e.text_a, str(e.label)) for e in train.examples]
         tokenizer = load_tokenizer(args.teacher)
         teacher = load_classifier(args.teacher, num_labels=2, num_layers=1)  # only its word embeddings are read
         embeddings = teacher.get_input_embeddings().weight.detach()
@@ -161,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.out / "SST-2"
     folder.mkdir(parents=True, exist_ok=True)
     body = "".join(f"{row.text}\t{row.label}\n" for row in rows)
-    (folder / "train.tsv").write_text(f"{header}\n{body}", encoding="utf-8")
+    (folder / "train.tsv").write_text(f"sentence\tlabel\n{body}", encoding="utf-8")
     shutil.copyfile(args.data / "SST-2" / "dev.tsv", folder / "dev.tsv")
     print(
         f"{folder / 'train.tsv'}: {len(sentences)} sentences and {len(rows) - len(sentences)} {args.mode} views "
