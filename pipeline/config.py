@@ -221,6 +221,9 @@ class DistillParams:
     gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
     perturbation_loss: PerturbationLoss = "views"  # the perturbation objective's term
     occlusion_tokens: int = positive(4)  # perturbation_loss occlusion: tokens occluded per example per step
+    # How many training sentences (the cache's first, in dataset order) the student sees with their gold label;
+    # the others are a transfer set that only the teacher labels (KD alone). None: every sentence's label.
+    gold_labels: int | None = non_negative(None)
     train: TrainParams = field(default_factory=TrainParams)
 
     @property
@@ -267,6 +270,7 @@ class VariantOptions:
     gradient_loss: GradientLoss | None = None
     perturbation_loss: PerturbationLoss | None = None
     occlusion_tokens: int | None = positive(None)
+    gold_labels: int | None = non_negative(None)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 The total loss is ``alpha * KD(T) + (1 - alpha) * CE + beta * L_explain + view_weight * L_views``
 (:func:`total_loss`). Every function returns a scalar tensor averaged over the
-batch, so terms from batches of different sizes are comparable.
+batch, so terms from batches of different sizes are comparable, except the ``*_per_example`` ones,
+which return one value per example, ``(B,)``. When some training examples have no gold label (a
+transfer set, ``distill.gold_labels``), the supervised part is :func:`transfer_loss` instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,39 @@ def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if student_logits.shape[-1] == 1:
         return F.mse_loss(student_logits.float().squeeze(-1), labels.float())
     return F.cross_entropy(student_logits.float(), labels.long())
+
+
+def kd_per_example(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, t2_scaling: bool = True
+) -> torch.Tensor:
+    """:func:`kd_loss` of each example: ``(B,)`` for (B, C) logits (their mean is :func:`kd_loss`)."""
+    if student_logits.shape[-1] == 1:
+        return (student_logits.float() - teacher_logits.float()).pow(2).squeeze(-1)
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)
+    return kl * (temperature**2) if t2_scaling else kl
+
+
+def ce_per_example(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`ce_loss` of each example: ``(B,)`` for (B, C) logits and (B,) labels."""
+    if student_logits.shape[-1] == 1:
+        return (student_logits.float().squeeze(-1) - labels.float()).pow(2)
+    return F.cross_entropy(student_logits.float(), labels.long(), reduction="none")
+
+
+def transfer_loss(kd: torch.Tensor, ce: torch.Tensor, labelled: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The supervised part of the loss on a batch in which only some examples have a gold label.
+
+    kd, ce: (B,) per-example terms (:func:`kd_per_example`, :func:`ce_per_example`; an unlabelled
+    example's ``ce`` is ignored, whatever it holds); labelled: (B,) bool. Mean over the batch of
+    ``alpha * kd + (1 - alpha) * ce`` for a labelled example and of ``kd`` for the others: the
+    teacher's soft label takes the weight the missing gold label would have had. With every example
+    labelled this is ``alpha * mean(kd) + (1 - alpha) * mean(ce)``.
+    """
+    kd_weight = torch.where(labelled, torch.full_like(kd, alpha), torch.ones_like(kd))
+    gold = torch.where(labelled, ce, torch.zeros_like(ce))
+    return (kd_weight * kd + (1.0 - alpha) * gold).mean()
 
 
 def normalise_map(attribution: torch.Tensor, mask: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -151,7 +186,18 @@ def total_loss(
     view_weight: float = 0.0,
 ) -> torch.Tensor:
     """``alpha * kd + (1 - alpha) * ce + beta * explain + view_weight * views`` (the last two only when given)."""
-    loss = alpha * kd + (1.0 - alpha) * ce
+    return add_terms(alpha * kd + (1.0 - alpha) * ce, explain, beta, views, view_weight)
+
+
+def add_terms(
+    supervised: torch.Tensor,
+    explain: torch.Tensor | None,
+    beta: float,
+    views: torch.Tensor | None = None,
+    view_weight: float = 0.0,
+) -> torch.Tensor:
+    """``supervised + beta * explain + view_weight * views`` (the last two only when given); all scalars."""
+    loss = supervised
     if explain is not None:
         loss = loss + beta * explain
     if views is not None:

@@ -92,6 +92,15 @@ def command(
             help="With --perturbation-loss occlusion: tokens masked one at a time per example per step.",
         ),
     ] = None,
+    gold_labels: Annotated[
+        int | None,
+        typer.Option(
+            "--gold-labels",
+            "--gold_labels",
+            help="Training sentences (the cache's first) the student sees with their gold label; the others are a "
+            "transfer set labelled by the teacher alone (default: distill.gold_labels; unset: all).",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
     ] = False,
@@ -119,6 +128,7 @@ def command(
         gradient_loss=gradient_loss,
         perturbation_loss=perturbation_loss,
         occlusion_tokens=occlusion_tokens,
+        gold_labels=gold_labels,
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
     compute = compute_params(params, device, precision)

@@ -48,10 +48,12 @@ class StudentBatch:
     """A padded batch of student examples; ``tokens`` tensors are (B, T)."""
 
     tokens: TokenBatch
-    labels: torch.Tensor | None  # (B,) long (classification) or float (regression); None if unlabelled
+    labels: torch.Tensor | None  # (B,) long (classification) or float (regression); None if no example has one
     teacher_logits: torch.Tensor  # (B, C)
     attribution: torch.Tensor  # (B, T) float
     extras: Extras  # (B, ...) tensors, token axes padded to T
+    labelled: torch.Tensor | None = None  # (B,) bool: the examples whose ``labels`` entry is a gold label
+    # (None: all of them when ``labels`` is given); an unlabelled example's entry is a placeholder 0
 
     @property
     def real_tokens(self) -> torch.Tensor:
@@ -66,6 +68,7 @@ class StudentBatch:
             move(self.teacher_logits),
             move(self.attribution),
             to_device(self.extras, device, non_blocking),
+            None if self.labelled is None else move(self.labelled),
         )
 
 
@@ -143,13 +146,16 @@ def collate_students(items: Sequence[StudentExample], pad_token_id: int, pin_mem
     )
     length = tokens.input_ids.shape[1]
     attribution = pad_rows([i.attribution for i in items], tokens.attention_mask.numpy() > 0, 0.0, np.float32)
-    labels = None
-    if all(i.label is not None for i in items):
+    labels, labelled = None, None
+    if any(i.label is not None for i in items):
         regression = len(items[0].teacher_logits) == 1
-        labels = torch.tensor([i.label for i in items], dtype=torch.float32 if regression else torch.long)
+        gold = [0 if i.label is None else i.label for i in items]
+        labels = torch.tensor(gold, dtype=torch.float32 if regression else torch.long)
+    if not all(i.label is not None for i in items):
+        labelled = torch.tensor([i.label is not None for i in items])
     teacher = torch.from_numpy(np.stack([i.teacher_logits for i in items]).astype(np.float32))
     batch = StudentBatch(
-        tokens, labels, teacher, torch.from_numpy(attribution), stack([i.extras for i in items], length)
+        tokens, labels, teacher, torch.from_numpy(attribution), stack([i.extras for i in items], length), labelled
     )
     return _pinned(batch) if pin_memory else batch
 
@@ -169,4 +175,5 @@ def _pinned(batch: StudentBatch) -> StudentBatch:
         pin(batch.teacher_logits),
         pin(batch.attribution),
         batch.extras.map(lambda _, t: t.pin_memory()),
+        None if batch.labelled is None else pin(batch.labelled),
     )

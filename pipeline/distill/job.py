@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipeline.cache.extras import Extra
@@ -56,6 +57,7 @@ class DistillReport:
     student: str
     same_tokenizer: bool
     train_examples: int
+    gold_labels: int  # training examples the student saw with their gold label (the others: a transfer set)
     training: TrainResult
     dev: TaskMetrics | None
     notes: tuple[str, ...]
@@ -83,6 +85,20 @@ def load_rows(cache: Path, method: str) -> tuple[CacheMetadata, list[CachedExamp
         dev_meta, dev_rows = read_cache(cache, method, "dev")
         check_compatible(dev_meta, meta, fields=_SAME_RUN, context=f"{cache} (dev vs train partition)")
     return meta, train_rows, dev_rows
+
+
+def with_gold_labels(examples: Sequence[CachedExample], gold_labels: int | None) -> list[CachedExample]:
+    """``examples`` with the labels of all but the first ``gold_labels`` removed (None: all kept).
+
+    The unlabelled ones are a transfer set: the student learns them from the teacher's logits alone.
+    """
+    if gold_labels is None:
+        return list(examples)
+    if gold_labels > len(examples):
+        raise EgkdError(
+            f"distill.gold_labels is {gold_labels:,} but the cache has {len(examples):,} training sentences"
+        )
+    return [e if i < gold_labels else replace(e, label=None) for i, e in enumerate(examples)]
 
 
 def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], ...], what: str) -> None:
@@ -133,6 +149,7 @@ def distill(request: DistillRequest) -> DistillReport:
     compute = resolve_compute(request.compute)
     method = params.explanation
     meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
+    train_rows = with_gold_labels(train_rows, params.gold_labels)
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
@@ -140,6 +157,12 @@ def distill(request: DistillRequest) -> DistillReport:
         notes.append(f"student tokenizer differs from the teacher's: teacher maps re-projected onto {ref} tokens")
     retokenise = None if same else tokenizer
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
+    labelled = sum(e.label is not None for e in train_examples)
+    if labelled < len(train_examples):
+        notes.append(
+            f"{labelled:,} of the {len(train_examples):,} training sentences keep their gold label; the teacher alone "
+            f"labels the other {len(train_examples) - labelled:,} (a transfer set: KD only)"
+        )
     objective = make_objective(
         method,
         ObjectiveSettings(
@@ -183,7 +206,7 @@ def distill(request: DistillRequest) -> DistillReport:
         notes.append(dev.one_class.note(task.labels, "the student"))
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
     report = DistillReport(
-        request.out, params.method_name, ref, same, len(train_examples), training, dev, tuple(notes), compute
+        request.out, params.method_name, ref, same, len(train_examples), labelled, training, dev, tuple(notes), compute
     )
     _write_outputs(request, meta, report)
     return report
@@ -196,6 +219,7 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "method": report.method,
         "student": report.student,
         "train_examples": report.train_examples,
+        "gold_labels": report.gold_labels,
         "steps": report.training.steps,
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
@@ -249,7 +273,8 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         "the teacher was not loaded during training.",
         "",
         f"- teacher: `{meta.teacher}` (weights sha256 `{meta.teacher_weights_hash[:16]}`), base `{meta.teacher_base}`",
-        f"- cache: `{request.cache}` (partition method={meta.method}, {report.train_examples} train examples)",
+        f"- cache: `{request.cache}` (partition method={meta.method}, {report.train_examples} train examples, "
+        f"{report.gold_labels} of them with their gold label)",
         f"- student: `{report.student}`; tokenizer shared with the teacher: {report.same_tokenizer}",
         f"- explanation method: {report.method}",
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"

@@ -4,7 +4,9 @@ The loop itself is the shared one (:mod:`pipeline.training`); this module
 supplies what is particular to distillation: the objective's forward and
 explanation term, the explanation term only every ``explain_every`` steps and
 from step ``min(ceil(explain_start * total steps), explain_start_max_steps)`` on, the
-view term (:mod:`pipeline.distill.views`, every step when it is on), and the
+view term (:mod:`pipeline.distill.views`, every step when it is on), the
+supervised part on a transfer set (examples without a gold label, ``distill.gold_labels``:
+:func:`pipeline.losses.transfer_loss`), and the
 random choices of step ``s`` (e.g. which cached view) from generators seeded by
 ``(seed, s)``, so a resumed run takes exactly the steps an uninterrupted run takes.
 """
@@ -40,8 +42,11 @@ def first_explained_step(params: DistillParams, total_steps: int) -> int:
 class DistillLoss:
     """The total loss of one step, each term kept for the log."""
 
-    def __init__(self, objective: Objective, params: DistillParams, total_steps: int) -> None:
+    def __init__(self, objective: Objective, params: DistillParams, total_steps: int, transfer: bool = False) -> None:
         self.objective, self.params = objective, params
+        # Some examples have no gold label: the supervised part is weighed per example. Decided once for the run
+        # (not per batch), so a run on fully labelled data computes exactly what it always did.
+        self.transfer = transfer
         self.views = ViewTerm.of(params, objective.settings.mask_token_id)
         # A student starts on a plateau (its [CLS] is the same for every input) and leaves it after 100-300 steps;
         # until then its own map is noise, and a normalised map's loss has gradients of 1 / |map|, so matching it
@@ -59,14 +64,34 @@ class DistillLoss:
             and step % p.explain_every == 0
         )
         output = self.objective.compute(student, batch, explain, step_generator(p.train.seed, step, 2))
-        kd = losses.kd_loss(output.logits, batch.teacher_logits, p.temperature, p.t2_scaling)
-        assert batch.labels is not None  # train rows carry labels (checked before training)
-        ce = losses.ce_loss(output.logits, batch.labels)
+        if self.transfer:
+            supervised, kd, ce = self._transfer_terms(output.logits, batch)
+        else:
+            kd = losses.kd_loss(output.logits, batch.teacher_logits, p.temperature, p.t2_scaling)
+            assert batch.labels is not None  # every train example has its label here (checked before training)
+            ce = losses.ce_loss(output.logits, batch.labels)
+            supervised = p.alpha * kd + (1.0 - p.alpha) * ce
         views = None
         if self.views is not None:
             views = self.views.compute(student, batch, step, step_generator(p.train.seed, step, 3))
-        total = losses.total_loss(kd, ce, output.explain, p.alpha, p.beta, views, p.view_weight)
+        total = losses.add_terms(supervised, output.explain, p.beta, views, p.view_weight)
         return Losses(total, ce, kd, output.explain, views)
+
+    def _transfer_terms(
+        self, logits: torch.Tensor, batch: StudentBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The supervised part, and for the log the mean KD and the mean CE of the labelled examples (0 if none)."""
+        p = self.params
+        kd = losses.kd_per_example(logits, batch.teacher_logits, p.temperature, p.t2_scaling)
+        if batch.labels is None:  # no example of the batch has a gold label
+            labelled = torch.zeros_like(kd, dtype=torch.bool)
+            ce = torch.zeros_like(kd)
+        else:
+            labelled = torch.ones_like(kd, dtype=torch.bool) if batch.labelled is None else batch.labelled
+            ce = losses.ce_per_example(logits, batch.labels)
+        supervised = losses.transfer_loss(kd, ce, labelled, p.alpha)
+        ce_logged = torch.where(labelled, ce, 0.0).sum() / labelled.sum().clamp_min(1)
+        return supervised, kd.mean(), ce_logged
 
 
 def run_settings(params: DistillParams, size: int, objective: Objective) -> str:
@@ -89,13 +114,12 @@ def train(
     """Train ``student`` in place on ``examples`` on ``compute``'s device; checkpoints and the log go under ``out``."""
     if not examples:
         raise EgkdError("no training examples in the cache")
-    if any(e.label is None for e in examples):
-        raise EgkdError("the cache's train rows must carry labels")
+    transfer = any(e.label is None for e in examples)
     trainer: Trainer[StudentExample, StudentBatch] = Trainer(
         student,
         params.train,
         lambda items: collate_students(items, pad_token_id),
-        DistillLoss(objective, params, params.train.total_steps(len(examples))),
+        DistillLoss(objective, params, params.train.total_steps(len(examples)), transfer),
         desc="distill",
         compute=compute,
     )
