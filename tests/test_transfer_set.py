@@ -166,3 +166,19 @@ def test_the_cli_refuses_more_gold_labels_than_sentences_in_one_line(cache, tmp_
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_gold_labels_loads_from_params_and_a_variant(tmp_path):
+    from pipeline.config import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "distill:\n  gold_labels: 2000\nexperiment:\n  methods: [gradient]\n"
+        "  variants: [{name: kd-transfer, cache: gradient, options: {method: none, gold_labels: 500}}]\n",
+        encoding="utf-8",
+    )
+    params = load_params(path)
+    assert params.distill.gold_labels == 2000 and params.experiment.variants[0].options.gold_labels == 500
+    path.write_text("distill:\n  gold_labels: -3\n", encoding="utf-8")
+    with pytest.raises(EgkdError, match="distill.gold_labels must not be negative, got -3"):
+        load_params(path)
