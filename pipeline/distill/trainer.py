@@ -64,17 +64,20 @@ class DistillLoss:
             and step % p.explain_every == 0
         )
         output = self.objective.compute(student, batch, explain, step_generator(p.train.seed, step, 2))
+        supervised = None
         if self.transfer:
             supervised, kd, ce = self._transfer_terms(output.logits, batch)
         else:
             kd = losses.kd_loss(output.logits, batch.teacher_logits, p.temperature, p.t2_scaling)
             assert batch.labels is not None  # every train example has its label here (checked before training)
             ce = losses.ce_loss(output.logits, batch.labels)
-            supervised = p.alpha * kd + (1.0 - p.alpha) * ce
         views = None
         if self.views is not None:
             views = self.views.compute(student, batch, step, step_generator(p.train.seed, step, 3))
-        total = losses.add_terms(supervised, output.explain, p.beta, views, p.view_weight)
+        if supervised is None:
+            total = losses.total_loss(kd, ce, output.explain, p.alpha, p.beta, views, p.view_weight)
+        else:
+            total = losses.add_terms(supervised, output.explain, p.beta, views, p.view_weight)
         return Losses(total, ce, kd, output.explain, views)
 
     def _transfer_terms(
