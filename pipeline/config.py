@@ -224,6 +224,9 @@ class DistillParams:
     # How many training sentences (the cache's first, in dataset order) the student sees with their gold label;
     # the others are a transfer set that only the teacher labels (KD alone). None: every sentence's label.
     gold_labels: int | None = non_negative(None)
+    # Also train on the cache's transfer split (`egkd explain --text`): unlabelled sentences, learnt from the teacher
+    # alone, after the training sentences.
+    transfer: bool = False
     train: TrainParams = field(default_factory=TrainParams)
 
     @property
@@ -271,6 +274,7 @@ class VariantOptions:
     perturbation_loss: PerturbationLoss | None = None
     occlusion_tokens: int | None = positive(None)
     gold_labels: int | None = non_negative(None)
+    transfer: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,15 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
     experiment: ExperimentParams = field(default_factory=ExperimentParams)
+
+    def __post_init__(self) -> None:
+        # dvc.yaml passes a variant's `transfer: true` as --transfer and `false` as nothing at all.
+        off = [v.name for v in self.experiment.variants if v.options.transfer is False]
+        if off and self.distill.transfer:
+            raise EgkdError(
+                f"variant {off[0]!r}: options.transfer false cannot turn off distill.transfer true (dvc.yaml passes "
+                "no option for false); set distill.transfer false and transfer: true on the variants that use it"
+            )
 
 
 T = TypeVar("T")

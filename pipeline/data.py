@@ -16,6 +16,7 @@ from pipeline.errors import EgkdError
 from pipeline.tasks import TaskSpec
 
 HUB = "hub"  # the data source that means "the GLUE dataset on the Hugging Face hub"
+TRANSFER = "transfer"  # the split of unlabelled examples read from a plain-text file (a transfer set)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,42 @@ def _load_tsv(folder: Path, task: TaskSpec, split: str, limit: int | None) -> Da
     if not examples:
         raise EgkdError(f"{path}: no examples")
     return Dataset(task, split, examples, _file_sha256(path), str(path))
+
+
+def load_text(path: str | Path, task: TaskSpec, limit: int | None = None) -> Dataset:
+    """Unlabelled examples of ``task`` from a plain-text file: the ``transfer`` split.
+
+    One example per line, UTF-8; a pair task's two texts are separated by a tab. Blank lines are skipped, and an
+    example's id is ``transfer-<line number - 1>``, so ids stay put when lines are appended. ``limit`` keeps the
+    first N examples.
+    """
+    path = Path(path)
+    if limit is not None and limit <= 0:
+        raise EgkdError(f"limit must be a positive number of examples, got {limit}")
+    if not path.is_file():
+        raise EgkdError(f"text file not found: {path}")
+    try:
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise EgkdError(f"{path}:{line_no}: bytes that are not UTF-8 ({err.reason})") from None
+    fields = 2 if task.is_pair else 1
+    shape = "two texts separated by a tab" if task.is_pair else "one text and no tab"
+    examples: list[Example] = []
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        texts = line.split("\t")
+        if len(texts) != fields:
+            raise EgkdError(f"{path}:{n + 1}: expected {shape} per line ({task.name}), found {len(texts)} field(s)")
+        if not all(t.strip() for t in texts):
+            raise EgkdError(f"{path}:{n + 1}: an empty text ({task.name} expects {shape} per line)")
+        examples.append(Example(f"{TRANSFER}-{n}", TRANSFER, texts[0], texts[1] if task.is_pair else None, None))
+        if limit is not None and len(examples) >= limit:
+            break
+    if not examples:
+        raise EgkdError(f"{path}: no examples (one per line)")
+    return Dataset(task, TRANSFER, examples, _file_sha256(path), str(path))
 
 
 def _mnli_tolerant(task: TaskSpec, row: list[str], columns: tuple[str, ...]) -> bool:

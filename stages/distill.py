@@ -101,6 +101,14 @@ def command(
             "transfer set labelled by the teacher alone (default: distill.gold_labels; unset: all).",
         ),
     ] = None,
+    transfer: Annotated[
+        bool | None,
+        typer.Option(
+            "--transfer/--no-transfer",
+            help="Also train on the cache's transfer split (`egkd explain --text`): unlabelled sentences learnt from "
+            "the teacher alone (default: distill.transfer).",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
     ] = False,
@@ -129,6 +137,7 @@ def command(
         perturbation_loss=perturbation_loss,
         occlusion_tokens=occlusion_tokens,
         gold_labels=gold_labels,
+        transfer=transfer,
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
     compute = compute_params(params, device, precision)

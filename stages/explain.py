@@ -1,4 +1,5 @@
-"""``egkd explain``: stage one, a teacher's explanations of a GLUE split into the Parquet cache."""
+"""``egkd explain``: stage one, a teacher's explanations of a GLUE split (or of a text file of unlabelled sentences) into
+the Parquet cache."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Annotated
 import typer
 
 from pipeline.config import override
+from pipeline.data import HUB, TRANSFER
 from pipeline.explain.run import ExplainRequest, run_explain
 from pipeline.methods import Method
 from stages.common import (
     AllowNewHeadOption,
     AllowPickleOption,
-    DataOption,
     ParamsOption,
     TaskOption,
     data_source,
@@ -29,13 +30,30 @@ def command(
     teacher: Annotated[
         str, typer.Option("--teacher", help="The fine-tuned teacher: a local HF folder, builtin:minilm-l6 or a hub id.")
     ],
-    data: DataOption,
     out: Annotated[Path, typer.Option("--out", help="Cache folder; writes <out>/method=<m>/split=<s>/part-*.parquet.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="The GLUE data: a folder in the GLUE TSV layout (<dir>/SST-2/train.tsv), or 'hub'. "
+            "With data.source: hub in the params, the hub is used and the folder is not read.",
+        ),
+    ] = None,
     method: Annotated[
         str | None, typer.Option("--method", help=f"{', '.join(m.value for m in Method)} (default: explain.method).")
     ] = None,
     task: TaskOption = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split to explain: train, dev, ...")] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Split to explain: train, dev, ..., or transfer (with --text).")
+    ] = None,
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            "--text",
+            help="A plain-text file of unlabelled examples, one per line (pair tasks: two texts and a tab), "
+            "explained into the transfer split: a transfer set for `egkd distill --transfer`.",
+        ),
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option("--limit", help="Explain the first N examples only (default: data.train_limit / dev_limit)."),
@@ -68,6 +86,8 @@ def command(
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
     params = read_params(params_file)
     data_params = with_task(params, task)
+    if text is not None and split is None:
+        split = TRANSFER
     explain = override(
         params.explain,
         method=method,
@@ -82,7 +102,7 @@ def command(
     request = ExplainRequest(
         method=explain.method,
         teacher=teacher,
-        data=data_source(data, data_params),
+        data=data_source(data, data_params) if data is not None else (HUB if data_params.source == HUB else None),
         task=data_params.task,
         split=explain.split,
         out=out,
@@ -95,6 +115,7 @@ def command(
         allow_pickle=allow_pickle,
         allow_new_head=allow_new_head,
         verify=verify,
+        text=text,
     )
     for line in run_explain(request).lines():
         typer.echo(line)

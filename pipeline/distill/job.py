@@ -19,6 +19,7 @@ from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
+from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import first_explained_step, train
@@ -36,6 +37,8 @@ BASE = "base"  # distill.student: those of the teacher's base model (as null; ne
 
 # Fields in which the dev partition must agree with the train partition.
 _SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "label_names", "max_length")
+# And the transfer partition, whose maps and views the student learns as it learns the train partition's.
+_SAME_EXPLANATIONS = (*_SAME_RUN, "method", "method_params", "extras")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class DistillReport:
     same_tokenizer: bool
     train_examples: int
     gold_labels: int  # training examples the student saw with their gold label (the others: a transfer set)
+    transfer_examples: int  # of the training examples, those from the cache's transfer split
     training: TrainResult
     dev: TaskMetrics | None
     notes: tuple[str, ...]
@@ -99,6 +103,18 @@ def with_gold_labels(examples: Sequence[CachedExample], gold_labels: int | None)
             f"distill.gold_labels is {gold_labels:,} but the cache has {len(examples):,} training sentences"
         )
     return [e if i < gold_labels else replace(e, label=None) for i, e in enumerate(examples)]
+
+
+def load_transfer_rows(cache: Path, meta: CacheMetadata) -> list[CachedExample]:
+    """The rows of the cache's transfer split (``egkd explain --text``) for ``meta``'s method, without labels."""
+    if (meta.method, TRANSFER) not in list_partitions(cache):
+        raise EgkdError(
+            f"distill.transfer is set but cache {cache} has no transfer split for method {meta.method}; "
+            f"make one with `egkd explain --method {meta.method} --text FILE --out {cache}`"
+        )
+    transfer_meta, rows = read_cache(cache, meta.method, TRANSFER)
+    check_compatible(transfer_meta, meta, fields=_SAME_EXPLANATIONS, context=f"{cache} (transfer vs train partition)")
+    return [replace(r, label=None) for r in rows]
 
 
 def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], ...], what: str) -> None:
@@ -150,6 +166,8 @@ def distill(request: DistillRequest) -> DistillReport:
     method = params.explanation
     meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
     train_rows = with_gold_labels(train_rows, params.gold_labels)
+    transfer_rows = load_transfer_rows(request.cache, meta) if params.transfer else []
+    train_rows += transfer_rows
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
@@ -158,6 +176,10 @@ def distill(request: DistillRequest) -> DistillReport:
     retokenise = None if same else tokenizer
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
     labelled = sum(e.label is not None for e in train_examples)
+    if transfer_rows:
+        notes.append(
+            f"training on {len(transfer_rows):,} sentences of the cache's transfer split besides the training set"
+        )
     if labelled < len(train_examples):
         notes.append(
             f"{labelled:,} of the {len(train_examples):,} training sentences keep their gold label; the teacher alone "
@@ -206,7 +228,17 @@ def distill(request: DistillRequest) -> DistillReport:
         notes.append(dev.one_class.note(task.labels, "the student"))
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
     report = DistillReport(
-        request.out, params.method_name, ref, same, len(train_examples), labelled, training, dev, tuple(notes), compute
+        request.out,
+        params.method_name,
+        ref,
+        same,
+        len(train_examples),
+        labelled,
+        len(transfer_rows),
+        training,
+        dev,
+        tuple(notes),
+        compute,
     )
     _write_outputs(request, meta, report)
     return report
@@ -220,6 +252,7 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "student": report.student,
         "train_examples": report.train_examples,
         "gold_labels": report.gold_labels,
+        "transfer_examples": report.transfer_examples,
         "steps": report.training.steps,
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
@@ -274,7 +307,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         "",
         f"- teacher: `{meta.teacher}` (weights sha256 `{meta.teacher_weights_hash[:16]}`), base `{meta.teacher_base}`",
         f"- cache: `{request.cache}` (partition method={meta.method}, {report.train_examples} train examples, "
-        f"{report.gold_labels} of them with their gold label)",
+        f"{report.gold_labels} of them with their gold label, {report.transfer_examples} from its transfer split)",
         f"- student: `{report.student}`; tokenizer shared with the teacher: {report.same_tokenizer}",
         f"- explanation method: {report.method}",
         f"- loss: {p.alpha} * KD(T={p.temperature}, T^2 scaling {p.t2_scaling}) + {1 - p.alpha:g} * CE"

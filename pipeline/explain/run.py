@@ -49,7 +49,7 @@ from pipeline.cache.store import (
     temp_files,
 )
 from pipeline.config import ExplainParams
-from pipeline.data import load_dataset
+from pipeline.data import TRANSFER, load_dataset, load_text
 from pipeline.errors import EgkdError
 from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
@@ -63,7 +63,7 @@ from pipeline.tasks import get_task
 class ExplainRequest:
     method: Method
     teacher: str  # a model reference (see pipeline.models)
-    data: str  # a GLUE TSV folder, or "hub"
+    data: str | None  # a GLUE TSV folder, or "hub" (unused for the transfer split)
     task: str
     split: str
     out: Path  # the cache root
@@ -76,6 +76,7 @@ class ExplainRequest:
     allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
     allow_new_head: bool = False  # a teacher without a trained head gets one drawn from params.seed
     verify: bool = False  # read existing parts in full (checksums, digest) before deciding what to compute
+    text: Path | None = None  # the transfer split's plain-text file of unlabelled examples, one per line
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,26 @@ class RunSummary:
 def run_explain(request: ExplainRequest) -> RunSummary:
     started = time.perf_counter()
     task = get_task(request.task)
-    dataset = load_dataset(request.data, task, request.split, request.limit)
+    dataset = _load(request, task)
     size = request.params.partition_size
     directory = partition_dir(request.out, request.method.value, request.split)
     with _Workers(request) as workers:
         if workers.dask and (request.overwrite or _part_files(directory) < -(-len(dataset.examples) // size)):
             workers.start(task.num_labels)  # parts are missing: start workers while the driver prepares
         return _run(request, task, dataset, directory, workers, started)
+
+
+def _load(request: ExplainRequest, task):
+    """The examples to explain: a GLUE split, or the transfer split's text file."""
+    if request.split == TRANSFER:
+        if request.text is None:
+            raise EgkdError("the transfer split is read from a text file of unlabelled examples: pass --text FILE")
+        return load_text(request.text, task, request.limit)
+    if request.text is not None:
+        raise EgkdError(f"--text is read into the {TRANSFER} split only, not {request.split} (pass --split {TRANSFER})")
+    if request.data is None:
+        raise EgkdError(f"the {request.split} split is read from the GLUE data: pass --data (a GLUE folder or hub)")
+    return load_dataset(request.data, task, request.split, request.limit)
 
 
 def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Workers, started: float) -> RunSummary:
