@@ -112,6 +112,18 @@ def test_stage_one_explains_a_text_file_as_it_explains_the_same_sentences(tiny_m
             assert np.array_equal(row.attribution, ref.attribution)
 
 
+def test_a_rerun_on_the_same_file_resumes_and_one_on_a_changed_file_is_refused(tiny_model_dir, glue_dir, tmp_path):
+    text = dev_sentences(glue_dir, tmp_path / "dev.txt", 12)
+    out = tmp_path / "c"
+    assert len(run_explain(transfer_request(tiny_model_dir, out, text=text)).computed) == 2
+    assert run_explain(transfer_request(tiny_model_dir, out, text=text)).computed == ()
+    text.write_text(text.read_text() + "one more sentence\n")
+    with pytest.raises(EgkdError, match="cache field 'dataset_fingerprint' differs.*pass --overwrite"):
+        run_explain(transfer_request(tiny_model_dir, out, text=text))
+    summary = run_explain(transfer_request(tiny_model_dir, out, text=text, overwrite=True))
+    assert summary.rows == 13 and len(summary.computed) == 2  # parts of 8: the appended line is in part 2
+
+
 def test_stage_one_refuses_a_text_file_for_another_split_and_the_transfer_split_without_one(
     tiny_model_dir, glue_dir, tmp_path
 ):
