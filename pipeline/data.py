@@ -77,11 +77,7 @@ def _load_tsv(folder: Path, task: TaskSpec, split: str, limit: int | None) -> Da
     path = tsv_path(folder, task, split)
     if not path.is_file():
         raise EgkdError(f"{task.name} {split} file not found: {path} (expected the GLUE TSV layout)")
-    try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise EgkdError(f"{path}:{line_no}: bytes that are not UTF-8 ({err.reason})") from None
+    lines = _read_lines(path)
     layout = task.tsv
     rows = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     numbered = ((n, row) for n, row in enumerate(rows, start=1) if row and any(f.strip() for f in row))
@@ -139,11 +135,7 @@ def load_text(path: str | Path, task: TaskSpec, limit: int | None = None) -> Dat
         raise EgkdError(f"limit must be a positive number of examples, got {limit}")
     if not path.is_file():
         raise EgkdError(f"text file not found: {path}")
-    try:
-        lines = path.read_bytes().decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as err:
-        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise EgkdError(f"{path}:{line_no}: bytes that are not UTF-8 ({err.reason})") from None
+    lines = _read_lines(path)
     fields = 2 if task.is_pair else 1
     shape = "two texts separated by a tab" if task.is_pair else "one text and no tab"
     examples: list[Example] = []
@@ -161,6 +153,15 @@ def load_text(path: str | Path, task: TaskSpec, limit: int | None = None) -> Dat
     if not examples:
         raise EgkdError(f"{path}: no examples (one per line)")
     return Dataset(task, TRANSFER, examples, _file_sha256(path), str(path))
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (a byte-order mark is dropped); other bytes are refused naming the line."""
+    try:
+        return path.read_bytes().decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise EgkdError(f"{path}:{line_no}: bytes that are not UTF-8 ({err.reason})") from None
 
 
 def _mnli_tolerant(task: TaskSpec, row: list[str], columns: tuple[str, ...]) -> bool:

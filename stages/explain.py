@@ -1,5 +1,5 @@
-"""``egkd explain``: stage one, a teacher's explanations of a GLUE split (or of a text file of unlabelled sentences) into
-the Parquet cache."""
+"""``egkd explain``: stage one, a teacher's explanations of a GLUE split, or of a text file of unlabelled
+sentences, into the Parquet cache."""
 
 from __future__ import annotations
 
