@@ -49,14 +49,14 @@ from pipeline.cache.store import (
     temp_files,
 )
 from pipeline.config import ExplainParams
-from pipeline.data import TRANSFER, load_dataset, load_text
+from pipeline.data import TRANSFER, Dataset, load_dataset, load_text
 from pipeline.errors import EgkdError
 from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
 from pipeline.explain.part import PartJob, PartResult, compute_parts, keep_teacher, stream_parts, warm_teacher
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
-from pipeline.tasks import get_task
+from pipeline.tasks import TaskSpec, get_task
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         return _run(request, task, dataset, directory, workers, started)
 
 
-def _load(request: ExplainRequest, task):
+def _load(request: ExplainRequest, task: TaskSpec) -> Dataset:
     """The examples to explain: a GLUE split, or the transfer split's text file."""
     if request.split == TRANSFER:
         if request.text is None:
