@@ -196,7 +196,8 @@ class ExplainParams:
 
 DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
 ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
-GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, or AD-KD's magnitudes by MSE
+GradientLoss = Literal["cosine", "adkd", "rank"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes
+# by MSE, or the signed maps' token order by a pairwise ranking loss
 PerturbationLoss = Literal["views", "occlusion"]  # the perturbation objective: KD on a cached view, or on occlusions
 
 

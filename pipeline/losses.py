@@ -96,6 +96,34 @@ def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mas
     return ((1.0 - cosine) * valid).sum() / valid.sum().clamp_min(1)
 
 
+def rank_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pairwise ranking loss: the student's map should order the real tokens as the teacher's does.
+
+    student_attr, teacher_attr: (B, T) signed per-token scores; mask: (B, T) bool, the real tokens. The
+    student's row is standardised over its real tokens (mean 0, standard deviation 1), so only its order
+    and spacing matter, never its scale. For every pair of real tokens ``(i, j)`` whose teacher scores
+    differ, ``i`` the higher, the pair costs ``softplus(-(z_i - z_j))``: ``log 2`` when the student scores
+    them equal, towards 0 when it orders them as the teacher does, about ``z_j - z_i`` when it reverses them.
+    Each pair counts the same, as in Spearman's and Kendall's coefficients, which weigh ranks, not scores;
+    cosine (:func:`attribution_loss`) is dominated by a map's few largest entries. Mean over an example's
+    pairs, then over the examples that have a pair; with none the loss is 0 (still attached to the graph).
+    """
+    real = mask.to(student_attr.dtype)
+    count = real.sum(dim=-1, keepdim=True).clamp_min(1)
+    mean = (student_attr * real).sum(dim=-1, keepdim=True) / count
+    centred = (student_attr - mean) * real
+    variance = centred.pow(2).sum(dim=-1, keepdim=True) / count
+    z = centred / variance.clamp_min(1e-24).sqrt()  # (B, T); a constant row stays 0, with a finite gradient
+    teacher = teacher_attr.to(z.dtype)
+    pairs = (teacher.unsqueeze(-1) > teacher.unsqueeze(-2)) & mask.unsqueeze(-1) & mask.unsqueeze(-2)  # (B, T, T)
+    cost = F.softplus(z.unsqueeze(-2) - z.unsqueeze(-1))  # (B, T, T): [b, i, j] = softplus(-(z_i - z_j))
+    per_pair = pairs.to(z.dtype)
+    n_pairs = per_pair.sum(dim=(-1, -2))  # (B,)
+    per_example = (cost * per_pair).sum(dim=(-1, -2)) / n_pairs.clamp_min(1)
+    has_pairs = (n_pairs > 0).to(z.dtype)
+    return (per_example * has_pairs).sum() / has_pairs.sum().clamp_min(1)
+
+
 def magnitude_loss(student_map: torch.Tensor, teacher_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """AD-KD's attribution loss: MSE between L2-normalised unsigned maps, per non-zero teacher entry.
 

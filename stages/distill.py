@@ -73,7 +73,7 @@ def command(
     ] = None,
     gradient_loss: Annotated[
         str | None,
-        typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine or adkd."),
+        typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine, adkd or rank."),
     ] = None,
     perturbation_loss: Annotated[
         str | None,

@@ -200,14 +200,16 @@ def test_more_views_per_step_than_the_cache_holds_are_refused(cache, tmp_path):
         run(cache, tmp_path / "s", method="none", views=5, view_kind="random")
 
 
-def test_the_adkd_gradient_loss_trains_on_the_cached_magnitudes(cache, tmp_path):
-    report = run(cache, tmp_path / "s", method="gradient", gradient_loss="adkd")
+@pytest.mark.parametrize("loss", ["adkd", "rank"])
+def test_every_other_gradient_loss_trains_and_differs_from_cosine(cache, tmp_path, loss):
+    """adkd reads the cached magnitude maps, rank the signed ones (as cosine does)."""
+    report = run(cache, tmp_path / "s", method="gradient", gradient_loss=loss)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert report.training.steps == 6 and all(r["explain"] is not None and r["explain"] > 0 for r in log)
     cosine = run(cache, tmp_path / "c", method="gradient")
     assert cosine.training.last is not None and report.training.last is not None
     assert cosine.training.last.explain != report.training.last.explain
-    assert "L_gradient (every 1 steps, from the first step) (adkd)" in (tmp_path / "s" / "README.md").read_text()
+    assert f"L_gradient (every 1 steps, from the first step) ({loss})" in (tmp_path / "s" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(

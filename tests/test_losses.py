@@ -66,6 +66,38 @@ def test_magnitude_loss_is_adkd_mse_per_non_zero_teacher_entry():
     assert losses.magnitude_loss(student, torch.zeros(2, 5), mask).item() == pytest.approx(2.0)  # no count: / 1
 
 
+def test_rank_loss_exact_on_a_hand_made_map():
+    """Real tokens 1-3; the teacher orders them 1 > 2 > 3. A student scoring them (1, 0, -1) standardises to
+    z = (a, 0, -a), a = sqrt(3/2): the pairs cost softplus(-a), softplus(-a), softplus(-2a); reversed, the
+    same with +. Position 0 and 4 (not real) take no part, whatever they hold."""
+    mask = torch.tensor([[False, True, True, True, False]])
+    teacher = torch.tensor([[-9.0, 3.0, 1.0, -2.0, 9.0]])
+    a = math.sqrt(1.5)
+
+    def softplus(x: float) -> float:
+        return math.log1p(math.exp(x))
+
+    ordered = (2 * softplus(-a) + softplus(-2 * a)) / 3
+    reversed_ = (2 * softplus(a) + softplus(2 * a)) / 3
+    student = torch.tensor([[100.0, 1.0, 0.0, -1.0, -100.0]])
+    assert losses.rank_loss(student, teacher, mask).item() == pytest.approx(ordered, abs=1e-6)
+    assert losses.rank_loss(-student, teacher, mask).item() == pytest.approx(reversed_, abs=1e-6)
+    assert losses.rank_loss(student * 50 + 7, teacher, mask).item() == pytest.approx(ordered, abs=1e-5)  # scale-free
+    assert losses.rank_loss(torch.zeros(1, 5), teacher, mask).item() == pytest.approx(math.log(2))  # all tied
+
+
+def test_rank_loss_averages_examples_with_pairs_and_has_a_gradient():
+    mask = torch.tensor([[True, True, True], [True, True, True], [True, False, False]])
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 0.0, 0.0], [5.0, 0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[3.0, 2.0, 1.0], [4.0, 4.0, 4.0], [1.0, 0.0, 0.0]])  # rows 2 and 3: no pair
+    first = losses.rank_loss(student[:1], teacher[:1], mask[:1])
+    both = losses.rank_loss(student, teacher, mask)
+    assert both.item() == pytest.approx(first.item())
+    both.backward()
+    assert student.grad is not None and student.grad[0].abs().sum() > 0 and student.grad[1:].abs().sum() == 0
+    assert losses.rank_loss(student, teacher[1:2].expand(3, 3), mask).item() == 0.0
+
+
 def test_view_loss_is_kd_averaged_over_examples_and_views():
     student = torch.zeros(1, 2, 2)  # one example, two views
     teacher = torch.tensor(

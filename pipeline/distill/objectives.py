@@ -8,7 +8,9 @@ KD and CE terms) and, when asked, computes its explanation term:
   term is trained by double backprop. ``gradient_loss: cosine``: signed per-token scores (summed over
   the hidden dimension) matched to the cached map by ``1 - cosine`` after L2 normalisation over the real
   tokens; ``adkd``: AD-KD's unsigned scores (the L2 norm over the hidden dimension) matched to the
-  cached :class:`~pipeline.cache.extras.Magnitude` map by MSE (:func:`pipeline.losses.magnitude_loss`).
+  cached :class:`~pipeline.cache.extras.Magnitude` map by MSE (:func:`pipeline.losses.magnitude_loss`);
+  ``rank``: the signed scores ordered like the cached map's by a pairwise ranking loss
+  (:func:`pipeline.losses.rank_loss`).
   The main logits come from the same forward, which uses the
   plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
   derivative.
@@ -49,7 +51,7 @@ class ObjectiveSettings:
     temperature: float
     t2_scaling: bool
     mask_token_id: int
-    gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine or adkd
+    gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine, adkd or rank
     perturbation_loss: str = "views"  # the perturbation objective's: views (KD on a cached view) or occlusion
     occlusion_tokens: int = 4  # perturbation_loss occlusion: tokens masked one at a time per example per step
 
@@ -178,7 +180,8 @@ class GradientObjective(Objective):
             scores = _norm(products)  # (B, T) unsigned, AD-KD's
             return ObjectiveOutput(logits, losses.magnitude_loss(scores, magnitude.scores, batch.real_tokens))
         scores = products.sum(dim=-1)  # (B, T) signed
-        return ObjectiveOutput(logits, losses.attribution_loss(scores, batch.attribution, batch.real_tokens))
+        loss = losses.rank_loss if self.settings.gradient_loss == "rank" else losses.attribution_loss
+        return ObjectiveOutput(logits, loss(scores, batch.attribution, batch.real_tokens))
 
 
 def _norm(products: torch.Tensor) -> torch.Tensor:
