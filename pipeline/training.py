@@ -18,7 +18,8 @@ One loop (:func:`train`) with one set of rules, steered by :class:`~pipeline.con
 * **checkpoints** (when asked): every ``checkpoint_every`` steps and at the end, for ``resume``;
 * **device** (:class:`~pipeline.device.Compute`): the model moves to it before the optimizer is built; the
   loss (forward, and the gradient objective's own backward) runs under bf16 autocast when asked, the
-  backward and AdamW on the fp32 master weights.
+  backward and AdamW on the fp32 master weights. On a CPU the process keeps freed memory for reuse
+  (:func:`~pipeline.host_memory.keep_freed_memory`): every step frees and allocates the same large blocks.
 
 Keeping a GPU busy: batches are collated (and pinned) ``prefetch`` steps ahead in a background thread
 (:func:`prefetched`) and copied to the device asynchronously, and nothing waits for the device within a
@@ -52,6 +53,7 @@ from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams
 from pipeline.device import Compute, pin, to_device
 from pipeline.errors import EgkdError
+from pipeline.host_memory import keep_freed_memory
 
 LOG_FILE = "train_log.jsonl"
 SYNC_EVERY = 32  # steps whose loss terms are copied to the host together (and at checkpoints and the end)
@@ -236,6 +238,8 @@ class Trainer(Generic[Item, Batch]):
         steps_per_epoch = math.ceil(len(items) / params.batch_size)
         total = params.total_steps(len(items))
         model.to(compute.device)
+        if not compute.cuda:
+            keep_freed_memory()  # each CPU step reuses the last one's large blocks (pipeline/host_memory.py)
         optimizer, scheduler = optimizer_for(model, params, total)
         restored = None
         if checkpointing is not None and checkpointing.resume:
