@@ -3,7 +3,7 @@
 glibc's malloc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and
 unmaps it when it is freed. A training step on a CPU allocates and frees several such blocks: the gradient of
 a student's word embeddings alone is 30,522 x 384 fp32 values, 47 MB, created and zeroed by every backward.
-Each step then pays the kernel for new zeroed pages: a medium-profile student spent 10 of its 67 CPU-seconds
+Each step then pays the kernel for new zeroed pages: a medium-profile student spent 10 of its 77 CPU-seconds
 in the kernel. :func:`keep_freed_memory` turns ``mmap`` off for the allocator and stops it trimming the heap,
 so freed blocks stay in the heap and the next step reuses them (the distillation went from 49 s to 40 s on
 2 cores, with bit-for-bit the same student; ``benchmarks/host_memory.py`` measures it).
