@@ -13,7 +13,7 @@ One loop (:func:`train`) with one set of rules, steered by :class:`~pipeline.con
   dimensions; biases and LayerNorm weights are 1-D), one fused kernel where torch has one;
 * **schedule**: linear warm-up over ``warmup_ratio`` of the steps, then linear decay to zero
   (:func:`lr_factor`);
-* **clipping**: gradient norm 1.0;
+* **clipping**: gradient norm 1.0 (:func:`clip_gradients`);
 * **log**: one JSON line per step in ``train_log.jsonl`` (:data:`LOG_FILE`), each loss term on its own;
 * **checkpoints** (when asked): every ``checkpoint_every`` steps and at the end, for ``resume``;
 * **device** (:class:`~pipeline.device.Compute`): the model moves to it before the optimizer is built; the
@@ -38,7 +38,7 @@ import json
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -118,6 +118,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.manual_seed(seed)
+
+
+def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> None:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``, as ``clip_grad_norm_`` does.
+
+    torch multiplies every gradient by ``min(1, max_norm / (norm + 1e-6))`` even when that factor is exactly 1,
+    so as not to wait for a GPU. On a CPU nothing waits, and the multiplication is skipped where it would change
+    nothing: a pass over every gradient, a quarter of the clipping's time for a small student (its dense word
+    embedding gradient alone is 47 MB). The gradients end bit for bit as torch's.
+    """
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if norm.device.type == "cpu" and bool(max_norm / (norm + 1e-6) >= 1.0):
+        return
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
 
 
 def epoch_order(seed: int, epoch: int, size: int) -> list[int]:
@@ -293,7 +310,7 @@ class Trainer(Generic[Item, Batch]):
             losses = self.loss(self.model, batch, step)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        clip_gradients(self.model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         present = [t for t in (losses.total, losses.ce, losses.kd, losses.explain, losses.views) if t is not None]

@@ -384,3 +384,28 @@ def test_cpu_training_keeps_freed_memory(tmp_path, monkeypatch):
     )
     trainer.run([[1.0, 2.0], [3.0, 4.0]], tmp_path)
     assert calls == [True]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 10.0])  # a global norm below max_norm, and one above it
+def test_clip_gradients_ends_as_torch_clips_and_skips_only_a_multiplication_by_one(scale):
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(shape)) for shape in [(30, 4), (4,), (3, 3)]]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for mine, reference in zip(ours, theirs, strict=True):
+        mine.grad = torch.randn(mine.shape) * scale
+        reference.grad = mine.grad.clone()
+    versions = [p.grad._version for p in ours]
+    training.clip_gradients(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert torch.equal(mine.grad, reference.grad)
+    touched = [p.grad._version != v for p, v in zip(ours, versions, strict=True)]
+    assert touched == [scale > 1] * 3  # scaled in place only where the norm was over 1
+    total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))
+    assert float(total) <= 1.0 + 1e-5
+
+
+def test_clip_gradients_without_gradients_does_nothing():
+    parameter = torch.nn.Parameter(torch.ones(3))
+    training.clip_gradients([parameter], 1.0)
+    assert parameter.grad is None

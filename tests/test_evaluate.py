@@ -21,7 +21,7 @@ from pipeline.cache.store import read_cache
 from pipeline.config import EvaluateParams, ExplainParams, GradientParams
 from pipeline.encoding import TokenBatch
 from pipeline.errors import EgkdError
-from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap
+from pipeline.evaluate.faithfulness import aopc, average_ranks, rank_agreement, top_k_overlap
 from pipeline.evaluate.metrics import OneClass, compute_metrics, one_class, predictions_from_logits
 from pipeline.evaluate.run import student_batches
 from pipeline.explain.base import make_explainer
@@ -94,6 +94,11 @@ def test_agreement_measures():
     assert rank_agreement(np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])) == pytest.approx(1.0)
     assert rank_agreement(np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
     assert rank_agreement(np.array([1.0, 1.0]), np.array([1.0, 2.0])) is None
+    # ties share the mean of their ranks: ranks (1, 2.5, 2.5, 4) and (1, 3, 2, 4) correlate 4.5 / sqrt(4.5 * 5)
+    assert rank_agreement(np.array([0.1, 0.5, 0.5, 0.9]), np.array([1.0, 7.0, 3.0, 8.0])) == pytest.approx(
+        3 / np.sqrt(10), abs=1e-15
+    )
+    np.testing.assert_array_equal(average_ranks(np.array([10.0, 20.0, 20.0, 5.0, 20.0])), [2, 4, 4, 1, 4])
     assert top_k_overlap(np.array([0.9, 0.1, 0.8, 0.3]), np.array([True, True, False, False]), 2) == 0.5
 
 
@@ -361,3 +366,16 @@ def test_cli_evaluate_flags_a_model_that_predicts_one_class(tmp_path, glue_dir, 
     assert result.exit_code == 0, result.output
     assert "warning: the model predicts class 0 for 96.0% of the examples" in result.stderr
     assert json.loads(out.read_text())["metrics"]["one_class"] == {"label": 0, "share": 0.96}
+
+
+def test_rank_agreement_is_scipys_spearman():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        size = int(rng.integers(2, 40))
+        first = rng.integers(0, 5, size).astype(float) if trial % 2 else rng.normal(size=size)  # ties in every other
+        second = rng.normal(size=size)
+        ours = rank_agreement(first, second)
+        if ours is not None:
+            assert ours == pytest.approx(stats.spearmanr(first, second)[0], abs=1e-12)

@@ -55,13 +55,27 @@ def aopc(
     return Aopc(drop[:, 0].mean(0), drop[:, 1].mean(0))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """The 1-based ranks of (n,) ``values``, tied values sharing the mean of their ranks: (n,) float64."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first sorted position of each tie group
+    ends = np.r_[starts[1:], len(values)]
+    group = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = ((starts + ends + 1) / 2)[group]
+    return ranks
+
+
 def rank_agreement(first: np.ndarray, second: np.ndarray) -> float | None:
-    """Spearman correlation of two (n,) maps; None when undefined (fewer than 2 tokens, a constant map)."""
+    """Spearman correlation of two (n,) maps; None when undefined (fewer than 2 tokens, a constant map).
+
+    Pearson's correlation of their average ranks, as scipy's ``spearmanr`` computes it, without scipy: an
+    evaluation would spend most of a second importing it.
+    """
     if len(first) < 2 or np.ptp(first) == 0 or np.ptp(second) == 0:
         return None
-    from scipy import stats  # here, not at the top: scipy takes most of a second to import
-
-    return float(stats.spearmanr(first, second)[0])
+    return float(np.corrcoef(average_ranks(first), average_ranks(second))[0, 1])
 
 
 def top_k_overlap(scores: np.ndarray, reference: np.ndarray, k: int) -> float:
