@@ -82,11 +82,12 @@ def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests()
 
 def test_readme_and_pipeline_doc_state_the_same_measured_time_and_machine():
     """Bug 10: the default `dvc repro` is stated as the same measured time on a named machine in both places, and
-    the rounded figure they give agrees with it."""
+    the rounded figure they give agrees with it. The first figure is the headline; later ones are other runs (a
+    slower hour of the machine), which the docs may add."""
     texts = [(REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/pipeline.md")]
-    measured = [set(re.findall(r"clean clone[^.]*? took ([\d,]+) s", text)) for text in texts]
-    assert measured[0] and measured[0] == measured[1] and len(measured[0]) == 1
-    seconds = int(next(iter(measured[0])).replace(",", ""))
+    measured = [re.findall(r"clean clone[^.]*? took ([\d,]+) s", text)[:1] for text in texts]
+    assert measured[0] and measured[0] == measured[1]
+    seconds = int(measured[0][0].replace(",", ""))
     stated = (r"in about (\d+) minutes \(a clean clone", r"The default profile: a 2-core CPU in about (\d+) minutes")
     rounded = [set(re.findall(pattern, text)) for pattern, text in zip(stated, texts, strict=True)]
     assert rounded[0] and rounded[0] == rounded[1] and len(rounded[0]) == 1
