@@ -129,9 +129,10 @@ def clip_gradients(parameters: Iterable[torch.nn.Parameter], max_norm: float) ->
     embedding gradient alone is 47 MB). The gradients end bit for bit as torch's.
     """
     params = [p for p in parameters if p.grad is not None]
-    if not params:
+    grads = [p.grad for p in params if p.grad is not None]  # the same list; the test again for the type checker
+    if not grads:
         return
-    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    norm = torch.nn.utils.get_total_norm(grads)
     if norm.device.type == "cpu" and bool(max_norm / (norm + 1e-6) >= 1.0):
         return
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
