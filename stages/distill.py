@@ -71,6 +71,15 @@ def command(
         str | None,
         typer.Option("--view-kind", "--view_kind", help="preserving, contrastive, mixed or random."),
     ] = None,
+    view_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--view-cache",
+            "--view_cache",
+            help="Take the view term's views from this cache: another family's cache of the same sentences by the "
+            "same teacher (e.g. the occlusion maps' contrastive views beside the gradient objective).",
+        ),
+    ] = None,
     gradient_loss: Annotated[
         str | None,
         typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine, adkd or rank."),
@@ -141,7 +150,10 @@ def command(
         train=override(d.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
     )
     compute = compute_params(params, device, precision)
-    report = distill(DistillRequest(cache, out, d, params.evaluate, resume, progress_enabled(), allow_pickle, compute))
+    request = DistillRequest(
+        cache, out, d, params.evaluate, resume, progress_enabled(), allow_pickle, compute, view_cache
+    )
+    report = distill(request)
     for note in report.notes:
         typer.echo(note, err=True)
     if report.training.resumed_from:

@@ -23,7 +23,7 @@ from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import first_explained_step, train
-from pipeline.distill.views import ViewTerm
+from pipeline.distill.views import ViewTerm, views_from
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
@@ -51,6 +51,7 @@ class DistillRequest:
     progress: bool = False
     allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
     compute: ComputeParams = field(default_factory=ComputeParams)  # where it trains (not part of the settings)
+    view_cache: Path | None = None  # another family's cache of the same sentences: the view term's views from it
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,13 @@ def distill(request: DistillRequest) -> DistillReport:
     train_rows = with_gold_labels(train_rows, params.gold_labels)
     transfer_rows = load_transfer_rows(request.cache, meta) if params.transfer else []
     train_rows += transfer_rows
+    view_meta = meta
+    if request.view_cache is not None:
+        if ViewTerm.of(params, 0) is None:
+            raise EgkdError("--view-cache gives the view term its views, but the term is off (distill.views is 0)")
+        splits = ["train", TRANSFER] if transfer_rows else ["train"]
+        train_rows, view_meta = views_from(train_rows, meta, request.view_cache, splits)
+        notes.append(f"the view term's views come from {request.view_cache} (method {view_meta.method})")
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
@@ -205,7 +213,9 @@ def distill(request: DistillRequest) -> DistillReport:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; distill.views needs one")
     _check_extras(meta, request.cache, objective.required(), f"method {params.method_name}")
     if views is not None:
-        _check_extras(meta, request.cache, views.requires, f"distill.view_kind {params.view_kind}")
+        _check_extras(
+            view_meta, request.view_cache or request.cache, views.requires, f"distill.view_kind {params.view_kind}"
+        )
     pad = tokenizer.pad_token_id or 0
     training = train(
         student,
@@ -253,6 +263,7 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "train_examples": report.train_examples,
         "gold_labels": report.gold_labels,
         "transfer_examples": report.transfer_examples,
+        "view_cache": None if request.view_cache is None else str(request.view_cache),
         "steps": report.training.steps,
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
@@ -321,6 +332,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
             ""
             if ViewTerm.of(p, 0) is None
             else f" + {p.view_weight} * KD on {p.views} cached {p.view_kind} view(s) per example per step"
+            + ("" if request.view_cache is None else f" from `{request.view_cache}`")
         ),
         f"- dev metrics: {dev}",
         f"- trained on: {report.compute.describe()}" + _resumed(report.training),

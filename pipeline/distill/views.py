@@ -13,17 +13,27 @@ Which views: ``view_kind`` names the source; ``mixed`` takes label-preserving an
 between them and two per step take one of each. Within a source the views of an example are drawn
 without replacement by the step's generator, seeded by ``(seed, step)``: a resumed run takes the same
 views.
+
+Another family's views (``egkd distill --view-cache``): the objective can come from one family's map and the
+views from another's, e.g. the gradient objective with the occlusion maps' contrastive views.
+:func:`views_from` replaces the rows' views with those of the same sentences in a second cache made by the
+same teacher.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline import losses
-from pipeline.cache.extras import ContrastiveViews, GuidedViews, PreservingViews, RandomViews
+from pipeline.cache.extras import ContrastiveViews, Extras, GuidedViews, PreservingViews, RandomViews
 from pipeline.cache.project import StudentBatch
+from pipeline.cache.schema import CachedExample, CacheMetadata
+from pipeline.cache.store import check_compatible, list_partitions, read_cache
 from pipeline.config import DistillParams, ViewKind
 from pipeline.distill.objectives import student_on_masks
 from pipeline.errors import EgkdError
@@ -34,6 +44,7 @@ SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
     "random": (RandomViews,),
     "mixed": (PreservingViews, ContrastiveViews),
 }
+GUIDED: tuple[type[GuidedViews], ...] = (PreservingViews, ContrastiveViews, RandomViews)  # every cached kind
 
 
 @dataclass(frozen=True)
@@ -92,3 +103,45 @@ class ViewTerm:
         masks, teacher = self.pick(batch, step, generator)
         logits = student_on_masks(student, batch, masks, self.mask_token_id)
         return losses.view_loss(logits, teacher, self.temperature, self.t2_scaling)
+
+
+# Fields in which a second cache must agree with the first (the rows' ids and tokens are compared one by one).
+_SAME_TEACHER = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "max_length")
+
+
+def views_from(
+    rows: Sequence[CachedExample], meta: CacheMetadata, view_cache: Path, splits: Sequence[str]
+) -> tuple[list[CachedExample], CacheMetadata]:
+    """``rows`` with their views taken from ``view_cache``'s rows of the same sentences, and that cache's metadata.
+
+    ``view_cache`` holds one family's train partition (and the ``splits`` the rows come from), written by the
+    teacher that made ``meta``'s cache from the same data; every row must be there with the same tokens. The
+    rows keep their own map and other extras; their label-preserving, contrastive and random views are
+    replaced. The metadata returned is that of the first of ``splits``.
+    """
+    view_cache = Path(view_cache)
+    if not view_cache.is_dir():
+        raise EgkdError(f"view cache not found: {view_cache}")
+    families = sorted({m for m, split in list_partitions(view_cache) if split == "train"})
+    if len(families) != 1:
+        found = ", ".join(families) or "none"
+        raise EgkdError(f"view cache {view_cache} must hold one family's train partition; it holds {found}")
+    by_id: dict[str, CachedExample] = {}
+    metas = []
+    for split in splits:
+        if (families[0], split) not in list_partitions(view_cache):
+            raise EgkdError(f"view cache {view_cache} has no {split} split for method {families[0]}")
+        view_meta, view_rows = read_cache(view_cache, families[0], split)
+        check_compatible(view_meta, meta, fields=_SAME_TEACHER, context=f"view cache {view_cache}")
+        metas.append(view_meta)
+        by_id.update((r.example_id, r) for r in view_rows)
+    merged = []
+    for row in rows:
+        other = by_id.get(row.example_id)
+        if other is None or not np.array_equal(other.input_ids, row.input_ids):
+            what = "has no row" if other is None else "has other tokens"
+            raise EgkdError(f"view cache {view_cache} {what} for example {row.example_id}: not the same sentences")
+        kept = tuple(item for item in row.extras.items if not isinstance(item, GUIDED))
+        borrowed = tuple(item for item in other.extras.items if isinstance(item, GUIDED))
+        merged.append(replace(row, extras=Extras(kept + borrowed)))
+    return merged, metas[0]
