@@ -219,6 +219,9 @@ class DistillParams:
     views: int = non_negative(0)  # cached views per example per step in the view term (0: no view term)
     view_weight: float = non_negative(1.0)  # weight of the view term
     view_kind: ViewKind = "preserving"  # mixed: half label-preserving, half contrastive (alternating by step)
+    # The family whose views the view term trains on; None: the cache's own (the objective's, or for `none` the
+    # cache's). Another family's views are read from its cache of the same sentences (egkd distill --view-cache).
+    view_method: Method | None = None
     gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
     perturbation_loss: PerturbationLoss = "views"  # the perturbation objective's term
     occlusion_tokens: int = positive(4)  # perturbation_loss occlusion: tokens occluded per example per step

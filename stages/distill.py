@@ -80,6 +80,15 @@ def command(
             "same teacher (e.g. the occlusion maps' contrastive views beside the gradient objective).",
         ),
     ] = None,
+    view_method: Annotated[
+        str | None,
+        typer.Option(
+            "--view-method",
+            "--view_method",
+            help="The family whose views the view term trains on, read from --view-cache or else --cache "
+            "(default: distill.view_method; unset: the cache's own).",
+        ),
+    ] = None,
     gradient_loss: Annotated[
         str | None,
         typer.Option("--gradient-loss", "--gradient_loss", help="The gradient objective's loss: cosine, adkd or rank."),
@@ -142,6 +151,7 @@ def command(
         views=views,
         view_weight=view_weight,
         view_kind=view_kind,
+        view_method=view_method,
         gradient_loss=gradient_loss,
         perturbation_loss=perturbation_loss,
         occlusion_tokens=occlusion_tokens,

@@ -67,6 +67,7 @@ class DistillReport:
     dev: TaskMetrics | None
     notes: tuple[str, ...]
     compute: Compute
+    views_from: str | None = None  # another family's views: whose, and from which cache
 
 
 def _partition_method(cache: Path, method: Method | None) -> str:
@@ -169,13 +170,14 @@ def distill(request: DistillRequest) -> DistillReport:
     train_rows = with_gold_labels(train_rows, params.gold_labels)
     transfer_rows = load_transfer_rows(request.cache, meta) if params.transfer else []
     train_rows += transfer_rows
-    view_meta = meta
-    if request.view_cache is not None:
+    view_meta, view_cache, views_from_note = meta, request.view_cache or request.cache, None
+    if request.view_cache is not None or params.view_method not in (None, Method(meta.method)):
         if ViewTerm.of(params, 0) is None:
-            raise EgkdError("--view-cache gives the view term its views, but the term is off (distill.views is 0)")
+            raise EgkdError("another family's views are asked for, but the view term is off (distill.views is 0)")
         splits = ["train", TRANSFER] if transfer_rows else ["train"]
-        train_rows, view_meta = views_from(train_rows, meta, request.view_cache, splits)
-        notes.append(f"the view term's views come from {request.view_cache} (method {view_meta.method})")
+        train_rows, view_meta = views_from(train_rows, meta, view_cache, params.view_method, splits)
+        views_from_note = f"the {view_meta.method} family's, from {view_cache}"
+        notes.append(f"the view term's views: {views_from_note}")
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
@@ -213,9 +215,7 @@ def distill(request: DistillRequest) -> DistillReport:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; distill.views needs one")
     _check_extras(meta, request.cache, objective.required(), f"method {params.method_name}")
     if views is not None:
-        _check_extras(
-            view_meta, request.view_cache or request.cache, views.requires, f"distill.view_kind {params.view_kind}"
-        )
+        _check_extras(view_meta, view_cache, views.requires, f"distill.view_kind {params.view_kind}")
     pad = tokenizer.pad_token_id or 0
     training = train(
         student,
@@ -249,6 +249,7 @@ def distill(request: DistillRequest) -> DistillReport:
         dev,
         tuple(notes),
         compute,
+        views_from_note,
     )
     _write_outputs(request, meta, report)
     return report
@@ -263,7 +264,7 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "train_examples": report.train_examples,
         "gold_labels": report.gold_labels,
         "transfer_examples": report.transfer_examples,
-        "view_cache": None if request.view_cache is None else str(request.view_cache),
+        "views_from": report.views_from,
         "steps": report.training.steps,
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
@@ -332,7 +333,7 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
             ""
             if ViewTerm.of(p, 0) is None
             else f" + {p.view_weight} * KD on {p.views} cached {p.view_kind} view(s) per example per step"
-            + ("" if request.view_cache is None else f" from `{request.view_cache}`")
+            + ("" if report.views_from is None else f" ({report.views_from})")
         ),
         f"- dev metrics: {dev}",
         f"- trained on: {report.compute.describe()}" + _resumed(report.training),

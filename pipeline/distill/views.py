@@ -14,10 +14,10 @@ between them and two per step take one of each. Within a source the views of an 
 without replacement by the step's generator, seeded by ``(seed, step)``: a resumed run takes the same
 views.
 
-Another family's views (``egkd distill --view-cache``): the objective can come from one family's map and the
-views from another's, e.g. the gradient objective with the occlusion maps' contrastive views.
-:func:`views_from` replaces the rows' views with those of the same sentences in a second cache made by the
-same teacher.
+Another family's views (``distill.view_method``, ``egkd distill --view-cache``): the objective can come from
+one family's map and the views from another's, e.g. the gradient objective with the occlusion maps' contrastive
+views. :func:`views_from` replaces the rows' views with those of the same sentences in that family's partition
+of a cache made by the same teacher.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pipeline.cache.store import check_compatible, list_partitions, read_cache
 from pipeline.config import DistillParams, ViewKind
 from pipeline.distill.objectives import student_on_masks
 from pipeline.errors import EgkdError
+from pipeline.methods import Method
 
 SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
     "preserving": (PreservingViews,),
@@ -110,28 +111,36 @@ _SAME_TEACHER = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels",
 
 
 def views_from(
-    rows: Sequence[CachedExample], meta: CacheMetadata, view_cache: Path, splits: Sequence[str]
+    rows: Sequence[CachedExample],
+    meta: CacheMetadata,
+    view_cache: Path,
+    method: Method | None,
+    splits: Sequence[str],
 ) -> tuple[list[CachedExample], CacheMetadata]:
-    """``rows`` with their views taken from ``view_cache``'s rows of the same sentences, and that cache's metadata.
+    """``rows`` with their views taken from ``view_cache``'s rows of the same sentences, and that partition's metadata.
 
-    ``view_cache`` holds one family's train partition (and the ``splits`` the rows come from), written by the
-    teacher that made ``meta``'s cache from the same data; every row must be there with the same tokens. The
-    rows keep their own map and other extras; their label-preserving, contrastive and random views are
-    replaced. The metadata returned is that of the first of ``splits``.
+    The views are those of ``method``'s partitions of ``view_cache`` (None: the one family it holds), for each of
+    ``splits`` the rows come from, written by the teacher that made ``meta``'s cache; every row must be there with
+    the same tokens. The rows keep their own map and other extras; their label-preserving, contrastive and random
+    views are replaced. The metadata returned is that of the first of ``splits``.
     """
     view_cache = Path(view_cache)
     if not view_cache.is_dir():
         raise EgkdError(f"view cache not found: {view_cache}")
-    families = sorted({m for m, split in list_partitions(view_cache) if split == "train"})
-    if len(families) != 1:
-        found = ", ".join(families) or "none"
-        raise EgkdError(f"view cache {view_cache} must hold one family's train partition; it holds {found}")
+    partitions = list_partitions(view_cache)
+    families = sorted({m for m, split in partitions if split == "train"})
+    if method is None and len(families) != 1:
+        raise EgkdError(
+            f"view cache {view_cache} holds the train partitions of {', '.join(families) or 'no family'}; "
+            "name the views' family with distill.view_method"
+        )
+    family = families[0] if method is None else method.value
     by_id: dict[str, CachedExample] = {}
     metas = []
     for split in splits:
-        if (families[0], split) not in list_partitions(view_cache):
-            raise EgkdError(f"view cache {view_cache} has no {split} split for method {families[0]}")
-        view_meta, view_rows = read_cache(view_cache, families[0], split)
+        if (family, split) not in partitions:
+            raise EgkdError(f"view cache {view_cache} has no {split} split for method {family}")
+        view_meta, view_rows = read_cache(view_cache, family, split)
         check_compatible(view_meta, meta, fields=_SAME_TEACHER, context=f"view cache {view_cache}")
         metas.append(view_meta)
         by_id.update((r.example_id, r) for r in view_rows)
