@@ -69,5 +69,14 @@ def build_cache(
     return root
 
 
+def tiny_cache(root: Path, glue_dir: Path) -> Path:
+    """``root/cache``: every method's partitions (train 24, dev 12) from a tiny seeded teacher in ``root/teacher``."""
+    from conftest import make_tiny_model_dir
+
+    teacher = make_tiny_model_dir(root / "teacher", seed=0)
+    make_tiny_model_dir(root / "base", seed=1)
+    return build_cache(root / "cache", teacher, root / "base", glue_dir)
+
+
 def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

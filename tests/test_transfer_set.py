@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model_dir
-from distill_cache import build_cache
+from distill_cache import tiny_cache
 from typer.testing import CliRunner
 
 from pipeline import losses
@@ -94,10 +93,7 @@ def test_with_gold_labels_keeps_the_first_ones(cache):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, glue_dir) -> Path:
     """A cache of every method (train 24, dev 12) from a tiny teacher."""
-    root = tmp_path_factory.mktemp("transfer")
-    teacher = make_tiny_model_dir(root / "teacher", seed=0)
-    make_tiny_model_dir(root / "base", seed=1)
-    return build_cache(root / "cache", teacher, root / "base", glue_dir)
+    return tiny_cache(tmp_path_factory.mktemp("transfer"), glue_dir)
 
 
 @pytest.fixture(scope="module")

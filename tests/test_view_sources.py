@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model_dir
-from distill_cache import build_cache
+from distill_cache import tiny_cache
 from typer.testing import CliRunner
 
 from pipeline.cache.extras import ContrastiveViews, Magnitude, PreservingViews, RandomViews
@@ -37,10 +36,7 @@ GUIDED = (PreservingViews, ContrastiveViews, RandomViews)
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, glue_dir) -> Path:
     """A cache of every method's partitions (train 24, dev 12), as `egkd explain` writes into one folder."""
-    root = tmp_path_factory.mktemp("view-sources")
-    teacher = make_tiny_model_dir(root / "teacher", seed=0)
-    make_tiny_model_dir(root / "base", seed=1)
-    return build_cache(root / "cache", teacher, root / "base", glue_dir)
+    return tiny_cache(tmp_path_factory.mktemp("view-sources"), glue_dir)
 
 
 def one_family(cache: Path, method: str, folder: Path) -> Path:
