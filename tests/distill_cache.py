@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from conftest import make_tiny_model_dir
 
 from pipeline.cache.extras import to_host
 from pipeline.cache.format import explained_table
@@ -71,8 +72,6 @@ def build_cache(
 
 def tiny_cache(root: Path, glue_dir: Path) -> Path:
     """``root/cache``: every method's partitions (train 24, dev 12) from a tiny seeded teacher in ``root/teacher``."""
-    from conftest import make_tiny_model_dir
-
     teacher = make_tiny_model_dir(root / "teacher", seed=0)
     make_tiny_model_dir(root / "base", seed=1)
     return build_cache(root / "cache", teacher, root / "base", glue_dir)

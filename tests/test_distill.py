@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import VOCAB, make_tiny_model_dir
-from distill_cache import build_cache
+from distill_cache import build_cache, tiny_cache
 from typer.testing import CliRunner
 
 from pipeline import training
@@ -34,11 +34,9 @@ TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainParams)}
 def cache(tmp_path_factory, glue_dir) -> Path:
     """A cache of every method (train 24, dev 12) whose teacher directory is deleted afterwards."""
     root = tmp_path_factory.mktemp("stage2")
-    teacher = make_tiny_model_dir(root / "teacher", seed=0)
-    make_tiny_model_dir(root / "base", seed=1)
-    build_cache(root / "cache", teacher, root / "base", glue_dir)
-    shutil.rmtree(teacher)
-    return root / "cache"
+    cache = tiny_cache(root, glue_dir)
+    shutil.rmtree(root / "teacher")
+    return cache
 
 
 def run(cache: Path, out: Path, resume: bool = False, **changes):

@@ -45,7 +45,6 @@ SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
     "random": (RandomViews,),
     "mixed": (PreservingViews, ContrastiveViews),
 }
-GUIDED: tuple[type[GuidedViews], ...] = (PreservingViews, ContrastiveViews, RandomViews)  # every cached kind
 
 
 @dataclass(frozen=True)
@@ -150,7 +149,7 @@ def views_from(
         if other is None or not np.array_equal(other.input_ids, row.input_ids):
             what = "has no row" if other is None else "has other tokens"
             raise EgkdError(f"view cache {view_cache} {what} for example {row.example_id}: not the same sentences")
-        kept = tuple(item for item in row.extras.items if not isinstance(item, GUIDED))
-        borrowed = tuple(item for item in other.extras.items if isinstance(item, GUIDED))
+        kept = tuple(item for item in row.extras.items if not isinstance(item, GuidedViews))
+        borrowed = tuple(item for item in other.extras.items if isinstance(item, GuidedViews))
         merged.append(replace(row, extras=Extras(kept + borrowed)))
     return merged, metas[0]
