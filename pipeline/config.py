@@ -198,7 +198,8 @@ DistillMethod = Method | Literal["none"]  # "none": no explanation term (the bas
 ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
 GradientLoss = Literal["cosine", "adkd", "rank"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes
 # by MSE, or the signed maps' token order by a pairwise ranking loss
-PerturbationLoss = Literal["views", "occlusion"]  # the perturbation objective: KD on a cached view, or on occlusions
+# The perturbation objective: KD on a cached view, on single-token occlusions (KL), or their order (pairwise ranking)
+PerturbationLoss = Literal["views", "occlusion", "occlusion_rank"]
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class DistillParams:
     view_method: Method | None = None
     gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
     perturbation_loss: PerturbationLoss = "views"  # the perturbation objective's term
-    occlusion_tokens: int = positive(4)  # perturbation_loss occlusion: tokens occluded per example per step
+    occlusion_tokens: int = positive(4)  # perturbation_loss occlusion(_rank): tokens occluded per example per step
     # How many training sentences (the cache's first, in dataset order) the student sees with their gold label;
     # the others are a transfer set that only the teacher labels (KD alone). None: every sentence's label.
     gold_labels: int | None = non_negative(None)

@@ -204,6 +204,31 @@ def occlusion_loss(
     return loss * (temperature**2) if t2_scaling else loss
 
 
+def occlusion_rank_loss(
+    student_masked: torch.Tensor, teacher_logits: torch.Tensor, teacher_drop: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """Single-token occlusions ranked: the student's drops should order the copies as the teacher's do.
+
+    student_masked: (B, K, C), the student on K copies of each example, each with one token masked;
+    teacher_logits: (B, C), the teacher on the full input (its predicted class ``y`` is the explained one);
+    teacher_drop: (B, K), the teacher's occlusion score of each masked token, ``p(y | x) - p(y | x without
+    it)``; valid: (B, K) bool, False for copies past an example's real tokens.
+
+    Within an example the student's full-input score is one number, so its drops rank as its scores on the
+    copies reversed: the negated log-odds of ``y`` against the rest (the negated output for regression,
+    ``C == 1``). Those are ordered like the teacher's drops by :func:`rank_loss` (pairwise, scale-free): each
+    pair of copies counts the same, however small the two drops, as in the Spearman agreement of occlusion
+    maps, where most tokens move a confident teacher's probability by thousandths. :func:`occlusion_loss`
+    (a KL on the probabilities) barely sees such pairs.
+    """
+    if student_masked.shape[-1] == 1:
+        scores = -student_masked.float().squeeze(-1)
+    else:
+        predicted = teacher_logits.argmax(dim=-1, keepdim=True).expand(teacher_drop.shape)
+        scores = -target_log_odds(student_masked, predicted)
+    return rank_loss(scores, teacher_drop, valid)
+
+
 def total_loss(
     kd: torch.Tensor,
     ce: torch.Tensor,

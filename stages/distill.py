@@ -98,8 +98,9 @@ def command(
         typer.Option(
             "--perturbation-loss",
             "--perturbation_loss",
-            help="The perturbation objective's term: views (KD on a cached view) or occlusion (KD on tokens masked "
-            "one at a time, read from the cached occlusion map).",
+            help="The perturbation objective's term: views (KD on a cached view), occlusion (KD on tokens masked "
+            "one at a time, read from the cached occlusion map) or occlusion_rank (the same copies, their drops "
+            "ordered like the teacher's by a pairwise ranking loss).",
         ),
     ] = None,
     occlusion_tokens: Annotated[
@@ -107,7 +108,8 @@ def command(
         typer.Option(
             "--occlusion-tokens",
             "--occlusion_tokens",
-            help="With --perturbation-loss occlusion: tokens masked one at a time per example per step.",
+            help="With --perturbation-loss occlusion or occlusion_rank: tokens masked one at a time per example "
+            "per step.",
         ),
     ] = None,
     gold_labels: Annotated[

@@ -154,6 +154,6 @@ def test_a_bad_distill_option_value_is_one_line(tmp_path):
     args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "params.yaml"]
     _one_line_error(
         runner.invoke(app, [*args, "--perturbation-loss", "mse"]),
-        "option 'perturbation_loss' must be one of ['views', 'occlusion'], got 'mse'",
+        "option 'perturbation_loss' must be one of ['views', 'occlusion', 'occlusion_rank'], got 'mse'",
     )
     _one_line_error(runner.invoke(app, [*args, "--occlusion-tokens", "0"]), "occlusion_tokens must be positive")

@@ -124,7 +124,10 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
         ("distill:\n  view_kind: salient\n", "params key 'distill.view_kind' must be one of"),
         ("distill:\n  gradient_loss: l1\n", "'distill.gradient_loss' must be one of ['cosine', 'adkd', 'rank']"),
         ("distill:\n  views: -1\n", "distill.views must not be negative, got -1"),
-        ("distill:\n  perturbation_loss: mse\n", "'distill.perturbation_loss' must be one of ['views', 'occlusion']"),
+        (
+            "distill:\n  perturbation_loss: mse\n",
+            "'distill.perturbation_loss' must be one of ['views', 'occlusion', 'occlusion_rank']",
+        ),
         ("distill:\n  occlusion_tokens: 0\n", "distill.occlusion_tokens must be positive, got 0"),
         ("explain:\n  views:\n    fraction: 2\n", "explain.views.fraction must be between 0 and 1"),
     ]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -511,24 +512,29 @@ def test_the_occlusion_term_of_the_teacher_itself_is_zero_on_its_own_cache(tmp_p
     other = load_classifier(str(tmp_path / "base"), 2).eval()
     different = objective.compute(other, batch, True, torch.Generator().manual_seed(0)).explain
     assert different.item() > 1e-2
+    # The ranking term: the teacher's own copies are in the map's order, each pair below log 2 (a tie's cost).
+    ranked = make_objective(Method.PERTURBATION, dataclasses.replace(settings, perturbation_loss="occlusion_rank"))
+    own_rank = ranked.compute(teacher, batch, True, torch.Generator().manual_seed(0)).explain
+    other_rank = ranked.compute(other, batch, True, torch.Generator().manual_seed(0)).explain
+    assert own_rank is not None and other_rank is not None
+    assert own_rank.item() < min(other_rank.item(), math.log(2) - 0.1)
 
 
-def test_the_occlusion_loss_trains_and_refuses_a_map_that_is_not_occlusion(cache, tmp_path):
-    report = run(cache, tmp_path / "s", method="perturbation", perturbation_loss="occlusion", occlusion_tokens=2)
+@pytest.mark.parametrize("loss", ["occlusion", "occlusion_rank"])
+def test_the_occlusion_loss_trains_and_refuses_a_map_that_is_not_occlusion(cache, tmp_path, loss):
+    report = run(cache, tmp_path / "s", method="perturbation", perturbation_loss=loss, occlusion_tokens=2)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert report.training.steps == 6 and all(r["explain"] is not None and r["explain"] > 0 for r in log)
     assert (
-        "L_perturbation (every 1 steps, from the first step) (occlusion, 2 tokens per example)"
+        f"L_perturbation (every 1 steps, from the first step) ({loss}, 2 tokens per example)"
         in (tmp_path / "s" / "README.md").read_text()
     )
     views = run(cache, tmp_path / "v", method="perturbation")
     assert views.training.last is not None and report.training.last is not None
     assert views.training.last.explain != report.training.last.explain
     shapley = _with_method_params(cache, tmp_path / "shapley", "perturbation", variant="shapley")
-    with pytest.raises(
-        EgkdError, match=r"perturbation_loss occlusion reads occlusion maps; the cache .* holds shapley"
-    ):
-        run(shapley, tmp_path / "x", method="perturbation", perturbation_loss="occlusion")
+    with pytest.raises(EgkdError, match=rf"perturbation_loss {loss} reads occlusion maps; the cache .* holds shapley"):
+        run(shapley, tmp_path / "x", method="perturbation", perturbation_loss=loss)
 
 
 def _with_method_params(cache: Path, copy: Path, method: str, **changes) -> Path:

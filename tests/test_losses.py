@@ -164,6 +164,36 @@ def test_occlusion_loss_is_kd_on_the_occluded_copy_for_two_classes():
     assert losses.occlusion_loss(student, teacher, drop, torch.zeros_like(every), 2.0).item() == 0.0
 
 
+def test_occlusion_rank_loss_exact_on_hand_made_copies():
+    """y = 1; the student's log-odds of y on three copies are 1, 2, 3, so its drops rank copy 0 first, copy 2 last.
+
+    Negated log-odds (-1, -2, -3), standardised: z = (1, 0, -1) / sqrt(2/3). The teacher's drops (0.3, 0.1, 0.2)
+    order the copies 0 > 2 > 1: the pairs (0, 1), (0, 2), (2, 1) cost softplus(z_j - z_i) each.
+    """
+    teacher = torch.tensor([[0.0, 1.0]])
+    student = torch.tensor([[[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]]])
+    drop = torch.tensor([[0.3, 0.1, 0.2]])
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    unit = 1 / math.sqrt(2 / 3)
+    pairs = [-unit, -2 * unit, unit]  # z_1 - z_0, z_2 - z_0, z_1 - z_2
+    expected = sum(math.log1p(math.exp(x)) for x in pairs) / 3
+    assert losses.occlusion_rank_loss(student, teacher, drop, valid).item() == pytest.approx(expected, abs=1e-6)
+    # Only the order of the student's copies counts: not its full-input score, not its scale.
+    shifted = student * 4.0 + torch.tensor([0.0, -9.0])
+    assert losses.occlusion_rank_loss(shifted, teacher, drop, valid).item() == pytest.approx(expected, abs=1e-5)
+    # The explained class is the teacher's: with y = 0 the log-odds flip sign, and so does the order.
+    flipped = losses.occlusion_rank_loss(student, teacher.flip(-1), drop, valid).item()
+    assert flipped == pytest.approx(sum(math.log1p(math.exp(-x)) for x in pairs) / 3, abs=1e-6)
+    # An invalid copy leaves its pairs out: copies 0 and 1 alone, in the teacher's order.
+    some = torch.tensor([[True, True, False]])
+    assert losses.occlusion_rank_loss(student, teacher, drop, some).item() == pytest.approx(math.log1p(math.exp(-2.0)))
+    # Regression: the drop ranks as the negated output on the copy.
+    outputs = torch.tensor([[[1.0], [2.0], [3.0]]])
+    assert losses.occlusion_rank_loss(outputs, torch.tensor([[0.5]]), drop, valid).item() == pytest.approx(
+        expected, abs=1e-6
+    )
+
+
 def test_occlusion_loss_exact_on_the_target_class_against_the_rest():
     """Three classes: p(y) = 0.5 on the full input, drop 0.3 -> the teacher's copy has p(y) 0.2, odds 1:4."""
     teacher = torch.tensor([[math.log(2.0), 0.0, 0.0]])  # p = (0.5, 0.25, 0.25), y = 0

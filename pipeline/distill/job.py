@@ -21,7 +21,7 @@ from pipeline.cache.store import CacheExpectation, check_compatible, list_partit
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
-from pipeline.distill.objectives import ObjectiveSettings, make_objective
+from pipeline.distill.objectives import ObjectiveSettings, PerturbationObjective, make_objective
 from pipeline.distill.trainer import first_explained_step, train
 from pipeline.distill.views import ViewTerm, views_from
 from pipeline.errors import EgkdError
@@ -206,8 +206,8 @@ def distill(request: DistillRequest) -> DistillReport:
             params.occlusion_tokens,
         ),
     )
-    if method == Method.PERTURBATION and params.perturbation_loss == "occlusion":
-        _check_occlusion_map(meta, request.cache, same, notes)
+    if method == Method.PERTURBATION and PerturbationObjective.reads_occlusion_map(objective.settings):
+        _check_occlusion_map(meta, request.cache, params.perturbation_loss, same, notes)
     if tokenizer.mask_token_id is None and objective.needs_mask_token:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
     views = ViewTerm.of(params, tokenizer.mask_token_id or 0)
@@ -274,16 +274,16 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
 
 
-def _check_occlusion_map(meta: CacheMetadata, cache: Path, same_tokenizer: bool, notes: list[str]) -> None:
-    """``perturbation_loss: occlusion`` reads the cached map as leave-one-out drops: refuse any other map."""
+def _check_occlusion_map(meta: CacheMetadata, cache: Path, loss: str, same_tokenizer: bool, notes: list[str]) -> None:
+    """``perturbation_loss: occlusion(_rank)`` reads the cached map as leave-one-out drops: refuse any other map."""
     variant = json.loads(meta.method_params).get("variant")
     if variant != "occlusion":
         raise EgkdError(
-            f"distill.perturbation_loss occlusion reads occlusion maps; the cache {cache} holds {variant} maps"
+            f"distill.perturbation_loss {loss} reads occlusion maps; the cache {cache} holds {variant} maps"
         )
     if not same_tokenizer:
         notes.append(
-            "perturbation_loss occlusion: a student token's target is the sum of its teacher tokens' occlusion "
+            f"perturbation_loss {loss}: a student token's target is the sum of its teacher tokens' occlusion "
             "scores, an approximation of masking it"
         )
 
@@ -292,7 +292,7 @@ def _loss_option(method: str, p: DistillParams) -> str:
     if method == "gradient":
         return f" ({p.gradient_loss})"
     if method == "perturbation":
-        extra = f", {p.occlusion_tokens} tokens per example" if p.perturbation_loss == "occlusion" else ""
+        extra = f", {p.occlusion_tokens} tokens per example" if p.perturbation_loss != "views" else ""
         return f" ({p.perturbation_loss}{extra})"
     return ""
 

@@ -19,7 +19,9 @@ KD and CE terms) and, when asked, computes its explanation term:
   input (one extra forward) and matches the teacher's cached logits there (KD loss). ``occlusion``:
   ``occlusion_tokens`` real tokens per example, drawn uniformly by the step's generator, are masked one
   at a time (one extra forward of ``B * K`` rows) and the student matches, on each copy, the teacher's
-  probability there, which the cached occlusion map holds (:func:`pipeline.losses.occlusion_loss`).
+  probability there, which the cached occlusion map holds (:func:`pipeline.losses.occlusion_loss`);
+  ``occlusion_rank``: the same copies, but the student's drops ordered like the teacher's by a pairwise
+  ranking loss (:func:`pipeline.losses.occlusion_rank_loss`).
 * :class:`FeatureSelectionObjective`: the student runs on the selected tokens
   only (all other real tokens are [MASK]; one extra forward) and must match the
   teacher's logits on the *full* input (sufficiency KD loss).
@@ -52,8 +54,8 @@ class ObjectiveSettings:
     t2_scaling: bool
     mask_token_id: int
     gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine, adkd or rank
-    perturbation_loss: str = "views"  # the perturbation objective's: views (KD on a cached view) or occlusion
-    occlusion_tokens: int = 4  # perturbation_loss occlusion: tokens masked one at a time per example per step
+    perturbation_loss: str = "views"  # the perturbation objective's: views, occlusion or occlusion_rank
+    occlusion_tokens: int = 4  # perturbation_loss occlusion(_rank): tokens masked one at a time per example per step
 
 
 @dataclass(frozen=True)
@@ -202,10 +204,15 @@ class PerturbationObjective(Objective):
     needs_mask_token = True
 
     def required(self) -> tuple[type[Extra], ...]:
-        return () if self.settings.perturbation_loss == "occlusion" else self.requires
+        return () if self.reads_occlusion_map(self.settings) else self.requires
+
+    @staticmethod
+    def reads_occlusion_map(settings: ObjectiveSettings) -> bool:
+        """Whether the term reads the cached map as leave-one-out drops (it must then be an occlusion map)."""
+        return settings.perturbation_loss in ("occlusion", "occlusion_rank")
 
     def explain_term(self, student, batch, generator):
-        if self.settings.perturbation_loss == "occlusion":
+        if self.reads_occlusion_map(self.settings):
             return self._occlusion_term(student, batch, generator)
         self.check(batch)
         views = batch.extras.get(Views)
@@ -225,6 +232,8 @@ class PerturbationObjective(Objective):
         masks = torch.nn.functional.one_hot(positions, length).bool() & valid[:, :, None]  # (B, K, T)
         logits = student_on_masks(student, batch, masks, self.settings.mask_token_id)
         drop = batch.attribution.gather(1, positions)
+        if self.settings.perturbation_loss == "occlusion_rank":
+            return losses.occlusion_rank_loss(logits, batch.teacher_logits, drop, valid)
         return losses.occlusion_loss(
             logits, batch.teacher_logits, drop, valid, self.settings.temperature, self.settings.t2_scaling
         )
