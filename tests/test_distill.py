@@ -512,7 +512,7 @@ def test_the_occlusion_term_of_the_teacher_itself_is_zero_on_its_own_cache(tmp_p
     other = load_classifier(str(tmp_path / "base"), 2).eval()
     different = objective.compute(other, batch, True, torch.Generator().manual_seed(0)).explain
     assert different.item() > 1e-2
-    # The ranking term: the teacher's own copies are in the map's order, each pair below log 2 (a tie's cost).
+    # The ranking term: the teacher's own copies are in the map's order, so its term is well below a tie's log 2.
     ranked = make_objective(Method.PERTURBATION, dataclasses.replace(settings, perturbation_loss="occlusion_rank"))
     own_rank = ranked.compute(teacher, batch, True, torch.Generator().manual_seed(0)).explain
     other_rank = ranked.compute(other, batch, True, torch.Generator().manual_seed(0)).explain
