@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.view_shift import log_softmax
 from pipeline.cache import read_cache
 from pipeline.data import TRANSFER
 
@@ -38,21 +39,15 @@ class Outputs:
     tokens: float
 
 
-def softened(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """``(N, C)`` probabilities of ``(N, C)`` logits divided by ``temperature``."""
-    z = logits / temperature
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
-
-
 def outputs(name: str, logits: np.ndarray, tokens: np.ndarray, recipient: np.ndarray | None, t: float) -> Outputs:
-    q = softened(logits, t)
+    log_q = log_softmax(logits, t)
+    q = np.exp(log_q)
     flips = kl = None
     if recipient is not None:
-        p = softened(recipient, t)
+        log_p = log_softmax(recipient, t)
         flips = float((logits.argmax(1) != recipient.argmax(1)).mean())
-        kl = float((p * (np.log(p) - np.log(q))).sum(1).mean())
-    entropy = float(-(q * np.log(q)).sum(1).mean())
+        kl = float((np.exp(log_p) * (log_p - log_q)).sum(1).mean())
+    entropy = float(-(q * log_q).sum(1).mean())
     return Outputs(name, len(logits), flips, kl, float(q.max(1).mean()), entropy, float(tokens.mean()))
 
 

@@ -41,7 +41,8 @@ class ViewShift:
     distinct: float  # mean number of different views per sentence
 
 
-def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+def log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """``(..., C)`` log-probabilities of logits divided by ``temperature`` (the KD softening), in float64."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(-1, keepdims=True)
     return z - np.log(np.exp(z).sum(-1, keepdims=True))
@@ -59,8 +60,8 @@ def view_shift(rows: Sequence[CachedExample], temperature: float = 2.0, top_frac
             views = row.extras.get(kind)
             if views is None:
                 continue
-            p = _log_softmax(row.teacher_logits, temperature)
-            q = _log_softmax(views.logits, temperature)  # (V, C)
+            p = log_softmax(row.teacher_logits, temperature)
+            q = log_softmax(views.logits, temperature)  # (V, C)
             kl += (np.exp(p) * (p - q)).sum(-1).tolist()
             flips += (np.argmax(views.logits, -1) != np.argmax(row.teacher_logits)).tolist()
             distinct.append(len(np.unique(np.asarray(views.masks, dtype=bool), axis=0)))
