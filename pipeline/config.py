@@ -297,6 +297,7 @@ class VariantOptions:
     views: int | None = non_negative(None)
     view_weight: float | None = non_negative(None)
     view_kind: ViewKind | None = None
+    view_method: Method | None = None  # another family's views: dvc.yaml looks for its cache in the caches' folder
     gradient_loss: GradientLoss | None = None
     perturbation_loss: PerturbationLoss | None = None
     occlusion_tokens: int | None = positive(None)
@@ -327,14 +328,16 @@ class VariantParams:
     def family(self, distill: DistillParams) -> Method | None:
         """The explanation family that guides this variant's students, ``distill`` filling what it leaves out.
 
-        Its objective's family; for a baseline objective (``none``) trained on views its cache's map chose
-        (label-preserving, contrastive or mixed), that cache's family; None for the rest (vanilla KD,
-        fine-tuning, KD on random views).
+        Its objective's family; for a baseline objective (``none``) trained on views a map chose
+        (label-preserving, contrastive or mixed), the family of that map (``view_method``, else its cache's); None
+        for the rest (vanilla KD, fine-tuning, KD on random views).
         """
         if self.options.method != NO_METHOD:
             return Method(self.options.method)
-        chosen = override(distill, views=self.options.views, view_kind=self.options.view_kind)
-        return self.cache if chosen.views > 0 and chosen.view_kind != "random" else None
+        o = self.options
+        chosen = override(distill, views=o.views, view_kind=o.view_kind, view_method=o.view_method)
+        guided = chosen.views > 0 and chosen.view_kind != "random"
+        return (chosen.view_method or self.cache) if guided else None
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,13 @@ class ExperimentParams:
         if missing:
             raise EgkdError(
                 f"experiment: a variant trains from the {missing[0]} cache, which experiment.methods does not build"
+            )
+        borrowed = [(v.name, m) for v in self.variants if (m := v.options.view_method) and m not in self.methods]
+        if borrowed:
+            name, method = borrowed[0]
+            raise EgkdError(
+                f"experiment: variant {name!r} takes the {method} family's views, which experiment.methods does not "
+                "build"
             )
         for label, values in (("variant name", names), ("seed", [str(s) for s in self.seeds])):
             repeated = sorted({x for x in values if values.count(x) > 1})

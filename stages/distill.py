@@ -77,7 +77,8 @@ def command(
             "--view-cache",
             "--view_cache",
             help="Take the view term's views from this cache: another family's cache of the same sentences by the "
-            "same teacher (e.g. the occlusion maps' contrastive views beside the gradient objective).",
+            "same teacher (e.g. the occlusion maps' contrastive views beside the gradient objective). A folder of "
+            "caches: the one holding the --view-method family's, used only when that is not --cache's own family.",
         ),
     ] = None,
     view_method: Annotated[

@@ -130,14 +130,17 @@ def test_profiles_have_the_same_keys_as_the_default(profile):
 
 
 def _view_variants(params) -> dict[str, tuple]:
-    """Each variant's (method, views per step, view kind) as the distill section and its options make it."""
+    """Each variant's (method, views per step, view kind, the views' family when another's) as the distill section
+    and its options make it."""
     d = params.distill
     out = {}
     for v in params.experiment.variants:
         o = v.options
         views = d.views if o.views is None else o.views
         method = o.method if isinstance(o.method, str) else o.method.value
-        out[v.name] = (method, views, (d.view_kind if o.view_kind is None else o.view_kind) if views else None)
+        kind = (d.view_kind if o.view_kind is None else o.view_kind) if views else None
+        borrowed = o.view_method or d.view_method
+        out[v.name] = (method, views, kind, borrowed.value if views and borrowed else None)
     return out
 
 
@@ -145,21 +148,27 @@ def _view_variants(params) -> dict[str, tuple]:
 def test_the_view_variants_and_their_fair_baseline(profile):
     """finetune and kd see no views; kd-random trains on random views, as many as the guided variants; a
     `<method>-views` variant is its family's objective with guided views, beside the same without (medium); a
-    `kd-<kind>` variant is KD on guided views of that kind."""
+    `kd-<kind>` variant is KD on guided views of that kind; `<method>-<family>-<kind>` (or `kd-<family>-<kind>`) an
+    objective with another family's views of that kind, the family as grad, occl or fs."""
     from pipeline.config import load_params
 
     params = load_params(REPO / profile)
     variants = _view_variants(params)
-    assert variants.get("finetune", ("none", 0, None))[1:] == (0, None) and variants["kd"] == ("none", 0, None)
-    method, count, kind = variants["kd-random"]
-    assert method == "none" and count > 0 and kind == "random"
+    no_views = (0, None, None)
+    assert variants.get("finetune", ("none", *no_views))[1:] == no_views and variants["kd"] == ("none", *no_views)
+    method, count, kind, borrowed = variants["kd-random"]
+    assert method == "none" and count > 0 and kind == "random" and borrowed is None
     guided = {name: v for name, v in variants.items() if v[2] in {"preserving", "contrastive", "mixed"}}
     assert guided and all(v[1] == count for v in guided.values())
     assert {name for name in variants if name.endswith("-views")} <= set(guided)
-    for name, (method, _, kind) in guided.items():
-        assert name == (f"kd-{kind}" if method == "none" else f"{method}-views")
+    short = {"gradient": "grad", "perturbation": "occl", "feature_selection": "fs"}
+    for name, (method, _, kind, borrowed) in guided.items():
+        if borrowed is not None and borrowed != method:
+            assert name == f"{'kd' if method == 'none' else method}-{short[borrowed]}-{kind}"
+        else:
+            assert name == (f"kd-{kind}" if method == "none" else f"{method}-views")
         if profile == "params-medium.yaml":
-            assert variants[method] == (method, 0, None)  # every family with and without its views
+            assert variants[method] == (method, *no_views)  # every family with and without its views
 
 
 def test_the_medium_profile_is_low_resource_with_five_seeds(glue_dir):

@@ -23,7 +23,7 @@ from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.objectives import ObjectiveSettings, PerturbationObjective, make_objective
 from pipeline.distill.trainer import first_explained_step, train
-from pipeline.distill.views import ViewTerm, views_from
+from pipeline.distill.views import ViewTerm, view_source, views_from
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
@@ -51,7 +51,9 @@ class DistillRequest:
     progress: bool = False
     allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
     compute: ComputeParams = field(default_factory=ComputeParams)  # where it trains (not part of the settings)
-    view_cache: Path | None = None  # another family's cache of the same sentences: the view term's views from it
+    # Another family's cache of the same sentences, the view term's views from it; or a folder of caches, searched
+    # for distill.view_method's when that is not the cache's own family (pipeline.distill.views.view_source).
+    view_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,14 @@ def distill(request: DistillRequest) -> DistillReport:
     train_rows = with_gold_labels(train_rows, params.gold_labels)
     transfer_rows = load_transfer_rows(request.cache, meta) if params.transfer else []
     train_rows += transfer_rows
-    view_meta, view_cache, views_from_note = meta, request.view_cache or request.cache, None
-    if request.view_cache is not None or params.view_method not in (None, Method(meta.method)):
+    view_meta, view_cache, views_from_note = meta, request.cache, None
+    source = view_source(request.cache, request.view_cache, params.view_method, Method(meta.method))
+    if source is not None:
         if ViewTerm.of(params, 0) is None:
             raise EgkdError("another family's views are asked for, but the view term is off (distill.views is 0)")
         splits = ["train", TRANSFER] if transfer_rows else ["train"]
-        train_rows, view_meta = views_from(train_rows, meta, view_cache, params.view_method, splits)
-        views_from_note = f"the {view_meta.method} family's, from {view_cache}"
+        train_rows, view_meta = views_from(train_rows, meta, source, params.view_method, splits)
+        view_cache, views_from_note = source, f"the {view_meta.method} family's, from {source}"
         notes.append(f"the view term's views: {views_from_note}")
     task = get_task(meta.task)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)

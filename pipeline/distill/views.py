@@ -16,8 +16,9 @@ views.
 
 Another family's views (``distill.view_method``, ``egkd distill --view-cache``): the objective can come from
 one family's map and the views from another's, e.g. the gradient objective with the occlusion maps' contrastive
-views. :func:`views_from` replaces the rows' views with those of the same sentences in that family's partition
-of a cache made by the same teacher.
+views. :func:`view_source` says which cache they come from (``--view-cache`` may be a folder of caches, as
+dvc.yaml passes for every student) and :func:`views_from` replaces the rows' views with those of the same
+sentences in that family's partition of a cache made by the same teacher.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pipeline import losses
 from pipeline.cache.extras import ContrastiveViews, Extras, GuidedViews, PreservingViews, RandomViews
 from pipeline.cache.project import StudentBatch
 from pipeline.cache.schema import CachedExample, CacheMetadata
-from pipeline.cache.store import check_compatible, list_partitions, read_cache
+from pipeline.cache.store import check_compatible, find_caches, list_partitions, read_cache
 from pipeline.config import DistillParams, ViewKind
 from pipeline.distill.objectives import student_on_masks
 from pipeline.errors import EgkdError
@@ -107,6 +108,35 @@ class ViewTerm:
 
 # Fields in which a second cache must agree with the first (the rows' ids and tokens are compared one by one).
 _SAME_TEACHER = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "max_length")
+
+
+def view_source(cache: Path, view_cache: Path | None, method: Method | None, own: Method) -> Path | None:
+    """The cache the view term's views come from when they are not ``cache``'s own (``own`` family's); else None.
+
+    ``view_cache`` is a cache, whose views are taken (``method``'s, or those of the one family it holds), or a
+    folder of caches: there another family's views are taken only when ``method`` names one other than ``own``,
+    from the one cache in the folder that holds that family's train split. Without ``view_cache``, another
+    family named by ``method`` is read from ``cache`` itself (a cache of several families).
+    """
+    other = method is not None and method != own
+    if view_cache is None:
+        return Path(cache) if other else None
+    view_cache = Path(view_cache)
+    if not view_cache.is_dir():
+        raise EgkdError(f"view cache not found: {view_cache}")
+    if any(view_cache.glob("method=*")):
+        return view_cache
+    if not other:
+        return None
+    assert method is not None
+    holders = [c for c in find_caches([view_cache]) if (method.value, "train") in list_partitions(c)]
+    if len(holders) != 1:
+        found = ", ".join(c.name for c in holders) if holders else "none"
+        raise EgkdError(
+            f"view caches in {view_cache}: {len(holders)} hold the {method.value} family's train split ({found}); "
+            "name one with --view-cache"
+        )
+    return holders[0]
 
 
 def views_from(
