@@ -67,6 +67,11 @@ def test_values_and_nested_sections(tmp_path):
             "trains from the perturbation cache, which experiment.methods does not build",
         ),
         (
+            "experiment:\n  methods: [gradient]\n  variants: [{name: g, cache: gradient, "
+            "options: {method: gradient, view_method: perturbation}}]\n",
+            "variant 'g' takes the perturbation family's views, which experiment.methods does not build",
+        ),
+        (
             "explain:\n  feature_selection:\n    k_fraction: 1.5\n",
             "explain.feature_selection.k_fraction must be between 0 and 1",
         ),
@@ -157,6 +162,11 @@ def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on()
     assert family("gradient", method="none", views=0) is None  # vanilla KD, fine-tuning
     assert family("gradient", DistillParams(views=0), method="none") is None
     assert family("gradient", DistillParams(views=1, view_kind="random"), method="none") is None
+    # another family's views: KD on them is guided by that family; an objective stays its own family
+    occl = Method.PERTURBATION
+    assert family("gradient", method="none", view_kind="contrastive", view_method=occl) is occl
+    assert family("gradient", method=Method.GRADIENT, view_method=occl) is Method.GRADIENT
+    assert family("gradient", method="none", view_kind="random", view_method=occl) is None
 
 
 def test_min_steps_adds_whole_epochs():

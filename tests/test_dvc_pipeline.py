@@ -61,6 +61,9 @@ def init_repo(path: Path) -> None:
     sh(BIN / "dvc", "config", "core.analytics", "false", cwd=path)
 
 
+GUIDED = "gradient-occl-contrastive"  # the gradient objective with the occlusion maps' views: two caches per student
+
+
 def tiny_params(base_model: Path) -> dict:
     """The repository's params.yaml shrunk to tiny sizes: every key stays, so dvc.yaml resolves."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
@@ -79,7 +82,7 @@ def tiny_params(base_model: Path) -> dict:
         train_examples=24,
         agreement_examples=8,
         report_examples=2,
-        variants=[variants["kd"], variants["kd-random"], variants["gradient-views"]],
+        variants=[variants["kd"], variants["kd-random"], variants[GUIDED]],
     )
     return params
 
@@ -223,27 +226,30 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     assert first == {"finetune", "report", *students, *evaluations, *(f"explain@{m}" for m in methods)}
 
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
-    assert set(summary["students"]) == {"kd", "kd-random", "gradient-views"}
+    assert set(summary["students"]) == {"kd", "kd-random", GUIDED}
     # every student is compared with the teacher on all three kinds of explanation
     assert set(summary["students"]["kd"]["spearman"]) == set(methods)
-    assert set(summary["students"]["gradient-views"]["top_k_overlap"]) == set(methods)
+    assert set(summary["students"][GUIDED]["top_k_overlap"]) == set(methods)
     page = (repo / "reports" / "report.html").read_text()
     assert page.count("<polyline") == 3 and 'class="tok"' in page
-    assert summary["students"]["gradient-views"]["accuracy_vs_kd"]["seeds"] == 1  # one seed: no interval yet
-    assert set(summary["students"]["gradient-views"]["mcnemar_vs_kd"]) == {"b", "c", "p_value", "per_seed"}
+    assert summary["students"][GUIDED]["accuracy_vs_kd"]["seeds"] == 1  # one seed: no interval yet
+    assert set(summary["students"][GUIDED]["mcnemar_vs_kd"]) == {"b", "c", "p_value", "per_seed"}
     # the view variants trained on their cached views (dvc.yaml passed --view_kind and friends through)
-    for name, kind in (("kd-random", "random"), ("gradient-views", "preserving")):
+    for name, kind in (("kd-random", "random"), (GUIDED, "contrastive")):
         card = (repo / "models" / "students" / f"{name}-s0" / "README.md").read_text()
         assert f"KD on 1 cached {kind} view(s) per example per step" in card, name
         log = (repo / "models" / "students" / f"{name}-s0" / "train_log.jsonl").read_text().splitlines()
         assert all(json.loads(line)["views"] is not None for line in log)
+    # and the guided one's views are the occlusion maps', found by dvc.yaml's --view-cache in data/cache
+    guided = json.loads((repo / "models" / "students" / f"{GUIDED}-s0" / "metrics.json").read_text())
+    assert guided["views_from"] == "the perturbation family's, from data/cache/sst2-perturbation.parquet"
     kd_log = (repo / "models" / "students" / "kd-s0" / "train_log.jsonl").read_text().splitlines()
     assert all(json.loads(line)["views"] is None for line in kd_log)
     # the DVC metrics are the headline figures only, one file (one row of `dvc metrics show`) per variant
     metrics = json.loads(sh(BIN / "dvc", "metrics", "show", "--json", cwd=repo))
     files = metrics[""]["data"]
-    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "kd-random", "gradient-views", "teacher")}
-    assert set(files["metrics/headline/gradient-views.json"]["data"]) == {
+    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "kd-random", GUIDED, "teacher")}
+    assert set(files[f"metrics/headline/{GUIDED}.json"]["data"]) == {
         "accuracy",
         "accuracy_std",
         "agreement",

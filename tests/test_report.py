@@ -385,13 +385,14 @@ def test_report_with_heatmaps_from_real_caches(glue_dir, tmp_path):
 def test_repository_params_define_the_experiment():
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     names = [v.name for v in params.experiment.variants]
-    assert names == ["kd", "kd-random", "kd-contrastive", "gradient-views"]  # kd-contrastive in fine-tuning's place
+    # kd-contrastive in fine-tuning's place, the gradient objective with the occlusion maps' views in gradient-views'
+    assert names == ["kd", "kd-random", "kd-contrastive", "gradient-occl-contrastive"]
     families = {v.name: v.family(params.distill) for v in params.experiment.variants}
     assert families == {
         "kd": None,
         "kd-random": None,
         "kd-contrastive": Method.PERTURBATION,
-        "gradient-views": Method.GRADIENT,
+        "gradient-occl-contrastive": Method.GRADIENT,
     }
     assert len(params.experiment.seeds) == 3
 

@@ -17,7 +17,7 @@ from pipeline.cache.extras import ContrastiveViews, Magnitude, PreservingViews, 
 from pipeline.cache.store import part_path, read_cache, read_part, write_part
 from pipeline.config import DistillParams, EvaluateParams, TrainParams
 from pipeline.distill.job import DistillRequest, distill
-from pipeline.distill.views import views_from
+from pipeline.distill.views import view_source, views_from
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 from pipeline.models import load_classifier
@@ -108,6 +108,62 @@ def test_a_separate_cache_of_one_family_gives_the_same_student(cache, tmp_path):
     assert report.views_from == f"the perturbation family's, from {separate}"
     a, b = weights(tmp_path / "named"), weights(tmp_path / "separate")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def folder(cache, tmp_path) -> Path:
+    """A folder of one cache per family, as dvc.yaml's stage one writes data/cache/."""
+    for method in Method:
+        one_family(cache, method.value, tmp_path / "caches" / f"tiny-{method.value}.parquet")
+    return tmp_path / "caches"
+
+
+def test_a_folder_of_caches_gives_the_named_familys_views(cache, folder, tmp_path):
+    """The student equals the one trained on the same views from a cache of every family, weight for weight."""
+    run(cache, tmp_path / "named", view_method=Method.PERTURBATION)
+    own = folder / "tiny-gradient.parquet"
+    report = run(own, tmp_path / "folder", view_cache=folder, view_method=Method.PERTURBATION)
+    assert report.views_from == f"the perturbation family's, from {folder / 'tiny-perturbation.parquet'}"
+    a, b = weights(tmp_path / "named"), weights(tmp_path / "folder")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("views, view_method", [(1, None), (1, Method.GRADIENT), (0, None)])
+def test_a_folder_of_caches_leaves_a_student_of_its_own_views_alone(cache, folder, tmp_path, views, view_method):
+    """dvc.yaml passes the folder to every student: KD without views and an objective on its own views ignore it."""
+    own = folder / "tiny-gradient.parquet"
+    plain = run(own, tmp_path / "plain", views=views)
+    report = run(own, tmp_path / "folder", view_cache=folder, views=views, view_method=view_method)
+    assert plain.views_from is None and report.views_from is None
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "folder")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_view_source_of_a_cache_a_folder_or_nothing(cache, folder):
+    own = folder / "tiny-gradient.parquet"
+    occl, gradient = Method.PERTURBATION, Method.GRADIENT
+    assert view_source(own, None, None, gradient) is None
+    assert view_source(own, None, gradient, gradient) is None
+    assert view_source(cache, None, occl, gradient) == cache  # another family, from the cache itself
+    assert view_source(own, cache, None, gradient) == cache  # a cache named is always read
+    assert view_source(own, folder, None, gradient) is None
+    assert view_source(own, folder, occl, gradient) == folder / "tiny-perturbation.parquet"
+    assert view_source(own, folder, gradient, Method.FEATURE_SELECTION) == own
+
+
+def test_a_folder_without_the_family_or_with_two_of_it_is_refused(cache, folder, tmp_path):
+    shutil.rmtree(folder / "tiny-perturbation.parquet")
+    own = folder / "tiny-gradient.parquet"
+    with pytest.raises(EgkdError, match=r"0 hold the perturbation family's train split \(none\); name one with"):
+        view_source(own, folder, Method.PERTURBATION, Method.GRADIENT)
+    shutil.copytree(cache, folder / "every.parquet")
+    one_family(cache, "perturbation", folder / "occl.parquet")
+    with pytest.raises(
+        EgkdError, match=r"2 hold the perturbation family's train split \(every.parquet, occl.parquet\)"
+    ):
+        view_source(own, folder, Method.PERTURBATION, Method.GRADIENT)
+    with pytest.raises(EgkdError, match="view cache not found"):
+        view_source(own, tmp_path / "nowhere", Method.PERTURBATION, Method.GRADIENT)
 
 
 def test_a_view_cache_of_several_families_needs_one_named(cache, tmp_path):
