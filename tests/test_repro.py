@@ -139,8 +139,8 @@ def test_the_repository_pipeline_renders_as_dvc_renders_it(tmp_path):
     ]
     assert dict(ours)["distill@variant0-1"] == [
         (
-            "egkd distill --params params.yaml --cache data/cache/sst2-gradient.parquet --out models/students/kd-s1"
-            " --seed 1 --method none --views 0"
+            "egkd distill --params params.yaml --cache data/cache/sst2-gradient.parquet --view-cache data/cache"
+            " --out models/students/kd-s1 --seed 1 --method none --views 0"
         )
     ]
     assert ours == dvc_dry_run(repo)  # last: without dvc, the test is skipped here
