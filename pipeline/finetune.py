@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import versions
 from pipeline.config import ComputeParams, FinetuneParams
 from pipeline.data import Dataset
 from pipeline.device import resolve_compute
@@ -24,6 +25,7 @@ from pipeline.evaluate.predict import predict_logits
 from pipeline.losses import ce_loss
 from pipeline.models import ModelInfo, base_model_of, load_classifier, load_tokenizer, save_model
 from pipeline.training import Losses, Trainer, seed_everything
+from pipeline.versions import Versions
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class FinetuneResult:
     seconds: float
     dev: TaskMetrics
     compute: dict[str, str]  # where it trained: device, device_name, precision
+    versions: Versions  # the libraries it trained with
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,14 @@ def finetune(
     )
     save_model(model, tokenizer, out, info, task.labels)
     result = FinetuneResult(
-        str(out), len(train_items), len(dev_items), trained.steps, seconds, dev_metrics, compute.record()
+        out=str(out),
+        train_examples=len(train_items),
+        dev_examples=len(dev_items),
+        steps=trained.steps,
+        seconds=seconds,
+        dev=dev_metrics,
+        compute=compute.record(),
+        versions=versions.current(),
     )
     (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2), encoding="utf-8")
     return result

@@ -196,7 +196,8 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
         config.label2id = {v: k for k, v in config.id2label.items()}
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
 
-    def load(**options: str):
+    def load(attn_implementation: str | None):
+        """The model with ``attn_implementation`` (None: the one transformers picks for the architecture)."""
         return AutoModelForSequenceClassification.from_pretrained(
             location,
             config=config,
@@ -204,16 +205,16 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
             trust_remote_code=False,
             dtype=torch.float32,
             output_loading_info=True,
-            **options,
+            attn_implementation=attn_implementation,
         )
 
     try:
         try:
-            model, info = load(attn_implementation="sdpa")  # torch's fused attention, where transformers offers it
+            model, info = load("sdpa")  # torch's fused attention, where transformers offers it
         except ValueError as err:
             if "sdpa" not in str(err).lower():
                 raise
-            model, info = load()
+            model, info = load(None)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
     return model, tuple(sorted(info.get("missing_keys", ())))

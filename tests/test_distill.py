@@ -15,7 +15,7 @@ from conftest import VOCAB, make_tiny_model_dir
 from distill_cache import build_cache, tiny_cache
 from typer.testing import CliRunner
 
-from pipeline import training
+from pipeline import training, versions
 from pipeline.cache.extras import Extras, Selection, Views
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample
@@ -64,6 +64,9 @@ def test_distill_every_method_without_the_teacher(cache, tmp_path, method):
     assert metrics["method"] == method and metrics["dev"]["count"] == 12
     card = (tmp_path / "s" / "README.md").read_text()
     assert "explanation method: " + method in card and "dev metrics: accuracy" in card
+    assert metrics["versions"] == versions.current().as_dict()  # the libraries it trained with, and the cache's
+    assert f"- libraries: {versions.current().describe()}\n" in card
+    assert "- the cache's teacher forwards ran with: not recorded\n" in card  # this test cache records none
 
 
 def test_a_student_that_predicts_one_class_is_flagged(cache, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from conftest import make_tiny_model_dir
 from distill_cache import build_cache
 from typer.testing import CliRunner
 
+from pipeline import versions
 from pipeline.config import load_params
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
@@ -133,6 +134,7 @@ def test_report_aggregates_over_seeds(experiment):
     assert result.students == 5 and result.sentences == 0
     summary = json.loads((out / "summary.json").read_text())
     kd, grad = summary["students"]["kd"], summary["students"]["gradient"]
+    assert summary["versions"] == versions.current().as_dict()  # the libraries of the run that wrote it
     assert kd["runs"] == 2 and kd["accuracy"]["mean"] == pytest.approx(0.82)
     assert kd["accuracy"]["std"] == pytest.approx(math.sqrt(0.0008), abs=1e-6)
     assert kd["spearman"]["perturbation"]["mean"] == pytest.approx(0.4)

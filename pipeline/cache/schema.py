@@ -69,3 +69,6 @@ class CacheMetadata:
     # None: the teacher's own trained classification head; a seed: its checkpoint had none, and the head was
     # newly initialised from this seed (egkd explain --allow-new-head). Absent in caches written before it.
     teacher_head_seed: int | None = None
+    # The libraries the teacher's forwards ran with (pipeline.versions: "torch==2.13.0+cpu", ...); a run resumes only
+    # with the same ones, so one cache never mixes their numerics. Empty in caches written before it was recorded.
+    libraries: tuple[str, ...] = ()

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from pipeline import versions
 from pipeline.cache.extras import Extra
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample, CacheMetadata
@@ -272,6 +273,7 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
         "final_step": None if report.training.last is None else asdict(report.training.last),
         "dev": None if report.dev is None else asdict(report.dev),
         "compute": report.compute.record(),
+        "versions": versions.current().as_dict(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
@@ -340,6 +342,8 @@ def model_card(request: DistillRequest, meta: CacheMetadata, report: DistillRepo
         ),
         f"- dev metrics: {dev}",
         f"- trained on: {report.compute.describe()}" + _resumed(report.training),
+        f"- libraries: {versions.current().describe()}",
+        f"- the cache's teacher forwards ran with: {', '.join(meta.libraries) or 'not recorded'}",
         "",
         "## Parameters",
         "",

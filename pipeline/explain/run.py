@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import __version__
+from pipeline import __version__, versions
 from pipeline.cache.schema import SCHEMA_VERSION, CacheMetadata
 from pipeline.cache.store import (
     SchemaVersionError,
@@ -191,6 +191,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         num_parts=-(-len(examples) // size),
         num_examples=len(examples),
         teacher_head_seed=request.params.seed if new_head else None,
+        libraries=versions.current().pinned(),
     )
     if request.overwrite and directory.exists():
         shutil.rmtree(directory)

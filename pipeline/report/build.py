@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import versions
 from pipeline.config import ExplainParams
 from pipeline.errors import EgkdError
 from pipeline.report.compare import DEFAULT_REFERENCE
@@ -125,7 +126,8 @@ def build_report(request: ReportRequest) -> ReportResult:
     written.append(request.out)
     if request.summary is not None:
         request.summary.parent.mkdir(parents=True, exist_ok=True)
-        request.summary.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+        recorded = {**summary.to_json(), "versions": versions.current().as_dict()}  # the libraries of this run
+        request.summary.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         written.append(request.summary)
     if request.headline is not None:
         written += write_headline(summary, request.headline)
