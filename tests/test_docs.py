@@ -12,7 +12,8 @@ import pytest
 from pipeline.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "research").glob("*.md"))]
+LINKED = [*DOCS, REPO / "benchmarks" / "README.md"]
 PACKAGES = ("cache", "explain", "evaluate", "distill", "report")
 CORE = ("data", "encoding", "models", "training", "config", "methods", "tasks", "losses", "finetune")
 EXAMPLES = {"pipeline/explain/x.py"}  # the new family of docs/method.md's checklist
@@ -27,7 +28,7 @@ def test_every_repository_path_a_page_names_exists(doc):
     named = {
         match.rstrip("/.,:")
         for span in code_spans(doc)
-        for match in re.findall(r"\b(?:pipeline|stages|tests|benchmarks|docs)/[\w./-]*", span)
+        for match in re.findall(r"\b(?:pipeline|stages|tests|benchmarks|docs|research)/[\w./-]*", span)
     }
     missing = sorted(p for p in named - EXAMPLES if "<" not in p and "*" not in p and not (REPO / p).exists())
     assert not missing, f"{doc.name} names paths that do not exist: {missing}"
@@ -73,43 +74,153 @@ def test_every_dotted_name_architecture_md_gives_is_code_or_a_params_key():
 
 def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
-    assert blocks[0].strip() == "./setup.sh"
-    assert blocks[1].strip() == "source .venv/bin/activate && dvc repro"
-    assert ".venv/bin/python -m pytest" in [b.strip() for b in blocks]
+    blocks = [b.strip() for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)]
+    assert blocks == ["./setup.sh", "source .venv/bin/activate && dvc repro", ".venv/bin/python -m pytest"]
     assert "## Layout" in readme and all(f"`pipeline/{p}/`" in readme for p in PACKAGES)
 
 
-def test_readme_and_pipeline_doc_state_the_same_measured_time_and_machine():
-    """Bug 10: the default `dvc repro` is stated as the same measured time on a named machine in both places, and
-    the rounded figure they give agrees with it. The first figure is the headline; later ones are other runs (a
-    slower hour of the machine), which the docs may add."""
-    texts = [(REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/pipeline.md")]
-    measured = [re.findall(r"clean clone[^.]*? took ([\d,]+) s", text)[:1] for text in texts]
-    assert measured[0] and measured[0] == measured[1]
-    seconds = int(measured[0][0].replace(",", ""))
-    stated = (r"in about (\d+) minutes \(a clean clone", r"The default profile: a 2-core CPU in about (\d+) minutes")
-    rounded = [set(re.findall(pattern, text)) for pattern, text in zip(stated, texts, strict=True)]
-    assert rounded[0] and rounded[0] == rounded[1] and len(rounded[0]) == 1
-    assert abs(int(next(iter(rounded[0]))) - seconds / 60) < 1
-    assert all("2-core" in text and "idle" in text for text in texts)
+@pytest.mark.parametrize(("name", "most"), [("README.md", 100), ("docs/pipeline.md", 400)])
+def test_the_readme_and_the_pipeline_reference_stay_short(name, most):
+    """Issue 37: a README a newcomer reads in one go, a reference without the studies (they are in research/)."""
+    lines = len((REPO / name).read_text(encoding="utf-8").splitlines())
+    assert lines <= most, f"{name} has {lines} lines; the studies belong in research/"
 
 
-def test_the_gpu_table_of_pipeline_md_is_metrics_gpu_summary():
-    """docs/pipeline.md's GPU profile table gives the committed summary's figures (mean ± std, the difference to
-    vanilla KD with its interval, in points), variant by variant."""
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+
+
+@pytest.mark.parametrize("doc", LINKED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_link_of_a_page_resolves_to_a_file_and_its_anchor(doc):
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve() if file else doc
+        if not path.exists() or (anchor and (not path.is_file() or anchor not in _anchors(path))):
+            broken.append(target)
+    assert not broken, f"{doc.name} links to what does not exist: {broken}"
+
+
+def test_research_readme_indexes_every_study():
+    index = (REPO / "research" / "README.md").read_text(encoding="utf-8")
+    studies = {p.name for p in (REPO / "research").glob("*.md")} - {"README.md"}
+    assert studies and not {s for s in studies if f"]({s})" not in index}
+
+
+def test_readme_gives_one_command_for_each_profile():
+    """Every profile overlay in profiles/ has its one command in the README, and the README names no other."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`egkd profile (\w+) && ", readme))
+    overlays = {p.stem for p in (REPO / "profiles").glob("*.yaml")}
+    if not overlays:
+        pytest.skip("no profiles/ overlays in this checkout")
+    assert named == overlays | {"default"}
+
+
+def test_readme_and_pipeline_doc_state_the_same_running_time():
+    """Bug 10: the default `dvc repro` is stated in docs/pipeline.md as a measured time on a named, idle machine,
+    and the rounded figure of the README and of the profiles table agrees with it."""
+    readme, pipeline = ((REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/pipeline.md"))
+    measured = re.findall(r"clean clone[^.]*? took ([\d,]+) s", pipeline)
+    assert measured and "2-core" in pipeline and "idle" in pipeline
+    seconds = int(measured[0].replace(",", ""))
+    stated = re.findall(r"2-core CPU[^.|]*?in about (\d+) minutes", readme)
+    stated += re.findall(r"^\| default \|.*?about (\d+) minutes", readme + "\n" + pipeline, flags=re.M)
+    assert stated and all(abs(int(m) - seconds / 60) < 1 for m in stated), stated
+
+
+def _p(value: float) -> str:
+    return "<1e-4" if value < 1e-4 else f"{value:.2g}"
+
+
+def _interval(d: dict | None, scale: float, digits: int) -> str:
+    if d is None:
+        return "-"
+    return (
+        f"{d['mean'] * scale:+.{digits}f} [{d['ci95_low'] * scale:+.{digits}f}, {d['ci95_high'] * scale:+.{digits}f}]"
+    )
+
+
+def _expected(column: str, student: dict, teacher: float) -> str | None:
+    """A cell of a results table as `summary.json` gives it; None for a column it does not hold."""
+    accuracy, agreement = student["accuracy"], student.get("agreement_vs_kd")
+    mcnemar = student.get("mcnemar_vs_kd")
+    cells = {
+        "seeds": str(student["runs"]),
+        "dev accuracy": f"{accuracy['mean']:.4f} ± {accuracy['std']:.4f}",
+        "% of teacher": f"{accuracy['mean'] / teacher:.1%}",
+        "vs kd, points [95% CI]": _interval(student.get("accuracy_vs_kd"), 100, 2),
+        "McNemar p (pooled)": "-" if mcnemar is None else _p(mcnemar["p_value"]),
+        "own-family Spearman": "-" if agreement is None else f"{student['spearman'][agreement['method']]['mean']:.3f}",
+        "vs kd's [95% CI]": _interval(agreement, 1, 3),
+    }
+    return cells.get(column)
+
+
+def _tables(text: str) -> list[list[list[str]]]:
+    tables, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def _check_table(rows: list[list[str]], summary: dict, where: str) -> int:
+    header, body = rows[0], rows[2:]
+    teacher = summary["teacher"]["accuracy"]
+    names = {row[0].strip("*"): row for row in body}
+    assert set(names) == set(summary["students"]), where
+    checked = 0
+    for name, row in names.items():
+        for column, cell in zip(header, row, strict=True):
+            want = _expected(column, summary["students"][name], teacher)
+            if want is not None:
+                assert cell == want, f"{where}, {name}, {column}: {cell} != {want}"
+                checked += 1
+    return checked
+
+
+def test_readme_headline_table_is_metrics_summary():
+    """The README's one table gives the default profile's committed figures, variant by variant."""
     import json
 
-    summary = json.loads((REPO / "metrics" / "gpu" / "summary.json").read_text(encoding="utf-8"))
-    teacher = summary["teacher"]["accuracy"]
-    text = (REPO / "docs" / "pipeline.md").read_text(encoding="utf-8")
-    table = text.split("Students, dev accuracy over 3 seeds:", 1)[1].split("\n\n", 2)[1]
-    rows = {cells[0]: cells[1:] for line in table.splitlines()[2:] for cells in [line.strip("| ").split(" | ")]}
-    assert set(rows) == set(summary["students"])
-    for name, student in summary["students"].items():
-        accuracy, kept, versus = (cell.strip() for cell in rows[name])
-        assert accuracy == f"{student['accuracy']['mean']:.4f} ± {student['accuracy']['std']:.4f}", name
-        assert kept == f"{student['accuracy']['mean'] / teacher:.1%}", name
-        d = student.get("accuracy_vs_kd")
-        want = "-" if d is None else f"{d['mean'] * 100:+.2f} [{d['ci95_low'] * 100:+.2f}, {d['ci95_high'] * 100:+.2f}]"
-        assert versus == want, name
+    summary = json.loads((REPO / "metrics" / "summary.json").read_text(encoding="utf-8"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    tables = [t for t in _tables(readme) if "dev accuracy" in t[0]]
+    assert len(tables) == 1
+    assert _check_table(tables[0], summary, "README.md") >= 3 * len(summary["students"])
+
+
+@pytest.mark.parametrize(
+    ("section", "source"),
+    [
+        ("Default profile", "metrics/summary.json"),
+        ("Medium profile", "metrics/medium/summary.json"),
+        ("GPU profile", "metrics/gpu/summary.json"),
+    ],
+)
+def test_each_results_table_is_its_profiles_summary(section, source):
+    """docs/results.md gives each profile's committed figures (mean ± std, share of the teacher, the difference to
+    vanilla KD with its interval in points, McNemar's p, own-family agreement), variant by variant."""
+    import json
+
+    text = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
+    part = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    assert f"`{source}`" in part and re.search(r"[Cc]ommit [0-9a-f]{7}", part)
+    summary = json.loads((REPO / source).read_text(encoding="utf-8"))
+    tables = [t for t in _tables(part) if "dev accuracy" in t[0]]
+    assert len(tables) == 1
+    assert _check_table(tables[0], summary, f"results.md, {section}") >= 3 * len(summary["students"])
