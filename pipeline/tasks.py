@@ -1,4 +1,9 @@
-"""The GLUE task registry: each task's files, columns, label set and metric."""
+"""The GLUE task registry (each task's files, columns, label set and metrics), and :func:`make_task` for any other.
+
+A task that is not GLUE (a user's CSV, JSON Lines, Parquet files or a hub dataset: :mod:`pipeline.own_data`) gets its
+:class:`TaskSpec` from :func:`make_task`: its metrics follow from its labels (classification: accuracy and macro-F1,
+binary tasks also F1 of the positive class, the second label; regression: Pearson and Spearman).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from pipeline.errors import EgkdError
 
 class Metric(str, Enum):
     ACCURACY = "accuracy"
-    F1 = "f1"
+    F1 = "f1"  # F1 of the positive class (label index 1) of a binary task
+    MACRO_F1 = "macro_f1"  # the unweighted mean of every class's F1
     MATTHEWS = "matthews_corrcoef"
     PEARSON = "pearson"
     SPEARMAN = "spearman"
@@ -47,7 +53,8 @@ class TaskSpec:
     hub: HubLayout
     labels: tuple[str, ...] | None  # None: a regression task (STS-B)
     metrics: tuple[Metric, ...]
-    splits: dict[str, str]  # split name -> TSV file stem
+    splits: dict[str, str]  # split name -> TSV file stem (a task made by make_task: the split's file or hub split)
+    score_range: tuple[float, float] | None = None  # a regression task's valid scores (STS-B: 0 to 5), None: any
 
     @property
     def is_pair(self) -> bool:
@@ -65,8 +72,9 @@ class TaskSpec:
         """Map a raw label string to the model's target; raise ``ValueError`` if outside the set."""
         if self.labels is None:
             value = float(raw)
-            if not 0.0 <= value <= 5.0:
-                raise ValueError(f"score {raw!r} outside [0, 5]")
+            if self.score_range is not None and not self.score_range[0] <= value <= self.score_range[1]:
+                low, high = self.score_range
+                raise ValueError(f"score {raw!r} outside [{low:g}, {high:g}]")
             return value
         if raw not in self.labels:
             raise ValueError(f"label {raw!r} not in {list(self.labels)}")
@@ -125,6 +133,7 @@ TASKS: dict[str, TaskSpec] = {
             None,
             (Metric.PEARSON, Metric.SPEARMAN),
             _STD,
+            score_range=(0.0, 5.0),
         ),
         TaskSpec(
             "mnli",
@@ -179,3 +188,37 @@ def get_task(name: str) -> TaskSpec:
     if key not in TASKS:
         raise EgkdError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[key]
+
+
+def task_metrics(labels: tuple[str, ...] | None) -> tuple[Metric, ...]:
+    """The metrics of a task made by :func:`make_task`, the first its main one (accuracy, or Pearson)."""
+    if labels is None:
+        return (Metric.PEARSON, Metric.SPEARMAN)
+    return (Metric.ACCURACY, Metric.MACRO_F1) + ((Metric.F1,) if len(labels) == 2 else ())
+
+
+def make_task(
+    name: str,
+    labels: tuple[str, ...] | None,
+    text_columns: tuple[str, ...],
+    label_column: str = "label",
+    id_column: str | None = None,
+    splits: dict[str, str] | None = None,
+) -> TaskSpec:
+    """A task outside the GLUE registry: ``labels`` in model order (None: regression), one or two text columns.
+
+    ``splits`` maps each split name to where it is read from (a file name, a hub split); only for display.
+    """
+    if len(text_columns) not in (1, 2):
+        raise EgkdError(f"task {name}: one or two text columns, got {len(text_columns)} ({list(text_columns)})")
+    if labels is not None and len(labels) < 2:
+        raise EgkdError(f"task {name}: a classification task needs two or more labels, got {list(labels)}")
+    return TaskSpec(
+        name,
+        "",
+        TsvLayout(text_columns, label_column, id_column),
+        HubLayout("", text_columns, dict(splits or {})),
+        labels,
+        task_metrics(labels),
+        dict(splits or {}),
+    )

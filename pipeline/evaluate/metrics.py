@@ -1,4 +1,4 @@
-"""Task metrics (accuracy, F1, Matthews, Pearson/Spearman) as typed results.
+"""Task metrics (accuracy, F1, macro-F1, Matthews, Pearson/Spearman) as typed results.
 
 ``compute_metrics(task, preds, labels)`` returns a :class:`TaskMetrics` whose
 ``main`` is the task's first metric (the one GLUE reports) and whose ``values``
@@ -81,6 +81,18 @@ def f1_binary(preds: np.ndarray, labels: np.ndarray, positive: int = 1) -> float
     return 2 * tp / denom if denom else 0.0
 
 
+def macro_f1(preds: np.ndarray, labels: np.ndarray) -> float:
+    """The unweighted mean of each class's F1, over the classes that occur in ``labels`` or ``preds``.
+
+    The classes are those of scikit-learn's ``f1_score(average="macro")``; 0.0 when there are no examples.
+    """
+    preds, labels = np.asarray(preds).astype(np.int64), np.asarray(labels).astype(np.int64)
+    classes = np.union1d(preds, labels)
+    if classes.size == 0:
+        return 0.0
+    return float(np.mean([f1_binary(preds, labels, int(c)) for c in classes]))
+
+
 def matthews(preds: np.ndarray, labels: np.ndarray) -> float:
     """Matthews correlation (multi-class form); 0.0 when undefined (a constant prediction)."""
     preds, labels = np.asarray(preds).astype(int), np.asarray(labels).astype(int)
@@ -111,6 +123,8 @@ def metric_value(metric: Metric, preds: np.ndarray, labels: np.ndarray) -> float
         return accuracy(preds, labels)
     if metric is Metric.F1:
         return f1_binary(preds, labels)
+    if metric is Metric.MACRO_F1:
+        return macro_f1(preds, labels)
     if metric is Metric.MATTHEWS:
         return matthews(preds, labels)
     return _correlation(metric, preds, labels)
