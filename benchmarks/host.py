@@ -198,7 +198,7 @@ def stage_two(cache: Path, scratch: Path, repeats: int) -> dict[str, Timing]:
     out: dict[str, Timing] = {}
     out["read train cache"], (meta, rows) = best(lambda: read_cache(cache, "gradient", "train"), repeats)  # type: ignore[misc]
     out["student examples"], examples = best(lambda: to_student_examples(rows), repeats)
-    params = DistillParams(layers=1)
+    params = DistillParams(student="base", layers=1)
     student, tokenizer, ref, layers = build_student(meta, params)
     pad = tokenizer.pad_token_id or 0
     order = epoch_order(0, 0, len(examples))  # type: ignore[arg-type]

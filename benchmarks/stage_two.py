@@ -202,6 +202,9 @@ def make_runner(
         alpha=(0.0 if method is None else 0.5) if alpha is None else alpha,
         beta=0.0 if method is None else 1.0,
         method=method or "none",
+        explain_start=0.0,  # every step pays for its objective, and nothing else: no view term
+        explain_start_max_steps=None,
+        views=0,
         train=TrainParams(batch_size=batches[0].tokens.size),
     )
     optimizer, scheduler = optimizer_for(student, params.train, total=10_000)

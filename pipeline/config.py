@@ -29,6 +29,7 @@ from pipeline.errors import EgkdError
 from pipeline.methods import NO_METHOD, Method
 
 _CHECK = "check"
+_HELP = "help"
 
 
 class Check(Enum):
@@ -46,23 +47,37 @@ class Check(Enum):
         return 0.0 <= value <= 1.0
 
 
-def positive(default: Any) -> Any:
-    return field(default=default, metadata={_CHECK: Check.POSITIVE})
+def setting(default: Any, help: str = "", check: Check | None = None) -> Any:
+    """A field with its ``help`` (the command-line option's help and the comment ``egkd profile`` writes into
+    params.yaml) and its constraint."""
+    metadata: dict[str, Any] = {_HELP: help}
+    if check is not None:
+        metadata[_CHECK] = check
+    return field(default=default, metadata=metadata)
 
 
-def non_negative(default: Any) -> Any:
-    return field(default=default, metadata={_CHECK: Check.NON_NEGATIVE})
+def positive(default: Any, help: str = "") -> Any:
+    return setting(default, help, Check.POSITIVE)
 
 
-def fraction(default: Any) -> Any:
-    return field(default=default, metadata={_CHECK: Check.FRACTION})
+def non_negative(default: Any, help: str = "") -> Any:
+    return setting(default, help, Check.NON_NEGATIVE)
+
+
+def fraction(default: Any, help: str = "") -> Any:
+    return setting(default, help, Check.FRACTION)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """The help a field declares ("" where it declares none)."""
+    return str(f.metadata.get(_HELP, ""))
 
 
 @dataclass(frozen=True)
 class DataParams:
     task: str = "sst2"
-    source: Literal["local", "hub"] = "local"  # a GLUE TSV folder (its path is in dvc.yaml) or the hub
-    train_limit: int | None = positive(4000)  # first N training examples; null for the whole split
+    source: Literal["local", "hub"] = setting("local", "a GLUE TSV folder (its path is in dvc.yaml) or the hub")
+    train_limit: int | None = positive(4000, "first N training examples; null for the whole split")
     dev_limit: int | None = positive(None)
     max_length: int = positive(128)
 
@@ -78,8 +93,10 @@ class ComputeParams:
     round (with ``precision: auto`` the resumed steps then run in that device's precision).
     """
 
-    device: str = "auto"  # auto: the first CUDA GPU torch sees, else the CPU; or cpu, cuda, cuda:N
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA (fp32 weights), fp32 on CPU
+    device: str = setting("auto", "auto: the first CUDA GPU torch sees, else the CPU; or cpu, cuda, cuda:N")
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto", "auto: bf16 autocast on CUDA (fp32 weights), fp32 on CPU"
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not _DEVICE_NAME.match(self.device):
@@ -88,19 +105,20 @@ class ComputeParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """How a model is trained (teacher fine-tuning and student distillation alike)."""
+    """How a model is trained (teacher fine-tuning and student distillation alike); the defaults are distill's."""
 
-    epochs: int = positive(3)
-    batch_size: int = positive(16)
-    lr: float = positive(1e-3)
-    weight_decay: float = non_negative(0.01)
-    warmup_ratio: float = fraction(0.1)
-    seed: int = 0
-    # At least this many optimizer steps: whole epochs are added until the run has them (0: just ``epochs``).
+    epochs: int = positive(3, "Passes over the training examples.")
+    batch_size: int = positive(16, "Examples per step.")
+    lr: float = positive(1e-4, "Peak learning rate (linear warm-up, then linear decay).")
+    weight_decay: float = non_negative(0.01, "AdamW weight decay.")
+    warmup_ratio: float = fraction(0.1, "Share of the steps spent warming the learning rate up.")
+    seed: int = setting(0, "Random seed (head initialisation, data order, views).")
     # Small data sets need it: a 2- or 3-layer student cut from MiniLM starts on a plateau (its [CLS] output
     # is the same vector for every input) and needs 100-300 steps to leave it, more than 3 epochs of 500
     # sentences give; large data sets reach it within their epochs and are unaffected.
-    min_steps: int = non_negative(0)
+    min_steps: int = non_negative(
+        150, "At least this many optimizer steps: whole epochs are added until the run has them (0: just epochs)."
+    )
 
     def epochs_for(self, steps_per_epoch: int) -> int:
         """The epochs a run takes: ``epochs``, or more where fewer would not reach ``min_steps``."""
@@ -115,7 +133,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class FinetuneParams:
     model: str = "builtin:minilm-l6"
-    train: TrainParams = field(default_factory=lambda: TrainParams(epochs=1, lr=1e-4))
+    train: TrainParams = field(default_factory=lambda: TrainParams(epochs=1, min_steps=0))
 
 
 @dataclass(frozen=True)
@@ -128,16 +146,16 @@ class GradientParams:
 class PerturbationParams:
     variant: Literal["occlusion", "shapley"] = "occlusion"
     shapley_samples: int = positive(8)
-    mask_fraction: float = fraction(0.2)  # share of tokens masked in each cached perturbed input
-    random_views: int = non_negative(2)  # cached perturbed inputs with random masks, beside the top-scored one
+    mask_fraction: float = fraction(0.2, "share of tokens masked in each cached perturbed input")
+    random_views: int = non_negative(2, "cached perturbed inputs with random masks, beside the top-scored one")
 
 
 @dataclass(frozen=True)
 class FeatureSelectionParams:
-    k_fraction: float = fraction(0.2)  # tokens selected, as a share of the sentence (at least one)
-    samples: int = positive(48)  # random keep-masks the surrogate is fitted on
+    k_fraction: float = fraction(0.2, "tokens selected, as a share of the sentence (at least one)")
+    samples: int = positive(48, "random keep-masks the surrogate is fitted on")
     keep_probability: float = fraction(0.5)
-    ridge: float = non_negative(1.0)  # L2 penalty of the surrogate
+    ridge: float = non_negative(1.0, "L2 penalty of the surrogate")
 
 
 @dataclass(frozen=True)
@@ -188,7 +206,7 @@ class TokenBudget:
     """
 
     cpu: int = positive(2048)
-    cuda: int = positive(131072)  # fastest or within 3% for every method on an H200 (benchmarks/results/nvidia-h200.md)
+    cuda: int = positive(131072, "fastest or within 3% for every method on an H200 (benchmarks/results/nvidia-h200.md)")
 
     def on(self, device_type: str) -> int:
         return self.cuda if device_type == "cuda" else self.cpu
@@ -198,13 +216,13 @@ class TokenBudget:
 class ExplainParams:
     method: Method = Method.GRADIENT
     split: str = "train"
-    batch_size: int | None = positive(None)  # at most this many examples per batch; None: as the token budget says
+    batch_size: int | None = positive(None, "at most this many examples per batch; None: as the token budget says")
     partition_size: int = positive(256)
-    workers: int = non_negative(0)  # 0: a single process, no dask cluster
+    workers: int = non_negative(0, "0: a single process, no dask cluster")
     seed: int = 0
-    precision: Precision = "auto"  # recorded in the cache: parts made at another precision are never mixed in
+    precision: Precision = setting("auto", "recorded in the cache: parts made at another precision are never mixed in")
     tokens_per_forward: TokenBudget = field(default_factory=TokenBudget)
-    compile: Compile = "eager"  # measured by the device benchmark (benchmarks/README.md)
+    compile: Compile = setting("eager", "measured by the device benchmark (benchmarks/README.md)")
     gradient: GradientParams = field(default_factory=GradientParams)
     perturbation: PerturbationParams = field(default_factory=PerturbationParams)
     feature_selection: FeatureSelectionParams = field(default_factory=FeatureSelectionParams)
@@ -226,34 +244,61 @@ PerturbationLoss = Literal["views", "occlusion", "occlusion_rank"]
 
 @dataclass(frozen=True)
 class DistillParams:
-    method: DistillMethod = Method.GRADIENT
-    # teacher: the first `layers` layers of the fine-tuned teacher that made the cache (its weights, read from the
-    # folder the cache names); base or None: those of the teacher's base model; any other reference: that model, whole
-    student: str | None = None
-    layers: int = positive(2)
-    alpha: float = fraction(0.5)  # weight of the KD term; (1 - alpha) weighs cross-entropy
-    beta: float = non_negative(1.0)  # weight of the explanation term
-    temperature: float = positive(2.0)
-    t2_scaling: bool = True
-    explain_every: int = positive(1)  # compute the explanation term every N steps
-    explain_start: float = fraction(0.0)  # share of the run's steps before the explanation term starts
-    explain_start_max_steps: int | None = non_negative(None)  # and at most this many steps (None: no cap)
-    checkpoint_every: int = positive(50)
-    views: int = non_negative(0)  # cached views per example per step in the view term (0: no view term)
-    view_weight: float = non_negative(1.0)  # weight of the view term
-    view_kind: ViewKind = "preserving"  # mixed: half label-preserving, half contrastive (alternating by step)
-    # The family whose views the view term trains on; None: the cache's own (the objective's, or for `none` the
-    # cache's). Another family's views are read from its cache of the same sentences (egkd distill --view-cache).
-    view_method: Method | None = None
-    gradient_loss: GradientLoss = "cosine"  # the gradient objective's map loss
-    perturbation_loss: PerturbationLoss = "views"  # the perturbation objective's term
-    occlusion_tokens: int = positive(4)  # perturbation_loss occlusion(_rank): tokens occluded per example per step
-    # How many training sentences (the cache's first, in dataset order) the student sees with their gold label;
-    # the others are a transfer set that only the teacher labels (KD alone). None: every sentence's label.
-    gold_labels: int | None = non_negative(None)
-    # Also train on the cache's transfer split (`egkd explain --text`): unlabelled sentences, learnt from the teacher
-    # alone, after the training sentences.
-    transfer: bool = False
+    """How a student is distilled from a cache (``egkd distill``): every field is also an option of the command, and
+    of a variant in ``experiment.variants`` (``train``'s fields by their own names: ``--lr``)."""
+
+    method: DistillMethod = setting(
+        Method.GRADIENT, "The explanation objective: gradient, perturbation, feature_selection, or none (plain KD)."
+    )
+    student: str | None = setting(
+        "teacher",
+        "teacher: the first `layers` layers of the fine-tuned teacher that made the cache (its weights only); base: "
+        "those of the teacher's base model (needs nothing but the cache); any other reference: that model, whole.",
+    )
+    layers: int = positive(3, "Layers the student keeps (2 did not learn the QNLI pairs: docs/pipeline.md).")
+    alpha: float = fraction(0.5, "Weight of the KD term; 1 - alpha weighs cross-entropy with the gold labels.")
+    beta: float = non_negative(
+        0.1, "Weight of the explanation term (1.0 made gradient students learn the maps instead of the task)."
+    )
+    temperature: float = positive(2.0, "KD temperature.")
+    t2_scaling: bool = setting(True, "Scale the KD term by the temperature squared (Hinton et al.).")
+    explain_every: int = positive(1, "Compute the explanation term every N steps.")
+    explain_start: float = fraction(
+        0.5, "Share of the steps before the explanation term starts (a student's own map is noise at first)."
+    )
+    explain_start_max_steps: int | None = non_negative(
+        80, "And at most this many steps before it starts (null: no cap)."
+    )
+    checkpoint_every: int = positive(100, "Steps between checkpoints (a killed run resumes from the last).")
+    views: int = non_negative(1, "Cached views per example per step in the view term (one forward each; 0: off).")
+    view_weight: float = non_negative(1.0, "Weight of the view term (KD on the views, same temperature).")
+    view_kind: ViewKind = setting(
+        "preserving", "The views the view term trains on: preserving, contrastive, mixed (both in turn) or random."
+    )
+    view_method: Method | None = setting(
+        None,
+        "The family whose views the view term trains on, read from its cache of the same sentences (egkd distill "
+        "--view-cache); null: the cache's own.",
+    )
+    gradient_loss: GradientLoss = setting(
+        "cosine", "The gradient objective: cosine of signed maps, adkd (MSE of magnitude maps) or rank."
+    )
+    perturbation_loss: PerturbationLoss = setting(
+        "views",
+        "The perturbation objective: views (KD on a cached view), occlusion (KD on single-token occlusions) or "
+        "occlusion_rank (their drops ordered like the teacher's).",
+    )
+    occlusion_tokens: int = positive(
+        4, "With perturbation_loss occlusion(_rank): tokens masked one at a time per example per step."
+    )
+    gold_labels: int | None = non_negative(
+        None,
+        "Training sentences (the cache's first) seen with their gold label; the rest are a transfer set labelled by "
+        "the teacher alone (null: all).",
+    )
+    transfer: bool = setting(
+        False, "Also train on the cache's transfer split (egkd explain --text): sentences labelled by the teacher."
+    )
     train: TrainParams = field(default_factory=TrainParams)
 
     @property
@@ -269,8 +314,8 @@ class DistillParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    batch_size: int = positive(64)  # sentences per batch, at most
-    batch_tokens: int = positive(8192)  # padded tokens (sentences x longest) per batch, at most
+    batch_size: int = positive(64, "sentences per batch, at most")
+    batch_tokens: int = positive(8192, "padded tokens (sentences x longest) per batch, at most")
     top_k_fraction: float = fraction(0.2)
     aopc_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -278,31 +323,79 @@ class EvaluateParams:
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+def option_keys(cls: type) -> dict[str, tuple[str, ...]]:
+    """A section's settings by option key: its fields, and its nested sections' fields by their own names
+    (``DistillParams``: ``lr`` is ``("train", "lr")``). Each key is an ``egkd`` option (``--lr``)."""
+    keys: dict[str, tuple[str, ...]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        inner = hints[f.name]
+        nested = option_keys(inner) if isinstance(inner, type) and dataclasses.is_dataclass(inner) else {f.name: ()}
+        for key, path in nested.items():
+            if key in keys:
+                raise TypeError(f"{cls.__name__}: option {key!r} is declared twice")  # a bug in this module
+            keys[key] = (f.name, *path) if path else (f.name,)
+    return keys
+
+
+def option_field(cls: type, key: str) -> tuple[dataclasses.Field, Any]:
+    """The field behind option ``key`` of section ``cls``, and its type."""
+    *outer, name = option_keys(cls)[key]
+    for part in outer:
+        cls = typing.get_type_hints(cls)[part]
+    (found,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return found, typing.get_type_hints(cls)[name]
+
+
+def apply_options(section: T, values: dict[str, Any]) -> T:
+    """``section`` with the options ``values`` (keys of :func:`option_keys`; None: left as it is), each checked
+    exactly as ``params.yaml``'s values are (:func:`override`)."""
+    keys = option_keys(type(section))
+    direct = {k: v for k, v in values.items() if keys[k] == (k,)}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if keys[key] != (key,):
+            nested.setdefault(keys[key][0], {})[key] = value
+    inner = {name: apply_options(getattr(section, name), chosen) for name, chosen in nested.items()}
+    return override(section, **direct, **inner)
+
+
+# A variant's options are egkd distill options; the seed is the experiment's (dvc.yaml passes --seed).
+_NOT_VARIANT_OPTIONS = ("seed",)
+
+
 @dataclass(frozen=True)
 class VariantOptions:
-    """The ``egkd distill`` options one student variant sets; dvc.yaml passes them as ``--key value``.
+    """The ``egkd distill`` options one student variant sets, checked as ``params.yaml``'s values are; dvc.yaml passes
+    them as ``--key value``. Any option of :class:`DistillParams` (:func:`option_keys`) but the seed; options left
+    out come from the ``distill`` section (:meth:`apply`)."""
 
-    Options left out come from the ``distill`` section.
-    """
+    values: tuple[tuple[str, Any], ...] = ()
 
-    method: DistillMethod | None = None
-    alpha: float | None = fraction(None)
-    beta: float | None = non_negative(None)
-    explain_start: float | None = fraction(None)
-    explain_start_max_steps: int | None = non_negative(None)
-    temperature: float | None = positive(None)
-    epochs: int | None = positive(None)
-    layers: int | None = positive(None)
-    student: str | None = None
-    views: int | None = non_negative(None)
-    view_weight: float | None = non_negative(None)
-    view_kind: ViewKind | None = None
-    view_method: Method | None = None  # another family's views: dvc.yaml looks for its cache in the caches' folder
-    gradient_loss: GradientLoss | None = None
-    perturbation_loss: PerturbationLoss | None = None
-    occlusion_tokens: int | None = positive(None)
-    gold_labels: int | None = non_negative(None)
-    transfer: bool | None = None
+    @classmethod
+    def parse(cls, raw: Any, key: str) -> VariantOptions:
+        if not isinstance(raw, dict):
+            raise EgkdError(f"params key {key!r} must be a mapping of distill options, got {raw!r}")
+        keys = option_keys(DistillParams)
+        values = []
+        for name, value in raw.items():
+            if name not in keys or name in _NOT_VARIANT_OPTIONS:
+                raise EgkdError(f"unknown params key '{key}.{name}'")
+            values.append((name, _coerce(option_field(DistillParams, name)[1], value, f"{key}.{name}")))
+        options = cls(tuple(values))
+        options.apply(DistillParams(), prefix=f"{key}.")  # the constraints (a fraction, a positive count...)
+        return options
+
+    def get(self, key: str) -> Any:
+        """The value this variant sets for option ``key``; None where it leaves it to the distill section."""
+        return dict(self.values).get(key)
+
+    def apply(self, distill: DistillParams, prefix: str = "") -> DistillParams:
+        """``distill`` with this variant's options."""
+        try:
+            return apply_options(distill, dict(self.values))
+        except EgkdError as err:  # name the variant's key, not the command-line option
+            raise EgkdError(f"{prefix}{err}") if prefix else err from None
 
 
 @dataclass(frozen=True)
@@ -316,7 +409,7 @@ class VariantParams:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _VARIANT_NAME.match(self.name):
             raise EgkdError(f"variant name {self.name!r}: use letters, digits, '_', '-' and '.' (it names folders)")
-        method = self.options.method
+        method = self.options.get("method")
         if method is None:
             raise EgkdError(f"variant {self.name!r}: options.method is required (none for the baselines)")
         if method != NO_METHOD and method != self.cache:
@@ -332,10 +425,9 @@ class VariantParams:
         (label-preserving, contrastive or mixed), the family of that map (``view_method``, else its cache's); None
         for the rest (vanilla KD, fine-tuning, KD on random views).
         """
-        if self.options.method != NO_METHOD:
-            return Method(self.options.method)
-        o = self.options
-        chosen = override(distill, views=o.views, view_kind=o.view_kind, view_method=o.view_method)
+        chosen = self.options.apply(distill)
+        if chosen.method != NO_METHOD:
+            return Method(chosen.method)
         guided = chosen.views > 0 and chosen.view_kind != "random"
         return (chosen.view_method or self.cache) if guided else None
 
@@ -344,13 +436,26 @@ class VariantParams:
 class ExperimentParams:
     """What ``dvc repro`` runs: the student variants, the seeds, the dev subset explained for agreement."""
 
-    methods: tuple[Method, ...] = tuple(Method)  # the stage-one caches dvc.yaml builds, one per method
-    seeds: tuple[int, ...] = (0,)
-    variants: tuple[VariantParams, ...] = ()
-    train_examples: int = positive(1000)  # training sentences explained in stage one: the students' training set
-    agreement_examples: int = positive(100)  # dev sentences explained in stage one: agreement is measured on them
-    report_examples: int = positive(4)  # dev sentences shown as explanation heatmaps in the report
-    reference: str = "kd"  # the variant the report compares every other one with, paired by seed
+    methods: tuple[Method, ...] = setting(tuple(Method), "The stage-one caches dvc.yaml builds, one per family.")
+    seeds: tuple[int, ...] = setting((0, 1, 2), "One student per variant and seed.")
+    variants: tuple[VariantParams, ...] = field(
+        default_factory=lambda: _default_variants(),
+        metadata={
+            _HELP: "One student per variant and seed. options: egkd distill options (dvc.yaml passes them as --key "
+            "value), the rest from the distill section; cache: the family's cache it trains from (the baselines read "
+            "only the teacher's logits from it)."
+        },
+    )
+    train_examples: int = positive(
+        500, "Training sentences stage one explains (the first ones): the students' training set."
+    )
+    agreement_examples: int = positive(
+        100, "Dev sentences stage one explains (the first ones): explanation agreement is measured on them."
+    )
+    report_examples: int = positive(4, "Dev sentences shown as explanation heatmaps in the report.")
+    reference: str = setting(
+        "kd", "The variant the report pairs every other one with by seed (difference, 95% interval, McNemar)."
+    )
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -359,7 +464,7 @@ class ExperimentParams:
             raise EgkdError(
                 f"experiment: a variant trains from the {missing[0]} cache, which experiment.methods does not build"
             )
-        borrowed = [(v.name, m) for v in self.variants if (m := v.options.view_method) and m not in self.methods]
+        borrowed = [(v.name, m) for v in self.variants if (m := v.options.get("view_method")) and m not in self.methods]
         if borrowed:
             name, method = borrowed[0]
             raise EgkdError(
@@ -382,17 +487,28 @@ class Params:
     compute: ComputeParams = field(default_factory=ComputeParams)
     experiment: ExperimentParams = field(default_factory=ExperimentParams)
 
-    def __post_init__(self) -> None:
-        # dvc.yaml passes a variant's `transfer: true` as --transfer and `false` as nothing at all.
-        off = [v.name for v in self.experiment.variants if v.options.transfer is False]
-        if off and self.distill.transfer:
-            raise EgkdError(
-                f"variant {off[0]!r}: options.transfer false cannot turn off distill.transfer true (dvc.yaml passes "
-                "no option for false); set distill.transfer false and transfer: true on the variants that use it"
-            )
-
 
 T = TypeVar("T")
+
+
+def _default_variants() -> tuple[VariantParams, ...]:
+    """The default profile's students: vanilla KD, KD on random views (the augmentation alone, the baseline an
+    explanation must beat), KD on the views the occlusion maps choose, and the gradient objective with those views
+    (the best configuration of the medium profile's 2,000 sentences)."""
+    variants = (
+        ("kd", Method.GRADIENT, {"method": "none", "views": 0}),
+        ("kd-random", Method.GRADIENT, {"method": "none", "view_kind": "random"}),
+        ("kd-contrastive", Method.PERTURBATION, {"method": "none", "view_kind": "contrastive"}),
+        (
+            "gradient-occl-contrastive",
+            Method.GRADIENT,
+            {"method": "gradient", "beta": 0.5, "view_method": "perturbation", "view_kind": "contrastive"},
+        ),
+    )
+    return tuple(
+        VariantParams(name, cache, VariantOptions.parse(options, f"experiment.variants[{i}].options"))
+        for i, (name, cache, options) in enumerate(variants)
+    )
 
 
 def load_params(path: str | Path | None) -> Params:
@@ -469,10 +585,12 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
     for key in raw:
         if key not in fields:
             raise EgkdError(f"unknown params key '{prefix}{key}'")
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in raw.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        if hint is VariantOptions:
+            values[key] = VariantOptions.parse(value, f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hint) and isinstance(value, dict):
             default = _default(fields[key])
             built = _build(hint, value, prefix=f"{prefix}{key}.")  # type: ignore[arg-type]
             values[key] = (
@@ -530,7 +648,7 @@ def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
         (inner, _) = typing.get_args(hint)
         if not isinstance(value, list | tuple):
             raise EgkdError(f"{label} '{key}' must be a list, got {value!r}")
-        return tuple(_coerce(inner, v, key, label) for v in value)
+        return tuple(_coerce(inner, v, f"{key}[{i}]", label) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
             raise EgkdError(f"{label} '{key}' must be true or false, got {value!r}")

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from stages import cache, distill, evaluate, explain, finetune, mix, report
+from stages import cache, distill, evaluate, explain, finetune, mix, profile, report
 
 # typer carries its own copy of click; its exception classes are reachable through the public ones.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]
@@ -71,6 +71,7 @@ app.add_typer(cache.app, name="cache")
 app.command("distill")(distill.command)
 app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)
+app.command("profile")(profile.command)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pipeline.data import resolve_source
 from pipeline.errors import EgkdError
 
 F = TypeVar("F", bound=Callable[..., Any])
+_notes: list[str] = []  # said when the command has finished (read_params')
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="params.yaml to read defaults from (options given here win).")
@@ -75,8 +76,12 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _notes.clear()
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            for note in _notes:
+                typer.echo(note, err=True)
+            return result
         except EgkdError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(code=2) from None
@@ -88,6 +93,14 @@ def user_errors(func: F) -> F:
 
 
 def read_params(path: Path) -> Params:
+    """The params file; where the default ``params.yaml`` is absent, the packaged defaults (the default profile's,
+    so a command run from another folder trains as ``dvc repro`` does), which the command says in one line when it
+    has finished (an error stays one line)."""
+    if str(path) == "params.yaml" and not path.exists():
+        _notes.append(
+            f"note: no params.yaml in {Path.cwd()}: used egkd's packaged defaults, the default profile "
+            "('egkd profile' writes them to params.yaml)"
+        )
     return load_params(path)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import override
+from pipeline.config import FinetuneParams, override
 from pipeline.data import load_dataset
 from pipeline.finetune import finetune
 from pipeline.tasks import get_task
@@ -25,34 +25,31 @@ from stages.common import (
     user_errors,
     with_task,
 )
+from stages.settings import NOTHING_CHOSEN, Chosen, section_options
 
 
 @user_errors
+@section_options(FinetuneParams, "finetune")
 def command(
     data: DataOption,
     out: Annotated[Path, typer.Option("--out", help="Folder to save the fine-tuned teacher to.")],
-    model: Annotated[
-        str | None,
-        typer.Option("--model", help="Model to fine-tune: builtin:minilm-l6, a local HF folder or a hub id."),
-    ] = None,
     task: TaskOption = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Train on the first N training examples.")] = None,
     dev_limit: Annotated[int | None, typer.Option("--dev-limit", help="Evaluate on the first N dev examples.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the training examples.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Examples per step.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (data order, head initialisation).")] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
     params_file: ParamsOption = Path("params.yaml"),
+    chosen: Chosen = NOTHING_CHOSEN,
 ) -> None:
-    """Fine-tune a teacher and save it in Hugging Face format with its dev metrics."""
+    """Fine-tune a teacher and save it in Hugging Face format with its dev metrics.
+
+    Every setting of the params' finetune section is an option (train's by their own names: --lr, --epochs).
+    """
     params = read_params(params_file)
     compute = compute_params(params, device, precision)
     data_params = override(with_task(params, task), train_limit=limit, dev_limit=dev_limit)
-    ft = params.finetune
-    ft = override(ft, model=model, train=override(ft.train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed))
+    ft = chosen.apply(params.finetune)
     spec = get_task(data_params.task)
     source = data_source(data, data_params)
     train = load_dataset(source, spec, "train", data_params.train_limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -98,3 +99,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(config, items) -> None:
     """Fast tests first, the end-to-end ones (marked slow) last: a broken unit fails the run in seconds."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+def small_distill(**changes):
+    """Stage-two settings for the tiny models, explicit rather than the packaged defaults (the default profile's):
+    a 2-layer student of the base model, the explanation term at beta 1 from the first step, no view term, a
+    checkpoint every 2 steps, 2 epochs of batch 8 at lr 1e-3 and no step minimum. ``changes``: distill fields."""
+    from pipeline.config import DistillParams, TrainParams
+
+    train = TrainParams(epochs=2, batch_size=8, lr=1e-3, min_steps=0)
+    base = DistillParams(
+        student=None,
+        layers=2,
+        beta=1.0,
+        explain_start=0.0,
+        explain_start_max_steps=None,
+        views=0,
+        checkpoint_every=2,
+        train=train,
+    )
+    return dataclasses.replace(base, **changes)

@@ -138,16 +138,36 @@ def test_every_command_reads_the_data_source_from_the_params(command, glue_dir, 
 
 
 def test_every_variant_option_is_a_distill_option():
-    """dvc.yaml passes a variant's options to ``egkd distill`` as ``--key value``, spelt as in params.yaml."""
-    import dataclasses
-
+    """dvc.yaml passes a variant's options to ``egkd distill`` as ``--key value`` (``--no-key`` for false), spelt as
+    in params.yaml: every distill setting is one, made from its declaration (help and all)."""
     import typer.main
 
-    from pipeline.config import VariantOptions
+    from pipeline.config import DistillParams, FinetuneParams, option_keys
 
-    command = typer.main.get_command(app).commands["distill"]  # type: ignore[attr-defined]
-    options = {name for param in command.params for name in param.opts}
-    assert {f"--{field.name}" for field in dataclasses.fields(VariantOptions)} <= options
+    declared = {}
+    for name, section in (("distill", DistillParams), ("finetune", FinetuneParams)):
+        command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+        declared[name] = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        keys = option_keys(section)
+        assert {f"--{key}" for key in keys} | {f"--{key.replace('_', '-')}" for key in keys} <= declared[name]
+    assert {"--t2_scaling", "--no-t2_scaling", "--transfer", "--no-transfer"} <= declared["distill"]
+
+
+def test_distill_options_reach_the_settings(tmp_path, monkeypatch):
+    """Options given win over params.yaml, nested train options included; options not given leave it as it is."""
+    import stages.distill
+
+    seen = []
+    monkeypatch.setattr(stages.distill, "distill", lambda request: seen.append(request.params) or 1 / 0)
+    params = tmp_path / "params.yaml"
+    params.write_text("distill:\n  beta: 0.3\n  train:\n    epochs: 7\n", encoding="utf-8")
+    args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", str(params)]
+    runner.invoke(app, [*args, "--lr", "0.002", "--view_kind", "random", "--no-t2-scaling", "--layers", "2"])
+    (chosen,) = seen
+    assert (chosen.train.lr, chosen.train.epochs, chosen.beta) == (0.002, 7, 0.3)
+    assert (chosen.view_kind, chosen.t2_scaling, chosen.layers) == ("random", False, 2)
+    help_text = runner.invoke(app, ["distill", "--help"], terminal_width=200).output
+    assert "Peak learning rate" in help_text and "distill.train.lr" in help_text
 
 
 def test_a_bad_distill_option_value_is_one_line(tmp_path):

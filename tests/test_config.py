@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.config import (
     Check,
@@ -15,11 +16,15 @@ from pipeline.config import (
     TrainParams,
     VariantOptions,
     VariantParams,
+    apply_options,
+    help_of,
     load_params,
+    option_keys,
     override,
 )
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
+from pipeline.profiles import changed_keys, render
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,17 +149,24 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
     occlusion = "{name: o, cache: perturbation, options: {method: perturbation, perturbation_loss: occlusion, occlusion_tokens: 2}}"
     text = f"experiment:\n  methods: [gradient, perturbation]\n  variants: [{variant}, {occlusion}]\n"
     options, other = (v.options for v in load_params(write(tmp_path, text)).experiment.variants)
-    assert (options.views, options.view_kind, options.gradient_loss) == (2, "random", "adkd")
-    assert (other.perturbation_loss, other.occlusion_tokens) == ("occlusion", 2)
+    assert options.values == (
+        ("method", Method.GRADIENT),
+        ("views", 2),
+        ("view_kind", "random"),
+        ("gradient_loss", "adkd"),
+    )
+    assert (other.get("perturbation_loss"), other.get("occlusion_tokens"), other.get("beta")) == ("occlusion", 2, None)
+    chosen = options.apply(DistillParams(beta=0.3))
+    assert (chosen.views, chosen.view_kind, chosen.gradient_loss, chosen.beta) == (2, "random", "adkd", 0.3)
 
 
 def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on():
     section = DistillParams(views=1, view_kind="preserving")
 
     def family(cache, distill=section, **options):
-        return VariantParams("v", Method(cache), VariantOptions(**options)).family(distill)
+        return VariantParams("v", Method(cache), VariantOptions.parse(options, "options")).family(distill)
 
-    assert family("gradient", method=Method.GRADIENT, views=0) is Method.GRADIENT
+    assert family("gradient", method="gradient", views=0) is Method.GRADIENT
     assert family("perturbation", method="none", view_kind="contrastive") is Method.PERTURBATION
     assert family("feature_selection", method="none") is Method.FEATURE_SELECTION  # the section's views
     assert family("gradient", method="none", view_kind="mixed") is Method.GRADIENT
@@ -164,18 +176,68 @@ def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on()
     assert family("gradient", DistillParams(views=1, view_kind="random"), method="none") is None
     # another family's views: KD on them is guided by that family; an objective stays its own family
     occl = Method.PERTURBATION
-    assert family("gradient", method="none", view_kind="contrastive", view_method=occl) is occl
-    assert family("gradient", method=Method.GRADIENT, view_method=occl) is Method.GRADIENT
-    assert family("gradient", method="none", view_kind="random", view_method=occl) is None
+    assert family("gradient", method="none", view_kind="contrastive", view_method="perturbation") is occl
+    assert family("gradient", method="gradient", view_method="perturbation") is Method.GRADIENT
+    assert family("gradient", method="none", view_kind="random", view_method="perturbation") is None
 
 
 def test_min_steps_adds_whole_epochs():
     train = TrainParams(epochs=3, min_steps=300)
     assert train.epochs_for(63) == 5  # 500 sentences at batch 8: 3 epochs are 189 steps, 5 are 315
     assert train.epochs_for(558) == 3  # a larger set reaches it within its epochs
-    assert TrainParams(epochs=2).epochs_for(10) == 2
+    assert TrainParams(epochs=2, min_steps=0).epochs_for(10) == 2
 
 
 def test_missing_params_file_other_than_default(tmp_path):
     with pytest.raises(EgkdError, match="params file not found"):
         load_params(tmp_path / "other.yaml")
+
+
+def test_the_packaged_defaults_are_the_repositorys_params_yaml():
+    """One source for every default: params.yaml is what `egkd profile` writes for the dataclasses' defaults, and
+    loads back to exactly them (a new default that differs fails here)."""
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    assert load_params(REPO / "params.yaml") == Params()
+    assert text == render(Params()), "params.yaml is stale: run `egkd profile` and commit it"
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (REPO / "profiles").glob("*.yaml")))
+def test_a_profile_lists_only_the_keys_it_changes(profile):
+    path = REPO / "profiles" / f"{profile}.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    listed = sorted(_leaf_keys(raw))
+    changed = changed_keys(load_params(path))
+    # a listed key equal to its default would hide a later change of the default from this profile
+    assert sorted(k for k in listed if not k.startswith("experiment.variants")) == sorted(
+        k for k in changed if k != "experiment.variants"
+    )
+    assert render(load_params(path), profile, path).count("\n") > 150  # the whole params.yaml
+
+
+def _leaf_keys(raw: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            keys += _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def test_option_keys_flatten_the_train_section_and_apply_checks_like_params():
+    keys = option_keys(DistillParams)
+    assert keys["lr"] == ("train", "lr") and keys["beta"] == ("beta",)
+    assert set(keys) == {f.name for f in dataclasses.fields(DistillParams) if f.name != "train"} | {
+        f.name for f in dataclasses.fields(TrainParams)
+    }
+    chosen = apply_options(Params().distill, {"lr": 3e-4, "beta": 0.2})
+    assert (chosen.train.lr, chosen.beta, chosen.train.epochs) == (3e-4, 0.2, 3)
+    with pytest.raises(EgkdError, match="option 'view_kind' must be one of"):
+        apply_options(Params().distill, {"view_kind": "salient"})
+    with pytest.raises(EgkdError, match="epochs must be positive, got 0"):
+        apply_options(Params().distill, {"epochs": 0})
+
+
+def test_every_distill_setting_declares_its_help():
+    for section in (DistillParams, TrainParams):
+        assert all(help_of(f) for f in dataclasses.fields(section) if f.name != "train"), section.__name__

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_model_dir
+from conftest import make_tiny_model_dir, small_distill
 from distill_cache import build_cache
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from pipeline import training
 from pipeline.checkpoint import last_dir
-from pipeline.config import ComputeParams, DistillParams, EvaluateParams, TrainParams, load_params, override
+from pipeline.config import ComputeParams, EvaluateParams, TrainParams, load_params, override
 from pipeline.data import load_dataset
 from pipeline.device import Compute, map_tensors, resolve_compute, to_device
 from pipeline.distill.job import DistillRequest, distill
@@ -32,7 +32,7 @@ from pipeline.models import load_classifier, load_tokenizer
 from pipeline.tasks import get_task
 from stages.cli import app
 
-FAST = DistillParams(checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3))
+FAST = small_distill()
 CPU = ComputeParams(device="cpu")
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages of a machine without CUDA")
 
@@ -268,7 +268,9 @@ def test_non_finite_loss_names_its_step_after_logging_the_steps_before(tmp_path)
         value = model(batch).mean() * (float("nan") if step == 2 else 1.0)
         return training.Losses(total=value, ce=value)
 
-    trainer = training.Trainer(model, TrainParams(epochs=1, batch_size=1), lambda items: torch.stack(items), loss)
+    trainer = training.Trainer(
+        model, TrainParams(epochs=1, batch_size=1, min_steps=0), lambda items: torch.stack(items), loss
+    )
     with pytest.raises(EgkdError, match=r"^the loss became nan at step 3 \(ce nan\); try a lower lr$"):
         trainer.run([torch.ones(2)] * 6, tmp_path)
     assert [r["step"] for r in log_of(tmp_path)] == [1, 2]
@@ -378,7 +380,7 @@ def test_cpu_training_keeps_freed_memory(tmp_path, monkeypatch):
     model = torch.nn.Linear(2, 2)
     trainer = training.Trainer(
         model,
-        TrainParams(epochs=1, batch_size=2, lr=0.1, seed=0),
+        TrainParams(epochs=1, batch_size=2, lr=0.1, seed=0, min_steps=0),
         lambda items: torch.tensor(items, dtype=torch.float32),
         lambda m, batch, step: training.Losses(m(batch).pow(2).mean(), m(batch).pow(2).mean()),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import VOCAB, make_tiny_model_dir
+from conftest import VOCAB, make_tiny_model_dir, small_distill
 from distill_cache import build_cache, tiny_cache
 from typer.testing import CliRunner
 
@@ -19,15 +19,17 @@ from pipeline import training, versions
 from pipeline.cache.extras import Extras, Selection, Views
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CachedExample
-from pipeline.config import DistillParams, EvaluateParams, TrainParams, load_params
+from pipeline.config import DistillParams, EvaluateParams, Params, TrainParams, load_params
 from pipeline.distill.job import DistillRequest, distill
 from pipeline.distill.trainer import first_explained_step
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 from pipeline.models import load_classifier, load_tokenizer
+from pipeline.profiles import render
 from stages.cli import app
 
-FAST = DistillParams(checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3))
+FAST = small_distill()
+FAST1 = dataclasses.replace(FAST.train, epochs=1)  # one pass of batch 8
 TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainParams)}
 
 
@@ -444,9 +446,7 @@ def test_dev_partition_of_another_teacher_is_refused(cache, tmp_path):
 
 def test_cli_distill(cache, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(
-        "distill:\n  checkpoint_every: 100\n  train:\n    epochs: 1\n    batch_size: 8\n", encoding="utf-8"
-    )
+    params.write_text(render(Params(distill=small_distill(checkpoint_every=100, train=FAST1))), encoding="utf-8")
     result = CliRunner().invoke(
         app,
         [

@@ -116,38 +116,38 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         assert glue not in path.read_text(encoding="utf-8"), path
 
 
-@pytest.mark.parametrize("profile", ["params-full.yaml", "params-gpu.yaml", "params-medium.yaml"])
-def test_profiles_have_the_same_keys_as_the_default(profile):
-    from pipeline.config import load_params
+@pytest.mark.parametrize("profile", ["full", "gpu", "medium"])
+def test_each_profile_is_the_defaults_with_its_keys(profile, tmp_path, monkeypatch):
+    """`egkd profile NAME` writes the profile's whole params.yaml, which loads to the packaged defaults with the
+    profile's keys; `egkd profile` writes the defaults back."""
+    from pipeline.config import Params, load_params
+    from pipeline.profiles import profile_params
 
-    def keys(tree, prefix=""):
-        if not isinstance(tree, dict):
-            return {prefix}
-        return set().union(*(keys(v, f"{prefix}{k}.") for k, v in tree.items()))
-
-    default, other = (yaml.safe_load((REPO / name).read_text()) for name in ("params.yaml", profile))
-    assert keys(default) == keys(other)
-    params = load_params(REPO / profile)
-    if profile != "params-medium.yaml":
-        assert params.data.train_limit is None and params.distill.layers == {"params-full.yaml": 6}.get(profile, 3)
+    params = profile_params(str(REPO / "profiles" / f"{profile}.yaml"))
+    if profile != "medium":
+        assert params.data.train_limit is None and params.distill.layers == {"full": 6}.get(profile, 3)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    output = sh(BIN / "egkd", "profile", profile, cwd=tmp_path)
+    assert output.startswith(f"params.yaml: profile {profile}, ") and load_params(tmp_path / "params.yaml") == params
+    sh(BIN / "egkd", "profile", cwd=tmp_path)
+    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+    assert load_params(tmp_path / "params.yaml") == Params()
 
 
 def _view_variants(params) -> dict[str, tuple]:
     """Each variant's (method, views per step, view kind, the views' family when another's) as the distill section
     and its options make it."""
-    d = params.distill
     out = {}
     for v in params.experiment.variants:
-        o = v.options
-        views = d.views if o.views is None else o.views
-        method = o.method if isinstance(o.method, str) else o.method.value
-        kind = (d.view_kind if o.view_kind is None else o.view_kind) if views else None
-        borrowed = o.view_method or d.view_method
-        out[v.name] = (method, views, kind, borrowed.value if views and borrowed else None)
+        d = v.options.apply(params.distill)
+        method = d.method_name
+        kind = d.view_kind if d.views else None
+        out[v.name] = (method, d.views, kind, d.view_method.value if d.views and d.view_method else None)
     return out
 
 
-@pytest.mark.parametrize("profile", ["params.yaml", "params-medium.yaml"])
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/medium.yaml"])
 def test_the_view_variants_and_their_fair_baseline(profile):
     """finetune and kd see no views; kd-random trains on random views, as many as the guided variants; a
     `<method>-views` variant is its family's objective with guided views, beside the same without (medium); a
@@ -170,14 +170,14 @@ def test_the_view_variants_and_their_fair_baseline(profile):
             assert name == f"{'kd' if method == 'none' else method}-{short[borrowed]}-{kind}"
         else:
             assert name == (f"kd-{kind}" if method == "none" else f"{method}-views")
-        if profile == "params-medium.yaml":
+        if profile == "profiles/medium.yaml":
             assert variants[method] == (method, *no_views)  # every family with and without its views
 
 
 def test_the_medium_profile_is_low_resource_with_five_seeds(glue_dir):
     from pipeline.config import load_params
 
-    params = load_params(REPO / "params-medium.yaml")
+    params = load_params(REPO / "profiles" / "medium.yaml")
     assert params.experiment.train_examples <= 2000 and params.experiment.seeds == (0, 1, 2, 3, 4)
     assert params.data.train_limit is not None and params.data.train_limit > 4000  # a stronger teacher
     assert [m.value for m in params.experiment.methods] == ["gradient", "perturbation", "feature_selection"]
@@ -187,11 +187,11 @@ def test_the_medium_profile_is_low_resource_with_five_seeds(glue_dir):
 
 
 def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
-    """params-gpu.yaml: every SST-2 training sentence through stage one and the students, the whole dev set,
+    """profiles/gpu.yaml: every SST-2 training sentence through stage one and the students, the whole dev set,
     the packaged MiniLM-L6 (no hub), 5 variants x 3 seeds of 3-layer students on the GPU."""
     from pipeline.config import load_params
 
-    params = load_params(REPO / "params-gpu.yaml")
+    params = load_params(REPO / "profiles" / "gpu.yaml")
     train_rows = len((glue_dir / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines()) - 1
     dev_rows = len((glue_dir / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines()) - 1
     assert (train_rows, dev_rows) == (67_349, 872)
@@ -332,10 +332,14 @@ def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, 
         cache,
         "--method",
         "gradient",
+        "--student",
+        "base",  # the teacher's base model's layers: the teacher itself is not on this machine
         "--layers",
         "1",
         "--epochs",
         "1",
+        "--min-steps",
+        "0",
         "--out",
         "models/student",
         cwd=second,

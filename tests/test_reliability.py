@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_tiny_model_dir
+from conftest import make_tiny_model_dir, small_distill
 from safetensors.torch import load_file
 from test_cache import flip_byte_in_column
 from test_cli import _one_line_error
@@ -34,12 +34,13 @@ from pipeline.cache.schema import SCHEMA_VERSION
 from pipeline.cache.store import part_path, read_cache, read_part, write_part
 from pipeline.cache.verify import verify_cache
 from pipeline.checkpoint import last_dir
-from pipeline.config import DistillParams, EvaluateParams, ExplainParams, TrainParams, load_params
+from pipeline.config import EvaluateParams, ExplainParams, Params, TrainParams, apply_options, load_params
 from pipeline.distill.job import DistillRequest, distill
 from pipeline.errors import EgkdError
 from pipeline.explain.run import ExplainRequest, run_explain
 from pipeline.methods import Method
 from pipeline.models import load_tokenizer
+from pipeline.profiles import render
 from stages.cli import app
 
 EGKD = Path(sys.executable).parent / "egkd"
@@ -89,12 +90,11 @@ def cache_copy(cache, tmp_path) -> Path:
 
 
 def distill_params_file(folder: Path, **distill) -> Path:
+    """A whole params.yaml of the tiny models' stage-two settings (conftest.small_distill), with ``distill``
+    options (``lr`` and the other train keys too)."""
     values = {"epochs": 1, "batch_size": 8, "checkpoint_every": 100, **distill}
-    train_keys = {f.name for f in dataclasses.fields(TrainParams)}
-    own = "".join(f"  {k}: {v}\n" for k, v in values.items() if k not in train_keys)
-    train = "".join(f"    {k}: {v}\n" for k, v in values.items() if k in train_keys)
     path = folder / "params.yaml"
-    path.write_text(f"distill:\n{own}  train:\n{train}", encoding="utf-8")
+    path.write_text(render(Params(distill=apply_options(small_distill(), values))), encoding="utf-8")
     return path
 
 
@@ -319,9 +319,7 @@ def test_distill_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path
 def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, tmp_path, monkeypatch):
     """A kill between save_checkpoint's two renames leaves the checkpoint as `.last.old`, and one while the log
     is written leaves half a line: resume uses the former, drops the latter, and matches an uninterrupted run."""
-    params = DistillParams(
-        method=Method.GRADIENT, checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3)
-    )
+    params = small_distill(method=Method.GRADIENT)
     distill(DistillRequest(cache, tmp_path / "full", params, EvaluateParams()))
     original = training.Trainer._step
 
@@ -467,7 +465,9 @@ def test_empty_sentences_are_explained_and_trained_on(teacher, tmp_path, method)
         for item in row.extras.items:
             for spec, array in item.arrays():
                 assert not array.any() if array.dtype == bool else np.isfinite(array).all(), spec.name
-    params = DistillParams(method=method, checkpoint_every=100, train=TrainParams(epochs=2, batch_size=2, lr=1e-3))
+    params = small_distill(
+        method=method, checkpoint_every=100, train=TrainParams(epochs=2, batch_size=2, lr=1e-3, min_steps=0)
+    )
     report = distill(DistillRequest(out, tmp_path / "s", params, EvaluateParams()))
     assert report.training.steps == 6 and report.dev is not None and report.dev.count == 6
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]

@@ -410,8 +410,8 @@ def test_repository_params_define_the_experiment():
         ),
         ("[{name: 'a/b', cache: gradient, options: {method: none}}]", "it names folders"),
         (
-            "[{name: a, cache: gradient, options: {method: none, lr: 1}}]",
-            "unknown params key 'experiment.variants.options.lr'",
+            "[{name: a, cache: gradient, options: {method: none, seed: 1}}]",  # the experiment's seeds set it
+            re.escape("unknown params key 'experiment.variants[0].options.seed'"),
         ),
         ("[{name: a, cache: gradient, options: {method: none, alpha: 2}}]", r"experiment.variants\[0\].options.alpha"),
     ],

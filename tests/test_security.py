@@ -301,7 +301,8 @@ def test_paths_in_cache_metadata_are_never_written_to(cache_copy, glue_dir, tmp_
     for args in (
         ["cache", "info", str(cache_copy)],
         ["cache", "verify", str(cache_copy)],
-        ["distill", "--cache", str(cache_copy), "--method", "gradient", "--out", "student"],
+        ["distill", "--cache", str(cache_copy), "--method", "gradient", "--out", "student"]
+        + ["--student", "base", "--layers", "2", "--min-steps", "0"],  # the tiny base model has 2 layers
         [
             "evaluate",
             "--model",

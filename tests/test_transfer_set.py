@@ -10,18 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_distill
 from distill_cache import tiny_cache
 from typer.testing import CliRunner
 
 from pipeline import losses
 from pipeline.cache.project import StudentExample, collate_students
-from pipeline.config import DistillParams, EvaluateParams, TrainParams
+from pipeline.config import EvaluateParams
 from pipeline.distill.job import DistillRequest, distill, with_gold_labels
 from pipeline.errors import EgkdError
 from pipeline.models import load_classifier
 from stages.cli import app
 
-FAST = DistillParams(checkpoint_every=2, train=TrainParams(epochs=2, batch_size=8, lr=1e-3))
+FAST = small_distill()
 
 
 # --- the loss ------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def test_gold_labels_loads_from_params_and_a_variant(tmp_path):
         encoding="utf-8",
     )
     params = load_params(path)
-    assert params.distill.gold_labels == 2000 and params.experiment.variants[0].options.gold_labels == 500
+    assert params.distill.gold_labels == 2000 and params.experiment.variants[0].options.get("gold_labels") == 500
     path.write_text("distill:\n  gold_labels: -3\n", encoding="utf-8")
     with pytest.raises(EgkdError, match="distill.gold_labels must not be negative, got -3"):
         load_params(path)

@@ -204,15 +204,17 @@ def test_stage_two_refuses_a_missing_or_mismatched_transfer_split(caches, tmp_pa
     assert not (tmp_path / "s").exists()
 
 
-def test_transfer_loads_from_params_and_a_variant_and_false_cannot_turn_it_off(tmp_path):
+def test_transfer_loads_from_params_and_a_variant_either_way(tmp_path):
+    """A variant's `transfer: false` turns off `distill.transfer: true` (dvc.yaml passes it as --no-transfer)."""
     path = tmp_path / "params.yaml"
     variant = "{name: kd-transfer, cache: gradient, options: {method: none, transfer: %s}}"
     path.write_text(f"experiment:\n  methods: [gradient]\n  variants: [{variant % 'true'}]\n", encoding="utf-8")
     params = load_params(path)
-    assert params.distill.transfer is False and params.experiment.variants[0].options.transfer is True
+    assert params.distill.transfer is False and params.experiment.variants[0].options.get("transfer") is True
+    assert params.experiment.variants[0].options.apply(params.distill).transfer is True
     path.write_text(
         f"distill:\n  transfer: true\nexperiment:\n  methods: [gradient]\n  variants: [{variant % 'false'}]\n",
         encoding="utf-8",
     )
-    with pytest.raises(EgkdError, match="variant 'kd-transfer': options.transfer false cannot turn off distill"):
-        load_params(path)
+    params = load_params(path)
+    assert params.experiment.variants[0].options.apply(params.distill).transfer is False

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import small_distill
 from distill_cache import tiny_cache
 from typer.testing import CliRunner
 
 from pipeline.cache.extras import ContrastiveViews, Magnitude, PreservingViews, RandomViews
 from pipeline.cache.store import part_path, read_cache, read_part, write_part
-from pipeline.config import DistillParams, EvaluateParams, TrainParams
+from pipeline.config import EvaluateParams, TrainParams
 from pipeline.distill.job import DistillRequest, distill
 from pipeline.distill.views import view_source, views_from
 from pipeline.errors import EgkdError
@@ -23,12 +24,12 @@ from pipeline.methods import Method
 from pipeline.models import load_classifier
 from stages.cli import app
 
-PARAMS = DistillParams(
+PARAMS = small_distill(
     method=Method.GRADIENT,
     views=1,
     view_kind="contrastive",
     checkpoint_every=10,
-    train=TrainParams(epochs=1, batch_size=8, lr=1e-3),
+    train=TrainParams(epochs=1, batch_size=8, lr=1e-3, min_steps=0),
 )
 GUIDED = (PreservingViews, ContrastiveViews, RandomViews)
 
