@@ -73,13 +73,45 @@ def help_of(f: dataclasses.Field) -> str:
     return str(f.metadata.get(_HELP, ""))
 
 
+FileFormat = Literal["csv", "tsv", "json", "jsonl", "parquet"]
+
+
 @dataclass(frozen=True)
 class DataParams:
-    task: str = "sst2"
-    source: Literal["local", "hub"] = setting("local", "a GLUE TSV folder (its path is in dvc.yaml) or the hub")
-    train_limit: int | None = positive(4000, "first N training examples; null for the whole split")
-    dev_limit: int | None = positive(None)
-    max_length: int = positive(128)
+    """The data: a GLUE task (its folder of GLUE TSVs, or the hub), or your own data set (``--data``: a folder of
+    split files, one file, or a Hugging Face dataset name; :mod:`pipeline.sources`). The own-data keys are named as
+    Hugging Face's ``run_classification.py`` names them."""
+
+    task: str = setting(
+        "sst2",
+        "A GLUE task (sst2, cola, mrpc, qqp, stsb, mnli, qnli, rte, wnli), read from a GLUE folder or the hub; with "
+        "your own data, the task's name (a GLUE task's name here: the folder's or the file's name).",
+    )
+    source: Literal["local", "hub"] = setting(
+        "local", "local: the data dvc.yaml or --data names; hub: the glue dataset on the Hugging Face hub."
+    )
+    train_limit: int | None = positive(4000, "The first N training examples; null for the whole split.")
+    dev_limit: int | None = positive(None, "The first N dev examples; null for the whole split.")
+    max_length: int = positive(128, "Tokens per input, at most (longer inputs are truncated).")
+    text_column_names: tuple[str, ...] = setting(
+        (), "Own data: the one or two text columns; empty: sentence1/sentence2, else text, else the first string ones."
+    )
+    label_column_name: str = setting("label", "Own data: the label column.")
+    id_column_name: str | None = setting(None, "Own data: a column of example ids; null: ids are row numbers.")
+    label_names: tuple[str, ...] | None = setting(
+        None, "Own data: the labels in the model's order; null: the training split's, sorted."
+    )
+    do_regression: bool | None = setting(
+        None, "Own data: a regression task (true), classification (false); null: regression if the labels are floats."
+    )
+    format: FileFormat | None = setting(
+        None, "Own data: csv, tsv, json, jsonl or parquet; null: each file's extension."
+    )
+    encoding: str = setting("utf-8", "Own data: the files' text encoding (e.g. latin-1).")
+    dataset_config_name: str | None = setting(None, "A Hugging Face dataset's configuration.")
+    train_split_name: str = setting("train", "A Hugging Face dataset's split read as train.")
+    validation_split_name: str = setting("validation", "A Hugging Face dataset's split read as dev.")
+    test_split_name: str = setting("test", "A Hugging Face dataset's split read as test.")
 
 
 _DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")

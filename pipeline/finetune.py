@@ -35,7 +35,7 @@ class FinetuneResult:
     dev_examples: int
     steps: int
     seconds: float
-    dev: TaskMetrics
+    dev: TaskMetrics | None  # None: the data has no dev split
     compute: dict[str, str]  # where it trained: device, device_name, precision
     versions: Versions  # the libraries it trained with
 
@@ -59,7 +59,7 @@ def supervised_loss(model: torch.nn.Module, batch: LabelledBatch, step: int) -> 
 def finetune(
     model_ref: str,
     train: Dataset,
-    dev: Dataset,
+    dev: Dataset | None,
     params: FinetuneParams,
     max_length: int,
     out: Path,
@@ -67,14 +67,15 @@ def finetune(
     allow_pickle: bool = False,
     compute_params: ComputeParams | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model_ref`` on ``train`` (where ``compute_params`` say), evaluate on ``dev``, save to ``out``."""
+    """Fine-tune ``model_ref`` on ``train`` (where ``compute_params`` say), evaluate on ``dev`` (if there is one), save
+    to ``out``."""
     task = train.task
     compute = resolve_compute(compute_params or ComputeParams())
     seed_everything(params.train.seed)
     tokenizer = load_tokenizer(model_ref)
     model = load_classifier(model_ref, task.num_labels, allow_pickle=allow_pickle)
     train_items = encode(tokenizer, train.examples, max_length)
-    dev_items = encode(tokenizer, dev.examples, max_length)
+    dev_items = [] if dev is None else encode(tokenizer, dev.examples, max_length)
     pad = tokenizer.pad_token_id
 
     def batches(items: list[EncodedExample]) -> LabelledBatch:
@@ -85,9 +86,11 @@ def finetune(
         train_items, out, progress=progress
     )
     seconds = time.perf_counter() - start
-    logits = predict_logits(model, dev_items, pad, 2 * params.train.batch_size, compute=compute)
-    labels = np.asarray([item.label for item in dev_items])
-    dev_metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
+    dev_metrics = None
+    if dev_items:
+        logits = predict_logits(model, dev_items, pad, 2 * params.train.batch_size, compute=compute)
+        labels = np.asarray([item.label for item in dev_items])
+        dev_metrics = compute_metrics(task, predictions_from_logits(task, logits), labels)
     info = ModelInfo(
         role="teacher", task=task.name, base_model=base_model_of(model_ref), num_layers=model.config.num_hidden_layers
     )

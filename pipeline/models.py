@@ -190,7 +190,8 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
         if available is not None and num_layers > available:
             raise EgkdError(f"{ref} has {available} layers; cannot keep the first {num_layers}")
         config.num_hidden_layers = num_layers
-    if config.num_labels != num_labels:
+    resized = config.num_labels != num_labels  # the checkpoint's head (if any) has another number of classes
+    if resized:
         config.num_labels = num_labels
         config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         config.label2id = {v: k for k, v in config.id2label.items()}
@@ -206,6 +207,7 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
             dtype=torch.float32,
             output_loading_info=True,
             attn_implementation=attn_implementation,
+            ignore_mismatched_sizes=resized,  # a new head of num_labels classes, reported as missing below
         )
 
     try:
@@ -217,7 +219,8 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
             model, info = load(None)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
-    return model, tuple(sorted(info.get("missing_keys", ())))
+    mismatched = (key for key, *_ in info.get("mismatched_keys", ()))
+    return model, tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
 
 
 def weights_hash(ref: str) -> str:

@@ -159,7 +159,7 @@ def open_data(spec: DataSpec) -> OwnData:
     if not has_train and spec.label_names is None and spec.regression is not True:
         raise EgkdError(
             f"{spec.source}: no training split to take the labels from; name them (data.label_names) "
-            "or set data.regression"
+            "or set data.do_regression"
         )
     first = read_split(spec, next(s for s in splits if s.split == TRAIN) if has_train else splits[0])
     if not first.rows:
@@ -249,7 +249,7 @@ def _text_columns(spec: DataSpec, table: Table) -> tuple[str, ...]:
     strings = [c for c in others if _is_text_column(table.column_values(c))]
     if not strings:
         raise EgkdError(
-            f"{table.source}: no text column found among {list(table.columns)}; name it (data.text_columns)"
+            f"{table.source}: no text column found among {list(table.columns)}; name it (data.text_column_names)"
         )
     return tuple(strings[:2])
 

@@ -57,6 +57,11 @@ class TaskSpec:
     score_range: tuple[float, float] | None = None  # a regression task's valid scores (STS-B: 0 to 5), None: any
 
     @property
+    def is_glue(self) -> bool:
+        """A task of the GLUE registry (looked up by name); False for one made by :func:`make_task`."""
+        return bool(self.glue_dir)
+
+    @property
     def is_pair(self) -> bool:
         return len(self.tsv.text_columns) == 2
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from pipeline.config import ComputeParams, DataParams, Params, load_params, override
-from pipeline.data import resolve_source
 from pipeline.errors import EgkdError
+from stages.settings import Chosen
 
 F = TypeVar("F", bound=Callable[..., Any])
 _notes: list[str] = []  # said when the command has finished (read_params')
@@ -25,18 +25,15 @@ _notes: list[str] = []  # said when the command has finished (read_params')
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="params.yaml to read defaults from (options given here win).")
 ]
-DataOption = Annotated[
-    str,
-    typer.Option(
-        "--data",
-        help="The GLUE data: a folder in the GLUE TSV layout (<dir>/SST-2/train.tsv), or 'hub'. "
-        "With data.source: hub in the params, the hub is used and the folder is not read.",
-    ),
-]
-TaskOption = Annotated[
-    str | None,
-    typer.Option("--task", help="GLUE task: sst2, cola, mrpc, qqp, stsb, mnli, qnli, rte, wnli (default: data.task)."),
-]
+_DATA_HELP = (
+    "The data: a GLUE folder (<dir>/SST-2/train.tsv, with --task) or 'hub' (GLUE on the Hugging Face hub); or your "
+    "own data set: a folder of split files (train.csv, dev.jsonl, test.parquet...), one file (the training split), "
+    "or a Hugging Face dataset name. With data.source: hub in the params, GLUE comes from the hub."
+)
+DataOption = Annotated[str, typer.Option("--data", help=_DATA_HELP)]
+OptionalDataOption = Annotated[str | None, typer.Option("--data", help=_DATA_HELP)]
+# The data section's options (--task, --text-column-names...) but the split sizes, which each command names itself.
+DATA_OPTIONS_SKIPPED = ("train_limit", "dev_limit", "source")
 AllowNewHeadOption = Annotated[
     bool,
     typer.Option(
@@ -104,12 +101,9 @@ def read_params(path: Path) -> Params:
     return load_params(path)
 
 
-def data_source(data: str, params: DataParams) -> str:
-    return resolve_source(data, params.source)
-
-
-def with_task(params: Params, task: str | None) -> DataParams:
-    return override(params.data, task=task)
+def data_params(params: Params, chosen: Chosen) -> DataParams:
+    """The params' data section with the data options given."""
+    return chosen.apply(params.data)
 
 
 def progress_enabled() -> bool:

@@ -7,29 +7,30 @@ from typing import Annotated
 
 import typer
 
+from pipeline.config import DataParams
 from pipeline.evaluate.run import EvaluateRequest, run_evaluation
-from pipeline.tasks import get_task
+from pipeline.sources import open_source
 from stages.common import (
+    DATA_OPTIONS_SKIPPED,
     AllowNewHeadOption,
     AllowPickleOption,
     DataOption,
     DeviceOption,
     ParamsOption,
     PrecisionOption,
-    TaskOption,
     compute_params,
-    data_source,
+    data_params,
     read_params,
     user_errors,
-    with_task,
 )
+from stages.settings import NOTHING_CHOSEN, Chosen, section_options
 
 
 @user_errors
+@section_options(DataParams, "data", skip=DATA_OPTIONS_SKIPPED, prefix="data_")
 def command(
     model: Annotated[str, typer.Option("--model", help="The model folder (or reference) to evaluate.")],
     data: DataOption,
-    task: TaskOption = None,
     split: Annotated[str | None, typer.Option("--split", help="The split to evaluate on (default: dev).")] = None,
     cache: Annotated[
         list[Path] | None,
@@ -50,28 +51,30 @@ def command(
     allow_pickle: AllowPickleOption = False,
     allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
+    data_chosen: Chosen = NOTHING_CHOSEN,
 ) -> None:
-    """Evaluate a model on a GLUE split, and its explanations against the teacher's in explanation caches."""
+    """Evaluate a model on a split of the data (--split test reads test.csv...), and its explanations against the
+    teacher's in explanation caches."""
     params = read_params(params_file)
-    data_params = with_task(params, task)
+    chosen_data = data_params(params, data_chosen)
     split = split or "dev"
-    limit = data_params.train_limit if split == "train" else data_params.dev_limit
+    limit = {"train": chosen_data.train_limit, "dev": chosen_data.dev_limit}.get(split)
+    source = open_source(data, chosen_data)
     report = run_evaluation(
         EvaluateRequest(
-            model,
-            data_params.task,
-            data_source(data, data_params),
-            split,
-            params.evaluate,
-            params.explain,
-            tuple(cache or ()),
-            tuple(method or ()),
-            out,
-            limit,
-            data_params.max_length,
-            allow_pickle,
-            allow_new_head,
-            compute_params(params, device, precision),
+            model=model,
+            source=source,
+            split=split,
+            params=params.evaluate,
+            explain=params.explain,
+            caches=tuple(cache or ()),
+            methods=tuple(method or ()),
+            out=out,
+            limit=limit,
+            max_length=chosen_data.max_length,
+            allow_pickle=allow_pickle,
+            allow_new_head=allow_new_head,
+            compute=compute_params(params, device, precision),
         )
     )
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
@@ -79,7 +82,7 @@ def command(
     if report.head_seed is not None:
         typer.echo(f"note: the model has no trained head; a new one was drawn from seed {report.head_seed}")
     if report.metrics.one_class is not None:
-        typer.echo(report.metrics.one_class.note(get_task(report.task).labels), err=True)
+        typer.echo(report.metrics.one_class.note(source.task.labels), err=True)
     for explanation in report.explanations:
         a, f = explanation.agreement, explanation.faithfulness
         spearman = "n/a" if a.spearman is None else f"{a.spearman:.3f}"

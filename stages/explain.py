@@ -1,4 +1,4 @@
-"""``egkd explain``: stage one, a teacher's explanations of a GLUE split, or of a text file of unlabelled
+"""``egkd explain``: stage one, a teacher's explanations of a split of the data, or of a text file of unlabelled
 sentences, into the Parquet cache."""
 
 from __future__ import annotations
@@ -8,41 +8,35 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import override
+from pipeline.config import DataParams, override
 from pipeline.data import HUB, TRANSFER
 from pipeline.explain.run import ExplainRequest, run_explain
 from pipeline.methods import Method
 from stages.common import (
+    DATA_OPTIONS_SKIPPED,
     AllowNewHeadOption,
     AllowPickleOption,
+    OptionalDataOption,
     ParamsOption,
-    TaskOption,
-    data_source,
+    data_params,
     progress_enabled,
     read_params,
     user_errors,
-    with_task,
 )
+from stages.settings import NOTHING_CHOSEN, Chosen, section_options
 
 
 @user_errors
+@section_options(DataParams, "data", skip=DATA_OPTIONS_SKIPPED, prefix="data_")
 def command(
     teacher: Annotated[
         str, typer.Option("--teacher", help="The fine-tuned teacher: a local HF folder, builtin:minilm-l6 or a hub id.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Cache folder; writes <out>/method=<m>/split=<s>/part-*.parquet.")],
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            help="The GLUE data: a folder in the GLUE TSV layout (<dir>/SST-2/train.tsv), or 'hub'. "
-            "With data.source: hub in the params, the hub is used and the folder is not read.",
-        ),
-    ] = None,
+    data: OptionalDataOption = None,
     method: Annotated[
         str | None, typer.Option("--method", help=f"{', '.join(m.value for m in Method)} (default: explain.method).")
     ] = None,
-    task: TaskOption = None,
     split: Annotated[
         str | None, typer.Option("--split", help="Split to explain: train, dev, ..., or transfer (with --text).")
     ] = None,
@@ -82,10 +76,11 @@ def command(
     allow_pickle: AllowPickleOption = False,
     allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
+    data_chosen: Chosen = NOTHING_CHOSEN,
 ) -> None:
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
     params = read_params(params_file)
-    data_params = with_task(params, task)
+    chosen_data = data_params(params, data_chosen)
     if text is not None and split is None:
         split = TRANSFER
     explain = override(
@@ -98,16 +93,16 @@ def command(
         precision=precision,
     )
     if limit is None:
-        limit = {"train": data_params.train_limit, "dev": data_params.dev_limit}.get(explain.split)
+        limit = {"train": chosen_data.train_limit, "dev": chosen_data.dev_limit}.get(explain.split)
     request = ExplainRequest(
         method=explain.method,
         teacher=teacher,
-        data=data_source(data, data_params) if data is not None else (HUB if data_params.source == HUB else None),
-        task=data_params.task,
+        data=HUB if chosen_data.source == HUB else data,
+        task=chosen_data.task,
         split=explain.split,
         out=out,
         limit=limit,
-        max_length=data_params.max_length,
+        max_length=chosen_data.max_length,
         params=explain,
         scheduler=scheduler,
         overwrite=overwrite,
@@ -116,6 +111,7 @@ def command(
         allow_new_head=allow_new_head,
         verify=verify,
         text=text,
+        data_params=chosen_data,
     )
     for line in run_explain(request).lines():
         typer.echo(line)

@@ -30,7 +30,7 @@ def _one_line_error(result, text: str) -> None:
 @pytest.mark.parametrize(
     "make_args, text",
     [
-        (lambda d, t: ["--data", str(t / "missing")], "data folder not found"),
+        (lambda d, t: ["--data", str(t / "missing")], "data not found"),
         (lambda d, t: ["--data", str(d), "--task", "sst3"], "unknown task 'sst3'"),
     ],
 )

@@ -74,8 +74,31 @@ def test_every_dotted_name_architecture_md_gives_is_code_or_a_params_key():
 
 def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    blocks = [b.strip() for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)]
-    assert blocks == ["./setup.sh", "source .venv/bin/activate && dvc repro", ".venv/bin/python -m pytest"]
+    sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", readme, flags=re.S | re.M))
+
+    def blocks(section: str) -> list[str]:
+        return [b.strip() for b in re.findall(r"```bash\n(.*?)```", sections[section], flags=re.S)]
+
+    assert blocks("Set up") == ["./setup.sh"]
+    assert blocks("Run") == ["source .venv/bin/activate && dvc repro"]
+    assert blocks("Test") == [".venv/bin/python -m pytest"]
+    assert sum(len(blocks(name)) for name in sections) == 4  # and the own-data example
+
+
+def test_the_readmes_own_data_example_runs_egkd_on_the_shared_files():
+    """Issue 36: "Your own data" shows a CSV run from end to end: every line an egkd command on files that exist."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert [c.split()[:2] for c in commands] == [
+        ["egkd", "finetune"],
+        ["egkd", "explain"],
+        ["egkd", "distill"],
+        ["egkd", "evaluate"],
+    ]
+    for path in re.findall(r"--data (\S+)", block):
+        assert (REPO / path).exists(), path
     assert "## Layout" in readme and all(f"`pipeline/{p}/`" in readme for p in PACKAGES)
 
 

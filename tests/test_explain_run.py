@@ -277,7 +277,7 @@ def test_cli_explain_info_verify(tiny_model_dir, glue_dir, tmp_path, monkeypatch
             ["--method", "lime"],
             "error: option 'method' must be one of ['gradient', 'perturbation', 'feature_selection'], got 'lime'",
         ),
-        (["--data", "/nonexistent/glue"], "error: data folder not found: /nonexistent/glue"),
+        (["--data", "/nonexistent/glue"], "error: data not found: /nonexistent/glue (no such file or folder)"),
         (["--workers", "-1"], "error: workers must not be negative, got -1"),
         (["--precision", "fp16"], "error: option 'precision' must be one of ['auto', 'fp32', 'bf16'], got 'fp16'"),
     ],

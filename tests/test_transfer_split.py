@@ -132,7 +132,7 @@ def test_stage_one_refuses_a_text_file_for_another_split_and_the_transfer_split_
         run_explain(request(tiny_model_dir, glue_dir, tmp_path / "c", text=text))
     with pytest.raises(EgkdError, match="the transfer split is read from a text file of unlabelled examples"):
         run_explain(transfer_request(tiny_model_dir, tmp_path / "c"))
-    with pytest.raises(EgkdError, match="the dev split is read from the GLUE data: pass --data"):
+    with pytest.raises(EgkdError, match="the dev split is read from the data: pass --data"):
         run_explain(dataclasses.replace(request(tiny_model_dir, glue_dir, tmp_path / "c"), data=None))
 
 

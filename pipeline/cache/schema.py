@@ -72,3 +72,6 @@ class CacheMetadata:
     # The libraries the teacher's forwards ran with (pipeline.versions: "torch==2.13.0+cpu", ...); a run resumes only
     # with the same ones, so one cache never mixes their numerics. Empty in caches written before it was recorded.
     libraries: tuple[str, ...] = ()
+    # Own data (pipeline.sources): its one or two text columns, from which stage two rebuilds the task with label_names
+    # (pipeline.sources.task_of); empty for a GLUE task, which is looked up by name.
+    text_columns: tuple[str, ...] = ()

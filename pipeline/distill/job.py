@@ -30,7 +30,7 @@ from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
 from pipeline.methods import Method
 from pipeline.models import ModelInfo, load_classifier, load_tokenizer, save_model, tokenizer_hash
-from pipeline.tasks import get_task
+from pipeline.sources import task_of
 from pipeline.training import TrainResult, seed_everything
 
 TEACHER = "teacher"  # distill.student: the first `layers` layers of the fine-tuned teacher that made the cache
@@ -182,7 +182,7 @@ def distill(request: DistillRequest) -> DistillReport:
         train_rows, view_meta = views_from(train_rows, meta, source, params.view_method, splits)
         view_cache, views_from_note = source, f"the {view_meta.method} family's, from {source}"
         notes.append(f"the view term's views: {views_from_note}")
-    task = get_task(meta.task)
+    task = task_of(meta)
     student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
     if not same:

@@ -41,6 +41,7 @@ from pipeline.explain._ops import share
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache
 from pipeline.methods import Method
+from pipeline.sources import DataSource
 from pipeline.tasks import TaskSpec
 
 
@@ -218,8 +219,7 @@ def explanation_reports(
 @dataclass(frozen=True)
 class EvaluateRequest:
     model: str
-    task: str
-    data: str  # a GLUE folder or "hub"
+    source: DataSource  # the task and its data (pipeline.sources)
     split: str
     params: EvaluateParams
     explain: ExplainParams
@@ -259,12 +259,10 @@ def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> l
 
 def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     """``egkd evaluate``: the task metric on the data; with caches, explanation agreement and AOPC."""
-    from pipeline.data import load_dataset
     from pipeline.encoding import encode
     from pipeline.models import NewHead, load_tokenizer, load_trained_classifier
-    from pipeline.tasks import get_task
 
-    task = get_task(request.task)
+    task = request.source.task
     pairs = comparisons(request.caches, request.methods, request.split)
     compute = resolve_compute(request.compute)
     head = NewHead(request.allow_new_head, request.explain.seed, "model")
@@ -272,7 +270,7 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     model = model.to(compute.device).eval()
     tokenizer = load_tokenizer(request.model)
     pad = tokenizer.pad_token_id or 0
-    dataset = load_dataset(request.data, task, request.split, request.limit)
+    dataset = request.source.load(request.split, request.limit)
     if any(e.label is None for e in dataset.examples):
         raise EgkdError(f"split {request.split} of {task.name} has no labels; evaluate on a labelled split")
     if pairs and tokenizer.mask_token_id is None:

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline import __version__, versions
@@ -48,14 +48,15 @@ from pipeline.cache.store import (
     read_part_header,
     temp_files,
 )
-from pipeline.config import ExplainParams
-from pipeline.data import TRANSFER, Dataset, load_dataset, load_text
+from pipeline.config import DataParams, ExplainParams
+from pipeline.data import TRANSFER, Dataset, load_text
 from pipeline.errors import EgkdError
 from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
 from pipeline.explain.part import PartJob, PartResult, compute_parts, keep_teacher, stream_parts, warm_teacher
 from pipeline.explain.record import method_params_json
 from pipeline.methods import Method
+from pipeline.sources import DataSource, open_source
 from pipeline.tasks import TaskSpec, get_task
 
 
@@ -77,6 +78,8 @@ class ExplainRequest:
     allow_new_head: bool = False  # a teacher without a trained head gets one drawn from params.seed
     verify: bool = False  # read existing parts in full (checksums, digest) before deciding what to compute
     text: Path | None = None  # the transfer split's plain-text file of unlabelled examples, one per line
+    # The data section's settings of own data (columns, labels, file format; pipeline.sources): the task is `task`
+    data_params: DataParams = field(default_factory=DataParams)
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,11 @@ class RunSummary:
 
 def run_explain(request: ExplainRequest) -> RunSummary:
     started = time.perf_counter()
-    task = get_task(request.task)
-    dataset = _load(request, task)
+    source = (
+        None if request.data is None else open_source(request.data, replace(request.data_params, task=request.task))
+    )
+    task = get_task(request.task) if source is None else source.task
+    dataset = _load(request, task, source)
     size = request.params.partition_size
     directory = partition_dir(request.out, request.method.value, request.split)
     with _Workers(request) as workers:
@@ -130,17 +136,17 @@ def run_explain(request: ExplainRequest) -> RunSummary:
         return _run(request, task, dataset, directory, workers, started)
 
 
-def _load(request: ExplainRequest, task: TaskSpec) -> Dataset:
-    """The examples to explain: a GLUE split, or the transfer split's text file."""
+def _load(request: ExplainRequest, task: TaskSpec, source: DataSource | None) -> Dataset:
+    """The examples to explain: a split of the data, or the transfer split's text file."""
     if request.split == TRANSFER:
         if request.text is None:
             raise EgkdError("the transfer split is read from a text file of unlabelled examples: pass --text FILE")
         return load_text(request.text, task, request.limit)
     if request.text is not None:
         raise EgkdError(f"--text is read into the {TRANSFER} split only, not {request.split} (pass --split {TRANSFER})")
-    if request.data is None:
-        raise EgkdError(f"the {request.split} split is read from the GLUE data: pass --data (a GLUE folder or hub)")
-    return load_dataset(request.data, task, request.split, request.limit)
+    if source is None:
+        raise EgkdError(f"the {request.split} split is read from the data: pass --data (a folder, a file or hub)")
+    return source.load(request.split, request.limit)
 
 
 def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Workers, started: float) -> RunSummary:
@@ -192,6 +198,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         num_examples=len(examples),
         teacher_head_seed=request.params.seed if new_head else None,
         libraries=versions.current().pinned(),
+        text_columns=() if task.is_glue else task.tsv.text_columns,
     )
     if request.overwrite and directory.exists():
         shutil.rmtree(directory)

@@ -396,6 +396,8 @@ def read_teacher(model: Path) -> TeacherSummary | None:
     if not path.is_file():
         return None
     raw = _load_json(path)
+    if isinstance(raw, dict) and "dev" in raw and raw["dev"] is None:
+        return None  # fine-tuned on data without a dev split
     try:
         return TeacherSummary(raw["dev"]["main_name"], float(raw["dev"]["main"]), raw.get("train_examples"))
     except (KeyError, TypeError, ValueError):
