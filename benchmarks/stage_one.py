@@ -22,9 +22,9 @@ import torch
 from benchmarks.measure import FlopCounter, FlopModel, device_memory, section_memory, synchronize
 from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams, ViewParams
 from pipeline.encoding import EncodedExample, TokenBatch, bucketed_batches, collate
-from pipeline.explain._ops import Runtime
 from pipeline.explain.base import Explanation, make_explainer
 from pipeline.explain.part import BATCH_FORWARDS, _HostCopy, plan_batches
+from pipeline.forwards import Runtime
 from pipeline.methods import Method
 
 IG_STEPS = 50  # the CPU suite's like-for-like setting with captum's default
@@ -379,7 +379,7 @@ def map_agreement(
 ) -> dict:
     """Mean Spearman correlation and top-20% overlap of ``other``'s maps with ``reference``'s (real tokens)."""
     from pipeline.evaluate.faithfulness import rank_agreement, top_k_overlap, top_k_set
-    from pipeline.explain._ops import share
+    from pipeline.topk import share
 
     correlations, overlaps = [], []
     for example in examples:

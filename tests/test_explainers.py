@@ -15,17 +15,10 @@ from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassificatio
 from pipeline.cache.extras import Axis, Selection, Views
 from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams, TokenBudget
 from pipeline.data import Example
+from pipeline.draws import below, example_keys, random_bits, stream_id
 from pipeline.encoding import TokenBatch, collate, encode
 from pipeline.explain import REGISTRY, explainer_class, make_explainer
-from pipeline.explain._ops import (
-    Runtime,
-    below,
-    example_keys,
-    plan_chunks,
-    random_bits,
-    resolve_precision,
-    stream_id,
-)
+from pipeline.forwards import Runtime, plan_chunks, resolve_precision
 from pipeline.methods import Method
 
 SINGLES = [

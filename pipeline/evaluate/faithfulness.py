@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import masked_logits, share, target_score, top_k
+from pipeline.forwards import masked_logits, target_score
+from pipeline.topk import share, top_k
 
 
 class Aopc(NamedTuple):

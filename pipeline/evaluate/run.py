@@ -37,12 +37,12 @@ from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
 from pipeline.evaluate.metrics import TaskMetrics, compute_metrics, predictions_from_logits
 from pipeline.evaluate.predict import predict_logits, token_batches
-from pipeline.explain._ops import share
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache
 from pipeline.methods import Method
 from pipeline.sources import DataSource
 from pipeline.tasks import TaskSpec
+from pipeline.topk import share
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 * :mod:`~pipeline.explain.base`: the :class:`Explainer` interface and its registry;
 * :mod:`~pipeline.explain.gradient`, :mod:`~pipeline.explain.perturbation`,
-  :mod:`~pipeline.explain.feature_selection`: one class per family;
-* :mod:`~pipeline.explain._ops`: forwards, chunking and masking shared by the families and evaluation;
+  :mod:`~pipeline.explain.feature_selection`: one class per family (the forwards, draws and top-k they
+  share with evaluation are the core modules :mod:`pipeline.forwards`, :mod:`pipeline.draws` and
+  :mod:`pipeline.topk`);
 * :mod:`~pipeline.explain.run` (the whole split, part by part, on dask workers) and
   :mod:`~pipeline.explain.part` (one part: encode, explain, write).
 """

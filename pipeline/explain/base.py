@@ -21,9 +21,10 @@ import torch
 
 from pipeline.cache.extras import VIEW_KINDS, Extra, Extras
 from pipeline.config import ExplainParams
+from pipeline.draws import example_keys
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import Runtime, example_keys, to_device
 from pipeline.explain.views import build_views
+from pipeline.forwards import Runtime, to_device
 from pipeline.methods import Method
 from pipeline.models import Classifier
 
@@ -38,7 +39,7 @@ class Explanation:
 class Explainer(ABC):
     """Computes one family's explanations of a classifier for a batch of inputs.
 
-    ``explain`` runs on the batch's device with the :class:`~pipeline.explain._ops.Runtime` that the
+    ``explain`` runs on the batch's device with the :class:`~pipeline.forwards.Runtime` that the
     parameters give there (precision, padded tokens per forward) and never waits for the device: the
     caller copies the explanation out once per batch.
     """
@@ -88,7 +89,7 @@ class Explainer(ABC):
     def keys(self, batch: TokenBatch) -> torch.Tensor:
         """``(B,)`` int64 keys of the batch's examples on its device: the seeds of their random draws.
 
-        Draws are :func:`~pipeline.explain._ops.random_bits` of the key, a stream, a sample and a
+        Draws are :func:`~pipeline.draws.random_bits` of the key, a stream, a sample and a
         position, so they depend on the run seed and the example alone, never on which batch, device or
         worker it lands in: results are the same for any batching.
         """

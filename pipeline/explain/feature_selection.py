@@ -33,21 +33,12 @@ import numpy as np
 import torch
 
 from pipeline.cache.extras import Extras, Selection
+from pipeline.draws import below, random_bits, stream_id
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import (
-    below,
-    full_logits,
-    host_real,
-    masked_logits,
-    random_bits,
-    share,
-    stream_id,
-    target_score,
-    to_device,
-    top_k,
-)
 from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.forwards import full_logits, host_real, masked_logits, target_score, to_device
 from pipeline.methods import Method
+from pipeline.topk import share, top_k
 
 KEEP = stream_id("feature_selection")
 

@@ -39,16 +39,8 @@ import torch
 
 from pipeline.cache.extras import Extras, Magnitude
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import (
-    Runtime,
-    frozen_parameters,
-    full_logits,
-    host_lengths,
-    logits_of,
-    plan_chunks,
-    to_device,
-)
 from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.forwards import Runtime, frozen_parameters, full_logits, host_lengths, logits_of, plan_chunks, to_device
 from pipeline.methods import Method
 
 

@@ -18,7 +18,7 @@ All perturbed inputs of a batch go through the teacher as one big forward batch,
 in chunks of about the runtime's token budget, under ``torch.inference_mode``.
 Which rows copy which example is laid out on the host from the batch's host copy;
 the permutations and random views are drawn on the device
-(:func:`~pipeline.explain._ops.random_bits`, ranked among the example's real tokens),
+(:func:`~pipeline.draws.random_bits`, ranked among the example's real tokens),
 so nothing waits for the device.
 
 Stage two also gets :class:`~pipeline.cache.extras.Views`: view 0 masks the ``ceil(mask_fraction * n)``
@@ -32,22 +32,12 @@ import numpy as np
 import torch
 
 from pipeline.cache.extras import Extras, Views
+from pipeline.draws import random_bits, stream_id
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import (
-    Runtime,
-    full_logits,
-    host_real,
-    masked_logits,
-    random_bits,
-    ranks,
-    share,
-    stream_id,
-    target_score,
-    to_device,
-    top_k,
-)
 from pipeline.explain.base import Explainer, Explanation, register
+from pipeline.forwards import Runtime, full_logits, host_real, masked_logits, target_score, to_device
 from pipeline.methods import Method
+from pipeline.topk import ranks, share, top_k
 
 SHAPLEY, VIEWS = stream_id("shapley"), stream_id("views")
 

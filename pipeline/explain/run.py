@@ -51,10 +51,10 @@ from pipeline.cache.store import (
 from pipeline.config import DataParams, ExplainParams
 from pipeline.data import TRANSFER, Dataset, load_text
 from pipeline.errors import EgkdError
-from pipeline.explain._ops import resolve_precision
 from pipeline.explain.base import explainer_class
 from pipeline.explain.part import PartJob, PartResult, compute_parts, keep_teacher, stream_parts, warm_teacher
 from pipeline.explain.record import method_params_json
+from pipeline.forwards import resolve_precision
 from pipeline.methods import Method
 from pipeline.sources import DataSource, open_source
 from pipeline.tasks import TaskSpec, get_task

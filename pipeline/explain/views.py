@@ -18,7 +18,7 @@ Why ``[MASK]``: it is the "absent" token the perturbation and feature-selection 
 teacher labels every view (so the shift it makes is labelled by the teacher), and the student sees the
 same token in stage two; docs/method.md says why dropping or replacing by other words was not taken.
 
-Draws are :func:`~pipeline.explain._ops.random_bits` of (run seed, example id, kind, view, position): an
+Draws are :func:`~pipeline.draws.random_bits` of (run seed, example id, kind, view, position): an
 example gets the same random views in any batch, on any device, and the same guided views wherever its map
 is the same (the pools are ranked on the map rounded to 8 significant bits, so float noise of another
 batching reorders tokens only at a rounding boundary). Within a kind's pool of candidate tokens the
@@ -33,9 +33,11 @@ import torch
 
 from pipeline.cache.extras import VIEW_KINDS, ContrastiveViews, GuidedViews, PreservingViews
 from pipeline.config import ViewParams
+from pipeline.draws import random_bits, stream_id
 from pipeline.encoding import TokenBatch
-from pipeline.explain._ops import Runtime, host_real, masked_logits, random_bits, ranks, share, stream_id, to_device
+from pipeline.forwards import Runtime, host_real, masked_logits, to_device
 from pipeline.models import Classifier
+from pipeline.topk import ranks, share
 
 STREAMS = {kind: stream_id(f"views.{kind.kind}") for kind in VIEW_KINDS}
 

@@ -1,31 +1,27 @@
-"""Shared machinery of the explainers, evaluation and faithfulness: forwards, chunking, masking, draws, top-k.
+"""Forwards and chunking shared by the explainers, evaluation and faithfulness.
 
 Everything here runs the same code on a CPU and on a GPU; the differences are the
 :class:`Runtime`'s values (token budget, precision), never code paths. On a GPU
 nothing here waits for the device: shapes and chunk sizes are planned on the host
-from the batch's host copy (:meth:`TokenBatch.on_host`), random draws are made on
-the device (:func:`random_bits`), and results stay on the device until the caller
-copies them out once per batch.
+from the batch's host copy (:meth:`TokenBatch.on_host`), and results stay on the
+device until the caller copies them out once per batch.
 
 * :func:`logits_of` runs the classifier (bf16 autocast where the runtime asks, a
   ready 4-D attention mask for SDPA models so transformers never inspects the mask
   on the host);
 * :func:`full_logits` and :func:`masked_logits` run a batch and masked copies of its
   rows, the copies in chunks of about ``runtime.tokens`` padded tokens under
-  ``torch.inference_mode``;
+  ``torch.inference_mode`` (:func:`plan_chunks` cuts them);
 * :func:`target_score` is the explained score (the predicted class's probability);
-* :func:`share` and :func:`top_k` choose the top fraction of an example's tokens;
-* :func:`random_bits` are counter-based random numbers of (seed, example, stream,
-  sample, position): the same on every device and for every batching;
 * :func:`frozen_parameters` turns weight gradients off while input gradients are taken.
+
+Random draws are in :mod:`pipeline.draws`, top-k selections in :mod:`pipeline.topk`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -181,7 +177,7 @@ def to_device(array: np.ndarray | torch.Tensor, device: torch.device) -> torch.T
     return tensor.to(device, non_blocking=True)
 
 
-# --- scores and selections ------------------------------------------------------------------------
+# --- scores -------------------------------------------------------------------------------------
 
 
 def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -189,34 +185,6 @@ def target_score(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if logits.shape[-1] == 1:
         return logits[:, 0]
     return logits.softmax(-1).gather(1, target[:, None])[:, 0]
-
-
-def share(fraction: float, n: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
-    """``ceil(fraction * n)`` per example, robust to float error (``0.2 * 15`` is 3, not 4); on the host."""
-    counts = n.tolist() if isinstance(n, torch.Tensor | np.ndarray) else list(n)
-    return torch.tensor([math.ceil(fraction * int(m) - 1e-9) for m in counts], dtype=torch.long)
-
-
-def ranks(values: torch.Tensor, real: torch.Tensor, descending: bool) -> torch.Tensor:
-    """Rank of each position among the ``real`` ones of its row (0 = first), by ``values`` ``(..., T)``.
-
-    Positions that are not real rank after every real one. Ties go to the earlier position (stable sort).
-    """
-    if values.is_floating_point():
-        fill = -math.inf if descending else math.inf
-    else:
-        fill = torch.iinfo(values.dtype).min if descending else torch.iinfo(values.dtype).max
-    order = values.masked_fill(~real, fill).argsort(dim=-1, descending=descending, stable=True)
-    positions = torch.arange(order.shape[-1], device=order.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, positions)
-
-
-def top_k(scores: torch.Tensor, real: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` bool mask of the ``k[b]`` highest ``scores`` among the ``real`` positions of each row.
-
-    Ties go to the earlier position (stable sort), so the choice is deterministic.
-    """
-    return (ranks(scores, real, descending=True) < k.to(real.device)[:, None]) & real
 
 
 # --- forwards -------------------------------------------------------------------------------------
@@ -281,60 +249,3 @@ def frozen_parameters(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(parameters, flags, strict=True):
             p.requires_grad_(flag)
-
-
-# --- counter-based random numbers -----------------------------------------------------------------
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_GOLDEN, _M1, _M2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch shifts arithmetically)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def _mix(x: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser on int64 (wrapping multiplication, as on every torch device)."""
-    x = (x ^ _shift(x, 30)) * _M1
-    x = (x ^ _shift(x, 27)) * _M2
-    return x ^ _shift(x, 31)
-
-
-def stream_id(name: str) -> int:
-    """A stable 62-bit number for a named stream of draws (``"views"``, ``"shapley"``...)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little") >> 2
-
-
-def example_keys(seed: int, example_ids: Sequence[str]) -> torch.Tensor:
-    """``(B,)`` int64 keys of the examples under a run seed (host side: sha256 of ``seed:id``)."""
-    keys = [
-        int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
-        for example_id in example_ids
-    ]
-    return torch.tensor(keys, dtype=torch.int64)
-
-
-BITS = 53  # random_bits are uniform integers in [0, 2**BITS)
-
-
-def random_bits(keys: torch.Tensor, stream: int, samples: int, length: int) -> torch.Tensor:
-    """``(B, samples, length)`` int64 uniform in ``[0, 2**53)``, on the device of ``keys``.
-
-    Entry ``[b, s, t]`` is a hash of (``keys[b]``, ``stream``, ``s``, ``t``) alone: it does not depend on the
-    batch, its padding, the device or anything drawn before, so an example gets the same draws wherever it
-    is explained. Integer arithmetic only, so CPU and GPU agree bit for bit.
-    """
-    device = keys.device
-    base = _mix(keys + _signed(stream * _GOLDEN % (1 << 64)))  # (B,)
-    counter = torch.arange(samples, device=device)[:, None] * (1 << 16) + torch.arange(length, device=device) + 1
-    return _shift(_mix(base[:, None, None] + counter * _GOLDEN), 64 - BITS)
-
-
-def below(bits: torch.Tensor, probability: float) -> torch.Tensor:
-    """``bits < probability * 2**53``: True with ``probability`` (exact for dyadic ones such as 0.5)."""
-    return bits < int(round(probability * (1 << BITS)))
