@@ -192,7 +192,7 @@ class FeatureSelectionParams:
 
 @dataclass(frozen=True)
 class ViewParams:
-    """The views of each example that stage one caches for every family (:mod:`pipeline.explain.views`).
+    """The views of each example that stage one caches for every family (:mod:`pipeline.explain.view_masks`).
 
     ``count`` views of each kind (label-preserving, contrastive, random), each with
     ``k = ceil(fraction * n)`` of its ``n`` real tokens replaced by ``[MASK]`` (at least one), and the
@@ -268,10 +268,7 @@ class ExplainParams:
 
 DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
 ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
-GradientLoss = Literal["cosine", "adkd", "rank"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes
-# by MSE, or the signed maps' token order by a pairwise ranking loss
-# The perturbation objective: KD on a cached view, on single-token occlusions (KL), or their order (pairwise ranking)
-PerturbationLoss = Literal["views", "occlusion", "occlusion_rank"]
+GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes by MSE
 
 
 @dataclass(frozen=True)
@@ -313,15 +310,7 @@ class DistillParams:
         "--view-cache); null: the cache's own.",
     )
     gradient_loss: GradientLoss = setting(
-        "cosine", "The gradient objective: cosine of signed maps, adkd (MSE of magnitude maps) or rank."
-    )
-    perturbation_loss: PerturbationLoss = setting(
-        "views",
-        "The perturbation objective: views (KD on a cached view), occlusion (KD on single-token occlusions) or "
-        "occlusion_rank (their drops ordered like the teacher's).",
-    )
-    occlusion_tokens: int = positive(
-        4, "With perturbation_loss occlusion(_rank): tokens masked one at a time per example per step."
+        "cosine", "The gradient objective: cosine of signed maps, or adkd (AD-KD's MSE of magnitude maps)."
     )
     gold_labels: int | None = non_negative(
         None,

@@ -96,34 +96,6 @@ def attribution_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mas
     return ((1.0 - cosine) * valid).sum() / valid.sum().clamp_min(1)
 
 
-def rank_loss(student_attr: torch.Tensor, teacher_attr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Pairwise ranking loss: the student's map should order the real tokens as the teacher's does.
-
-    student_attr, teacher_attr: (B, T) signed per-token scores; mask: (B, T) bool, the real tokens. The
-    student's row is standardised over its real tokens (mean 0, standard deviation 1), so only its order
-    and spacing matter, never its scale. For every pair of real tokens ``(i, j)`` whose teacher scores
-    differ, ``i`` the higher, the pair costs ``softplus(-(z_i - z_j))``: ``log 2`` when the student scores
-    them equal, towards 0 when it orders them as the teacher does, about ``z_j - z_i`` when it reverses them.
-    Each pair counts the same, as in Spearman's and Kendall's coefficients, which weigh ranks, not scores;
-    cosine (:func:`attribution_loss`) is dominated by a map's few largest entries. Mean over an example's
-    pairs, then over the examples that have a pair; with none the loss is 0 (still attached to the graph).
-    """
-    real = mask.to(student_attr.dtype)
-    count = real.sum(dim=-1, keepdim=True).clamp_min(1)
-    mean = (student_attr * real).sum(dim=-1, keepdim=True) / count
-    centred = (student_attr - mean) * real
-    variance = centred.pow(2).sum(dim=-1, keepdim=True) / count
-    z = centred / variance.clamp_min(1e-24).sqrt()  # (B, T); a constant row stays 0, with a finite gradient
-    teacher = teacher_attr.to(z.dtype)
-    pairs = (teacher.unsqueeze(-1) > teacher.unsqueeze(-2)) & mask.unsqueeze(-1) & mask.unsqueeze(-2)  # (B, T, T)
-    cost = F.softplus(z.unsqueeze(-2) - z.unsqueeze(-1))  # (B, T, T): [b, i, j] = softplus(-(z_i - z_j))
-    per_pair = pairs.to(z.dtype)
-    n_pairs = per_pair.sum(dim=(-1, -2))  # (B,)
-    per_example = (cost * per_pair).sum(dim=(-1, -2)) / n_pairs.clamp_min(1)
-    has_pairs = (n_pairs > 0).to(z.dtype)
-    return (per_example * has_pairs).sum() / has_pairs.sum().clamp_min(1)
-
-
 def magnitude_loss(student_map: torch.Tensor, teacher_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """AD-KD's attribution loss: MSE between L2-normalised unsigned maps, per non-zero teacher entry.
 
@@ -148,85 +120,6 @@ def view_loss(
     """
     classes = student_logits.shape[-1]
     return kd_loss(student_logits.reshape(-1, classes), teacher_logits.reshape(-1, classes), temperature, t2_scaling)
-
-
-def target_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(..., C)`` logits, ``(...)`` class ids -> ``(...)`` log-odds of the class against the rest.
-
-    ``log p(y) - log(1 - p(y))``, computed as ``z_y - logsumexp(z_others)`` so that it stays finite at a
-    confident prediction. C >= 2.
-    """
-    z = logits.float()
-    chosen = z.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    others = z.masked_fill(F.one_hot(target, z.shape[-1]).bool(), float("-inf"))
-    return chosen - torch.logsumexp(others, dim=-1)
-
-
-def occlusion_loss(
-    student_masked: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    teacher_drop: torch.Tensor,
-    valid: torch.Tensor,
-    temperature: float,
-    t2_scaling: bool = True,
-    eps: float = 1e-6,
-) -> torch.Tensor:
-    """KD on single-token occlusions, the teacher's side read from its cached occlusion map.
-
-    student_masked: (B, K, C), the student on K copies of each example, each with one token masked;
-    teacher_logits: (B, C), the teacher on the full input; teacher_drop: (B, K), the teacher's occlusion
-    score of each masked token, ``p(y | x) - p(y | x without it)`` for its predicted class ``y``;
-    valid: (B, K) bool, False for copies past an example's real tokens.
-
-    The teacher's probability of ``y`` on the copy, ``p(y | x) - drop`` (clipped to ``[eps, 1 - eps]``), is all
-    the map holds of it, so the loss is KD on ``y`` against the rest: the binary KL at ``temperature``
-    between the teacher's and the student's log-odds of ``y`` (divided by T), times T^2 when
-    ``t2_scaling``, a mean over the valid copies. With two classes that is :func:`kd_loss` on the copy.
-    With one output (regression) the score is the output itself: MSE between the student's output on the
-    copy and ``output(x) - drop``. No valid copy gives 0.
-    """
-    weights = valid.float()
-    count = weights.sum().clamp_min(1)
-    drop = teacher_drop.float()
-    if student_masked.shape[-1] == 1:
-        target = teacher_logits.float()[:, :1] - drop
-        return (((student_masked.float().squeeze(-1) - target) ** 2) * weights).sum() / count
-    predicted = teacher_logits.argmax(dim=-1)
-    full = F.softmax(teacher_logits.float(), dim=-1).gather(-1, predicted.unsqueeze(-1))  # (B, 1)
-    kept = (full - drop).clamp(eps, 1.0 - eps)  # (B, K) the teacher's p(y) on each copy
-    teacher = (torch.log(kept) - torch.log1p(-kept)) / temperature
-    student = target_log_odds(student_masked, predicted.unsqueeze(-1).expand(drop.shape)) / temperature
-    p = torch.sigmoid(teacher)
-    kl = p * (F.logsigmoid(teacher) - F.logsigmoid(student)) + (1 - p) * (
-        F.logsigmoid(-teacher) - F.logsigmoid(-student)
-    )
-    loss = (kl * weights).sum() / count
-    return loss * (temperature**2) if t2_scaling else loss
-
-
-def occlusion_rank_loss(
-    student_masked: torch.Tensor, teacher_logits: torch.Tensor, teacher_drop: torch.Tensor, valid: torch.Tensor
-) -> torch.Tensor:
-    """Single-token occlusions ranked: the student's drops should order the copies as the teacher's do.
-
-    student_masked: (B, K, C), the student on K copies of each example, each with one token masked;
-    teacher_logits: (B, C), the teacher on the full input (its predicted class ``y`` is the explained one);
-    teacher_drop: (B, K), the teacher's occlusion score of each masked token, ``p(y | x) - p(y | x without
-    it)``; valid: (B, K) bool, False for copies past an example's real tokens.
-
-    Within an example the student's full-input score is one number, so its drops rank as its scores on the
-    copies reversed: the negated log-odds of ``y`` against the rest (the negated output for regression,
-    ``C == 1``). Those are ordered like the teacher's drops by :func:`rank_loss` (pairwise, scale-free): each
-    pair of copies counts the same, however small the two drops, as in the Spearman agreement of occlusion
-    maps, where most tokens move a confident teacher's probability by thousandths. :func:`occlusion_loss`
-    (a KL on the probabilities) barely sees such pairs.
-    """
-    if student_masked.shape[-1] == 1:
-        scores = -student_masked.float().squeeze(-1)
-    else:
-        predicted = teacher_logits.argmax(dim=-1, keepdim=True).expand(teacher_drop.shape)
-        scores = -target_log_odds(student_masked, predicted)
-    return rank_loss(scores, teacher_drop, valid)
 
 
 def total_loss(

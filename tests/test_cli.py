@@ -173,7 +173,7 @@ def test_distill_options_reach_the_settings(tmp_path, monkeypatch):
 def test_a_bad_distill_option_value_is_one_line(tmp_path):
     args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "params.yaml"]
     _one_line_error(
-        runner.invoke(app, [*args, "--perturbation-loss", "mse"]),
-        "option 'perturbation_loss' must be one of ['views', 'occlusion', 'occlusion_rank'], got 'mse'",
+        runner.invoke(app, [*args, "--gradient-loss", "mse"]),
+        "option 'gradient_loss' must be one of ['cosine', 'adkd'], got 'mse'",
     )
-    _one_line_error(runner.invoke(app, [*args, "--occlusion-tokens", "0"]), "occlusion_tokens must be positive")
+    _one_line_error(runner.invoke(app, [*args, "--explain-every", "0"]), "explain_every must be positive")

@@ -122,23 +122,19 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
             tmp_path,
             "explain:\n  views:\n    count: 6\n    fraction: 0.3\n"
             "distill:\n  views: 2\n  view_weight: 0.5\n  view_kind: mixed\n  gradient_loss: adkd\n"
-            "  perturbation_loss: occlusion\n  occlusion_tokens: 6\n  train:\n    min_steps: 300\n",
+            "  explain_every: 6\n  train:\n    min_steps: 300\n",
         )
     )
     assert (params.explain.views.count, params.explain.views.fraction) == (6, 0.3)
     d = params.distill
     assert (d.views, d.view_weight, d.view_kind, d.gradient_loss, d.train.min_steps) == (2, 0.5, "mixed", "adkd", 300)
-    assert (d.perturbation_loss, d.occlusion_tokens) == ("occlusion", 6)
+    assert d.explain_every == 6
     assert d.train.epochs == Params().distill.train.epochs  # a nested key keeps the section's other defaults
     for text, message in [
         ("distill:\n  view_kind: salient\n", "params key 'distill.view_kind' must be one of"),
-        ("distill:\n  gradient_loss: l1\n", "'distill.gradient_loss' must be one of ['cosine', 'adkd', 'rank']"),
+        ("distill:\n  gradient_loss: l1\n", "'distill.gradient_loss' must be one of ['cosine', 'adkd']"),
         ("distill:\n  views: -1\n", "distill.views must not be negative, got -1"),
-        (
-            "distill:\n  perturbation_loss: mse\n",
-            "'distill.perturbation_loss' must be one of ['views', 'occlusion', 'occlusion_rank']",
-        ),
-        ("distill:\n  occlusion_tokens: 0\n", "distill.occlusion_tokens must be positive, got 0"),
+        ("distill:\n  explain_every: 0\n", "distill.explain_every must be positive, got 0"),
         ("explain:\n  views:\n    fraction: 2\n", "explain.views.fraction must be between 0 and 1"),
     ]:
         with pytest.raises(EgkdError, match=re.escape(message)):
@@ -146,7 +142,7 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
     variant = (
         "{name: v, cache: gradient, options: {method: gradient, views: 2, view_kind: random, gradient_loss: adkd}}"
     )
-    occlusion = "{name: o, cache: perturbation, options: {method: perturbation, perturbation_loss: occlusion, occlusion_tokens: 2}}"
+    occlusion = "{name: o, cache: perturbation, options: {method: perturbation, explain_every: 2, t2_scaling: false}}"
     text = f"experiment:\n  methods: [gradient, perturbation]\n  variants: [{variant}, {occlusion}]\n"
     options, other = (v.options for v in load_params(write(tmp_path, text)).experiment.variants)
     assert options.values == (
@@ -155,7 +151,7 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
         ("view_kind", "random"),
         ("gradient_loss", "adkd"),
     )
-    assert (other.get("perturbation_loss"), other.get("occlusion_tokens"), other.get("beta")) == ("occlusion", 2, None)
+    assert (other.get("explain_every"), other.get("t2_scaling"), other.get("beta")) == (2, False, None)
     chosen = options.apply(DistillParams(beta=0.3))
     assert (chosen.views, chosen.view_kind, chosen.gradient_loss, chosen.beta) == (2, "random", "adkd", 0.3)
 

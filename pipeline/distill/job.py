@@ -22,9 +22,9 @@ from pipeline.cache.store import CacheExpectation, check_compatible, list_partit
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
-from pipeline.distill.objectives import ObjectiveSettings, PerturbationObjective, make_objective
+from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import first_explained_step, train
-from pipeline.distill.views import ViewTerm, view_source, views_from
+from pipeline.distill.view_term import ViewTerm, view_source, views_from
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
@@ -53,7 +53,7 @@ class DistillRequest:
     allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
     compute: ComputeParams = field(default_factory=ComputeParams)  # where it trains (not part of the settings)
     # Another family's cache of the same sentences, the view term's views from it; or a folder of caches, searched
-    # for distill.view_method's when that is not the cache's own family (pipeline.distill.views.view_source).
+    # for distill.view_method's when that is not the cache's own family (pipeline.distill.view_term.view_source).
     view_cache: Path | None = None
 
 
@@ -202,16 +202,12 @@ def distill(request: DistillRequest) -> DistillReport:
     objective = make_objective(
         method,
         ObjectiveSettings(
-            params.temperature,
-            params.t2_scaling,
-            tokenizer.mask_token_id or 0,
-            params.gradient_loss,
-            params.perturbation_loss,
-            params.occlusion_tokens,
+            temperature=params.temperature,
+            t2_scaling=params.t2_scaling,
+            mask_token_id=tokenizer.mask_token_id or 0,
+            gradient_loss=params.gradient_loss,
         ),
     )
-    if method == Method.PERTURBATION and PerturbationObjective.reads_occlusion_map(objective.settings):
-        _check_occlusion_map(meta, request.cache, params.perturbation_loss, same, notes)
     if tokenizer.mask_token_id is None and objective.needs_mask_token:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; method {params.method_name} needs one")
     views = ViewTerm.of(params, tokenizer.mask_token_id or 0)
@@ -279,26 +275,9 @@ def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: Distill
     (out / "README.md").write_text(model_card(request, meta, report), encoding="utf-8")
 
 
-def _check_occlusion_map(meta: CacheMetadata, cache: Path, loss: str, same_tokenizer: bool, notes: list[str]) -> None:
-    """``perturbation_loss: occlusion(_rank)`` reads the cached map as leave-one-out drops: refuse any other map."""
-    variant = json.loads(meta.method_params).get("variant")
-    if variant != "occlusion":
-        raise EgkdError(
-            f"distill.perturbation_loss {loss} reads occlusion maps; the cache {cache} holds {variant} maps"
-        )
-    if not same_tokenizer:
-        notes.append(
-            f"perturbation_loss {loss}: a student token's target is the sum of its teacher tokens' occlusion "
-            "scores, an approximation of masking it"
-        )
-
-
 def _loss_option(method: str, p: DistillParams) -> str:
     if method == "gradient":
         return f" ({p.gradient_loss})"
-    if method == "perturbation":
-        extra = f", {p.occlusion_tokens} tokens per example" if p.perturbation_loss != "views" else ""
-        return f" ({p.perturbation_loss}{extra})"
     return ""
 
 

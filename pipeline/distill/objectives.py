@@ -8,20 +8,13 @@ KD and CE terms) and, when asked, computes its explanation term:
   term is trained by double backprop. ``gradient_loss: cosine``: signed per-token scores (summed over
   the hidden dimension) matched to the cached map by ``1 - cosine`` after L2 normalisation over the real
   tokens; ``adkd``: AD-KD's unsigned scores (the L2 norm over the hidden dimension) matched to the
-  cached :class:`~pipeline.cache.extras.Magnitude` map by MSE (:func:`pipeline.losses.magnitude_loss`);
-  ``rank``: the signed scores ordered like the cached map's by a pairwise ranking loss
-  (:func:`pipeline.losses.rank_loss`).
+  cached :class:`~pipeline.cache.extras.Magnitude` map by MSE (:func:`pipeline.losses.magnitude_loss`).
   The main logits come from the same forward, which uses the
   plain ("math") attention kernel: the fused flash and memory-efficient kernels have no second
   derivative.
-* :class:`PerturbationObjective`: ``perturbation_loss: views``: one cached perturbed view per example per
+* :class:`PerturbationObjective`: one of the perturbation family's cached perturbed inputs per example per
   step (chosen by the step's seeded generator); the student runs on that masked
-  input (one extra forward) and matches the teacher's cached logits there (KD loss). ``occlusion``:
-  ``occlusion_tokens`` real tokens per example, drawn uniformly by the step's generator, are masked one
-  at a time (one extra forward of ``B * K`` rows) and the student matches, on each copy, the teacher's
-  probability there, which the cached occlusion map holds (:func:`pipeline.losses.occlusion_loss`);
-  ``occlusion_rank``: the same copies, but the student's drops ordered like the teacher's by a pairwise
-  ranking loss (:func:`pipeline.losses.occlusion_rank_loss`).
+  input (one extra forward) and matches the teacher's cached logits there (KD loss).
 * :class:`FeatureSelectionObjective`: the student runs on the selected tokens
   only (all other real tokens are [MASK]; one extra forward) and must match the
   teacher's logits on the *full* input (sufficiency KD loss).
@@ -29,7 +22,7 @@ KD and CE terms) and, when asked, computes its explanation term:
   with alpha 0, plain fine-tuning).
 
 The view term (``distill.views``) is not an objective's: it adds to any of them
-(:mod:`pipeline.distill.views`).
+(:mod:`pipeline.distill.view_term`).
 """
 
 from __future__ import annotations
@@ -53,9 +46,7 @@ class ObjectiveSettings:
     temperature: float
     t2_scaling: bool
     mask_token_id: int
-    gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine, adkd or rank
-    perturbation_loss: str = "views"  # the perturbation objective's: views, occlusion or occlusion_rank
-    occlusion_tokens: int = 4  # perturbation_loss occlusion(_rank): tokens masked one at a time per example per step
+    gradient_loss: str = "cosine"  # the gradient objective's map loss: cosine or adkd
 
 
 @dataclass(frozen=True)
@@ -182,8 +173,7 @@ class GradientObjective(Objective):
             scores = _norm(products)  # (B, T) unsigned, AD-KD's
             return ObjectiveOutput(logits, losses.magnitude_loss(scores, magnitude.scores, batch.real_tokens))
         scores = products.sum(dim=-1)  # (B, T) signed
-        loss = losses.rank_loss if self.settings.gradient_loss == "rank" else losses.attribution_loss
-        return ObjectiveOutput(logits, loss(scores, batch.attribution, batch.real_tokens))
+        return ObjectiveOutput(logits, losses.attribution_loss(scores, batch.attribution, batch.real_tokens))
 
 
 def _norm(products: torch.Tensor) -> torch.Tensor:
@@ -203,17 +193,7 @@ class PerturbationObjective(Objective):
     requires = (Views,)
     needs_mask_token = True
 
-    def required(self) -> tuple[type[Extra], ...]:
-        return () if self.reads_occlusion_map(self.settings) else self.requires
-
-    @staticmethod
-    def reads_occlusion_map(settings: ObjectiveSettings) -> bool:
-        """Whether the term reads the cached map as leave-one-out drops (it must then be an occlusion map)."""
-        return settings.perturbation_loss in ("occlusion", "occlusion_rank")
-
     def explain_term(self, student, batch, generator):
-        if self.reads_occlusion_map(self.settings):
-            return self._occlusion_term(student, batch, generator)
         self.check(batch)
         views = batch.extras.get(Views)
         assert views is not None
@@ -225,33 +205,6 @@ class PerturbationObjective(Objective):
         replace = views.masks[rows, pick] & batch.real_tokens
         masked = losses.mask_tokens(batch.tokens.input_ids, replace, self.settings.mask_token_id)
         return self._kd(student_logits(student, batch, masked), views.logits[rows, pick])
-
-    def _occlusion_term(self, student, batch, generator):
-        positions, valid = occluded_positions(batch.real_tokens, self.settings.occlusion_tokens, generator)
-        length = batch.tokens.input_ids.shape[1]
-        masks = torch.nn.functional.one_hot(positions, length).bool() & valid[:, :, None]  # (B, K, T)
-        logits = student_on_masks(student, batch, masks, self.settings.mask_token_id)
-        drop = batch.attribution.gather(1, positions)
-        if self.settings.perturbation_loss == "occlusion_rank":
-            return losses.occlusion_rank_loss(logits, batch.teacher_logits, drop, valid)
-        return losses.occlusion_loss(
-            logits, batch.teacher_logits, drop, valid, self.settings.temperature, self.settings.t2_scaling
-        )
-
-
-def occluded_positions(real: torch.Tensor, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` distinct real tokens per example, uniformly at random: ``(B, K)`` positions and validity.
-
-    real: (B, T) bool. The draw is made on the host by ``generator`` (so every device draws the same);
-    an example with fewer than ``count`` real tokens gets them all, its remaining slots invalid (position 0).
-    ``K = min(count, T)``.
-    """
-    size, length = real.shape
-    keys = torch.rand(size, length, generator=generator).to(real.device, non_blocking=True)
-    keys = keys.masked_fill(~real, 2.0)  # real tokens first, in random order
-    positions = keys.argsort(dim=1)[:, : min(count, length)]
-    valid = real.gather(1, positions)
-    return positions.masked_fill(~valid, 0), valid
 
 
 @register
