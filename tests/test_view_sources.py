@@ -18,7 +18,7 @@ from pipeline.cache.extras import ContrastiveViews, Magnitude, PreservingViews, 
 from pipeline.cache.store import part_path, read_cache, read_part, write_part
 from pipeline.config import EvaluateParams, TrainParams
 from pipeline.distill.job import DistillRequest, distill
-from pipeline.distill.views import view_source, views_from
+from pipeline.distill.view_term import view_source, views_from
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 from pipeline.models import load_classifier

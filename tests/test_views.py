@@ -26,13 +26,13 @@ from pipeline.cache.project import overlap_matrix
 from pipeline.cache.store import read_cache
 from pipeline.cache.verify import verify_cache
 from pipeline.config import DistillParams, ExplainParams, ViewParams
-from pipeline.distill.views import ViewTerm
+from pipeline.distill.view_term import ViewTerm
 from pipeline.encoding import TokenBatch
 from pipeline.errors import EgkdError
 from pipeline.explain import REGISTRY, explainer_class, make_explainer
 from pipeline.explain.record import explain_params_from_cache, method_params_json
 from pipeline.explain.run import run_explain
-from pipeline.explain.views import replaced_count
+from pipeline.explain.view_masks import replaced_count
 from pipeline.methods import Method
 from pipeline.models import load_tokenizer
 

@@ -113,7 +113,7 @@ class Selection(Extra):
 class GuidedViews(Extra):
     """Views of the input built from the family's own map (or at random), and the teacher's logits on each.
 
-    Every family caches the three kinds below (:mod:`pipeline.explain.views`), with the same number of views
+    Every family caches the three kinds below (:mod:`pipeline.explain.view_masks`), with the same number of views
     and of replaced tokens in each, so the kinds are compared on equal terms; stage two trains KD on them
     (``distill.views``).
     """

@@ -4,7 +4,7 @@ The loop itself is the shared one (:mod:`pipeline.training`); this module
 supplies what is particular to distillation: the objective's forward and
 explanation term, the explanation term only every ``explain_every`` steps and
 from step ``min(ceil(explain_start * total steps), explain_start_max_steps)`` on, the
-view term (:mod:`pipeline.distill.views`, every step when it is on), the
+view term (:mod:`pipeline.distill.view_term`, every step when it is on), the
 supervised part on a transfer set (examples without a gold label, ``distill.gold_labels``:
 :func:`pipeline.losses.transfer_loss`), and the
 random choices of step ``s`` (e.g. which cached view) from generators seeded by
@@ -26,7 +26,7 @@ from pipeline.cache.project import StudentBatch, StudentExample, collate_student
 from pipeline.config import DistillParams
 from pipeline.device import Compute
 from pipeline.distill.objectives import Objective
-from pipeline.distill.views import ViewTerm
+from pipeline.distill.view_term import ViewTerm
 from pipeline.errors import EgkdError
 from pipeline.training import Checkpointing, Losses, Trainer, TrainResult, step_generator
 

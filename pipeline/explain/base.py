@@ -6,7 +6,7 @@ its :class:`~pipeline.methods.Method`. A family supplies ``attribute(batch)``: a
 tokens and padding, plus the extras of its own it caches for stage two, which
 it declares in ``extras`` (:mod:`pipeline.cache.extras`). ``explain(batch)``, the
 same for every family, adds the views built from that map
-(:mod:`pipeline.explain.views`); :meth:`Explainer.cached_extras` names everything
+(:mod:`pipeline.explain.view_masks`); :meth:`Explainer.cached_extras` names everything
 a row carries, which is all the cache, verification and student collation need
 to know of them.
 """
@@ -23,7 +23,7 @@ from pipeline.cache.extras import VIEW_KINDS, Extra, Extras
 from pipeline.config import ExplainParams
 from pipeline.draws import example_keys
 from pipeline.encoding import TokenBatch
-from pipeline.explain.views import build_views
+from pipeline.explain.view_masks import build_views
 from pipeline.forwards import Runtime, to_device
 from pipeline.methods import Method
 from pipeline.models import Classifier

@@ -1,7 +1,7 @@
 """The view term of stage two: KD on the views stage one cached with the teacher's logits (``distill.views``).
 
 Every family's cache holds, per example, label-preserving, contrastive and random views
-(:mod:`pipeline.explain.views`). On each step the term picks ``count`` of them per example, runs the
+(:mod:`pipeline.explain.view_masks`). On each step the term picks ``count`` of them per example, runs the
 student once on all of them (one forward of ``B * count`` rows: at most one extra forward per view), and
 matches the teacher's cached logits there with the KD loss of the main term
 (:func:`pipeline.losses.view_loss`). It is independent of the objective, so ``method: none`` with random
