@@ -1,10 +1,10 @@
 """Views that bring new words: an augmented copy of a GLUE single-sentence task, for a probe of stage two.
 
-    python -m benchmarks.word_views --data ../shared/data/glue --teacher T --limit 2000 --views 4 \
+    python -m research.word_views --data ../shared/data/glue --teacher T --limit 2000 --views 4 \
         --mode neighbours --out AUG
 
 Stage one's views replace tokens by ``[MASK]`` (docs/method.md), so they hold no word their sentences lack;
-``benchmarks.coverage`` shows that more training sentences help most where their new words are. This writes a
+``research.coverage`` shows that more training sentences help most where their new words are. This writes a
 GLUE folder (``AUG/SST-2/train.tsv`` and the source's ``dev.tsv``) holding the first ``--limit`` training
 sentences, then ``--views`` views of each, as rows of their own with the sentence's label. In each view
 ``max(1, ceil(fraction * n))`` of the sentence's ``n`` words are replaced, drawn among its replaceable ones

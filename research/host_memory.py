@@ -7,7 +7,7 @@ loss, backward, clipping at norm 1, AdamW, scheduler) on the same seeded batches
 It prints each setting's wall time, its CPU time in user and kernel mode, its peak resident memory, and how
 far the two final weight sets differ (0: the setting changes only the allocator's bookkeeping).
 
-Run: ``python -m benchmarks.host_memory [--steps 250] [--repeats 2]``.
+Run: ``python -m research.host_memory [--steps 250] [--repeats 2]``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def child(keep: bool, steps: int, out: Path) -> None:
 
 
 def run(keep: bool, steps: int, out: Path) -> dict[str, float]:
-    command = [sys.executable, "-m", "benchmarks.host_memory", "--child", "keep" if keep else "release"]
+    command = [sys.executable, "-m", "research.host_memory", "--child", "keep" if keep else "release"]
     command += ["--steps", str(steps), "--weights", str(out)]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

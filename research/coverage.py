@@ -1,6 +1,6 @@
 """Which evaluation sentences hold words the students' training sentences never show, and how students do there.
 
-    python -m benchmarks.coverage --data ../shared/data/glue --train-limit 2000 --evals eval/ [--reference kd]
+    python -m research.coverage --data ../shared/data/glue --train-limit 2000 --evals eval/ [--reference kd]
 
 A view of a training sentence replaces some of its tokens by ``[MASK]``: whatever the explanation picks, the
 views hold no word their sentences lack. This prints how much of the evaluation split's vocabulary the first

@@ -1,6 +1,6 @@
 """How far each kind of cached view moves the teacher: what a student trained on the views can learn from them.
 
-    python -m benchmarks.view_shift CACHE [--method gradient] [--split train] [--temperature 2]
+    python -m research.view_shift CACHE [--method gradient] [--split train] [--temperature 2]
 
 For every kind of view in a stage-one cache (label-preserving, contrastive, random), over all its views:
 

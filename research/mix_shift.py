@@ -1,6 +1,6 @@
 """How far the teacher's output on a mixed sentence moves from its recipient's: what ``egkd mix`` gives a student.
 
-    python -m benchmarks.mix_shift CACHE [CACHE ...] [--method perturbation] [--temperature 2]
+    python -m research.mix_shift CACHE [CACHE ...] [--method perturbation] [--temperature 2]
 
 Each CACHE holds a train split and, in its transfer split, the sentences ``egkd mix`` wrote from that train split
 in their order (``egkd explain --text``), so the ``i``-th transfer row's recipient is train row ``i`` modulo the
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.view_shift import log_softmax
 from pipeline.cache import read_cache
 from pipeline.data import TRANSFER
+from research.view_shift import log_softmax
 
 
 @dataclass(frozen=True)

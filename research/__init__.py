@@ -1,0 +1,1 @@
+"""The one-off study scripts, beside the study write-ups (research/*.md): run each as ``python -m research.<name>``."""
