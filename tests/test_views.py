@@ -287,18 +287,3 @@ def test_random_views_depend_on_the_run_seed_not_on_the_family_parameters(model,
     a = explain(model, tokenizer, batch, Method.PERTURBATION, "occlusion", mask_fraction=0.5)
     b = explain(model, tokenizer, batch, Method.PERTURBATION, "shapley")
     assert torch.equal(a.extras.get(RandomViews).masks, b.extras.get(RandomViews).masks)
-
-
-def test_occluded_positions_are_distinct_real_tokens_drawn_from_the_seed():
-    from pipeline.distill.objectives import occluded_positions
-
-    real = torch.tensor([[False, True, True, True, True, False], [False, True, False, False, False, False]])
-    positions, valid = occluded_positions(real, 3, torch.Generator().manual_seed(5))
-    again, _ = occluded_positions(real, 3, torch.Generator().manual_seed(5))
-    assert torch.equal(positions, again) and positions.shape == (2, 3)
-    assert len(set(positions[0].tolist())) == 3 and set(positions[0].tolist()) <= {1, 2, 3, 4}
-    assert valid.tolist() == [[True, True, True], [True, False, False]]  # the second has one real token
-    assert positions[1].tolist() == [1, 0, 0]
-    draws = {tuple(occluded_positions(real, 3, torch.Generator().manual_seed(s))[0][0].tolist()) for s in range(8)}
-    assert len(draws) > 1  # the seed decides
-    assert occluded_positions(real, 9, torch.Generator())[0].shape == (2, 6)  # at most the sequence
