@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
@@ -176,10 +176,30 @@ class GradientParams:
 
 @dataclass(frozen=True)
 class PerturbationParams:
-    variant: Literal["occlusion", "shapley"] = "occlusion"
-    shapley_samples: int = positive(8)
+    variant: Literal["occlusion", "shapley"] = setting(
+        "occlusion", "occlusion: the drop of the class probability with each token (window) masked; shapley: sampling."
+    )
+    shapley_samples: int = positive(8, "Shapley: random permutations per example.")
     mask_fraction: float = fraction(0.2, "share of tokens masked in each cached perturbed input")
     random_views: int = non_negative(2, "cached perturbed inputs with random masks, beside the top-scored one")
+    window: int = positive(
+        1,
+        "Occlusion: tokens masked together in each copy, a window sliding over the real tokens (captum's Occlusion); "
+        "a token's score is the mean drop of the windows that cover it.",
+    )
+    stride: int = positive(
+        1, "Occlusion: tokens between two windows' starts, at most window: n tokens cost about n / stride forwards."
+    )
+
+    # window and stride are left out of a cache's record while they hold these values (pipeline.explain.record)
+    DEFAULT_SPANS: ClassVar[dict[str, int]] = {"window": 1, "stride": 1}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stride, int) and isinstance(self.window, int) and self.stride > self.window:
+            raise EgkdError(
+                f"explain.perturbation.stride {self.stride} exceeds window {self.window}: tokens between windows "
+                "would get no score"
+            )
 
 
 @dataclass(frozen=True)

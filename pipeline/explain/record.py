@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from pipeline.config import ExplainParams, section_from_dict
+from pipeline.config import ExplainParams, PerturbationParams, section_from_dict
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
 
@@ -22,6 +22,8 @@ def method_params_json(method: Method, params: ExplainParams) -> str:
     The views' parameters are under ``views``: parts made with other views are another run's.
     """
     own = dataclasses.asdict(params.method_params(method))
+    if method is Method.PERTURBATION:  # spans recorded only when used: caches made before them keep their record
+        own = {k: v for k, v in own.items() if PerturbationParams.DEFAULT_SPANS.get(k) != v}
     return json.dumps({"seed": params.seed, **own, "views": dataclasses.asdict(params.views)}, sort_keys=True)
 
 
