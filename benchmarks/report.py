@@ -134,9 +134,7 @@ def markdown(results: dict) -> str:
             )
     two = results.get("stage_two")
     if two:
-        from benchmarks.stage_two import table
-
-        lines += ["", *table(two)]
+        lines += ["", *stage_two_table(two)]
     scaling = results.get("scaling")
     if scaling:
         lines += [
@@ -425,3 +423,44 @@ def device_markdown(results: dict) -> str:
         for name, text in results["errors"].items():
             lines += [f"### {name}", "", "```", text.rstrip(), "```", ""]
     return "\n".join(lines) + "\n"
+
+
+def stage_two_table(two: dict) -> list[str]:
+    """The stage-two results as a Markdown table."""
+    where = f"{two.get('device', 'cpu')} ({two.get('device_name', 'cpu')}), {two.get('precision', 'fp32')}"
+    lines = [
+        f"## Stage two (distill): one training step, batch {two['batch_size']}, "
+        f"{two['student_layers']}-layer student, {where}",
+        "",
+        "| objective | cached step ms | x plain | sentences/s | % of peak | online step ms (teacher ms) "
+        "| cached / online | peak RSS MiB (cached / online) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(label: str, entry: dict, ratio: float, online: dict | None = None, vs_online: float | None = None) -> str:
+        fraction = entry.get("fraction_of_peak")
+        shown = "" if fraction is None else f"{fraction:.1%}"
+        sentences = entry.get("sentences_per_s", two["batch_size"] / entry["step_s"])
+        online_cell = "" if online is None else f"{online['step_s'] * 1e3:.1f} ({online['teacher_s'] * 1e3:.1f})"
+        ratio_cell = "" if vs_online is None else f"{vs_online:.3f}"
+        memory = f"{entry['peak_rss_mib']:.0f}" + ("" if online is None else f" / {online['peak_rss_mib']:.0f}")
+        return (
+            f"| {label} | {entry['step_s'] * 1e3:.1f} | {ratio:.2f} | {sentences:,.0f} | {shown} | {online_cell} "
+            f"| {ratio_cell} | {memory} |"
+        )
+
+    lines.append(row("none (plain fine-tuning, alpha 0)", two["plain"], 1.0))
+    if "kd" in two:
+        lines.append(row("none (vanilla KD, alpha 0.5)", two["kd"], two["kd"]["vs_plain"]))
+    for method in ("gradient", "perturbation", "feature_selection"):
+        m = two[method]
+        lines.append(row(method, m["cached"], m["vs_plain"], m["online"], m["vs_online"]))
+    peak = two.get("peak")
+    if peak:
+        lines += [
+            "",
+            f"% of peak: the student's counted FLOPs per second over the {peak['dtype']} matmul peak "
+            f"({peak['flops_per_s'] / 1e12:.1f} TFLOP/s, {peak['source']}); the gradient objective's double "
+            "backward is not counted.",
+        ]
+    return lines

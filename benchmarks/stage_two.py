@@ -1,6 +1,6 @@
 """Stage-two step time: a plain step, vanilla KD and each explanation objective side by side, on a CPU or a GPU.
 
-Every timed step is the trainer's own step (:meth:`pipeline.training.Trainer._step`: forward under the run's
+Every timed step is the trainer's own step (:meth:`pipeline.training.Trainer.step`: forward under the run's
 autocast, losses, backward, gradient clipping, AdamW, scheduler) on the same fixed batches for every
 configuration, each batch copied from pinned host memory to the device as the trainer's loader does. The
 configurations:
@@ -172,7 +172,7 @@ class StepRunner:
                     batch = _with_explanation(batch, self.teacher.explain(batch.tokens))
                 compute.synchronize()
                 teacher_s += time.perf_counter() - teacher_start
-            self.trainer._step(batch, self.optimizer, self.scheduler, self.step_count, 0)
+            self.trainer.step(batch, self.optimizer, self.scheduler, self.step_count, 0)
             self.step_count += 1
         compute.synchronize()
         return time.perf_counter() - start, teacher_s
@@ -384,50 +384,9 @@ def section(
             "vs_plain": cached["step_s"] / plain["step_s"],
             "vs_online": cached["step_s"] / online["step_s"],
         }
-    for line in table(out):
+    for line in report.stage_two_table(out):
         print(line, flush=True)
     return out
-
-
-def table(two: dict) -> list[str]:
-    """The stage-two results as a Markdown table."""
-    where = f"{two.get('device', 'cpu')} ({two.get('device_name', 'cpu')}), {two.get('precision', 'fp32')}"
-    lines = [
-        f"## Stage two (distill): one training step, batch {two['batch_size']}, "
-        f"{two['student_layers']}-layer student, {where}",
-        "",
-        "| objective | cached step ms | x plain | sentences/s | % of peak | online step ms (teacher ms) "
-        "| cached / online | peak RSS MiB (cached / online) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-
-    def row(label: str, entry: dict, ratio: float, online: dict | None = None, vs_online: float | None = None) -> str:
-        fraction = entry.get("fraction_of_peak")
-        shown = "" if fraction is None else f"{fraction:.1%}"
-        sentences = entry.get("sentences_per_s", two["batch_size"] / entry["step_s"])
-        online_cell = "" if online is None else f"{online['step_s'] * 1e3:.1f} ({online['teacher_s'] * 1e3:.1f})"
-        ratio_cell = "" if vs_online is None else f"{vs_online:.3f}"
-        memory = f"{entry['peak_rss_mib']:.0f}" + ("" if online is None else f" / {online['peak_rss_mib']:.0f}")
-        return (
-            f"| {label} | {entry['step_s'] * 1e3:.1f} | {ratio:.2f} | {sentences:,.0f} | {shown} | {online_cell} "
-            f"| {ratio_cell} | {memory} |"
-        )
-
-    lines.append(row("none (plain fine-tuning, alpha 0)", two["plain"], 1.0))
-    if "kd" in two:
-        lines.append(row("none (vanilla KD, alpha 0.5)", two["kd"], two["kd"]["vs_plain"]))
-    for method in ("gradient", "perturbation", "feature_selection"):
-        m = two[method]
-        lines.append(row(method, m["cached"], m["vs_plain"], m["online"], m["vs_online"]))
-    peak = two.get("peak")
-    if peak:
-        lines += [
-            "",
-            f"% of peak: the student's counted FLOPs per second over the {peak['dtype']} matmul peak "
-            f"({peak['flops_per_s'] / 1e12:.1f} TFLOP/s, {peak['source']}); the gradient objective's double "
-            "backward is not counted.",
-        ]
-    return lines
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -482,7 +441,8 @@ def run(args: argparse.Namespace, sizes: StepSizes | None = None) -> dict:
         f"| {c['name']} | {c['value']:,.2f} | {c['op']} {c['target']:,} | {'yes' if c['met'] else '**no**'} |"
         for c in results["targets"]
     ]
-    lines = [*table(results["stage_two"]), "", "| target | value | goal | met |", "|---|---:|---:|---|", *checks]
+    targets = ["| target | value | goal | met |", "|---|---:|---:|---|", *checks]
+    lines = [*report.stage_two_table(results["stage_two"]), "", *targets]
     print("\n".join(lines[-len(checks) - 2 :]), flush=True)
     if args.out is not None:
         name = f"{args.machine or info['hostname']}-stage-two"

@@ -2,7 +2,7 @@
 
 Each setting runs in its own process (the allocator setting lasts a process's lifetime): a randomly
 initialised BERT classifier of the medium profile's student shape (30,522-token vocabulary, hidden 384, two
-layers), ``--steps`` AdamW steps of the training loop's own step (:meth:`pipeline.training.Trainer._step`: the
+layers), ``--steps`` AdamW steps of the training loop's own step (:meth:`pipeline.training.Trainer.step`: the
 loss, backward, clipping at norm 1, AdamW, scheduler) on the same seeded batches of 8 sentences of 24 tokens.
 It prints each setting's wall time, its CPU time in user and kernel mode, its peak resident memory, and how
 far the two final weight sets differ (0: the setting changes only the allocator's bookkeeping).
@@ -55,7 +55,7 @@ def child(keep: bool, steps: int, out: Path) -> None:
     trainer = Trainer(model, params, lambda items: items, loss)
     start = time.perf_counter()
     for step, batch in enumerate(batches):
-        trainer._step(batch, optimizer, scheduler, step, 0)
+        trainer.step(batch, optimizer, scheduler, step, 0)
     wall = time.perf_counter() - start
     save_model(model, str(out))
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -198,14 +198,14 @@ def test_checkpoint_saved_on_another_device_loads_with_map_location(cache, tmp_p
     """A checkpoint whose tensors are tagged as saved on a GPU (torch.save records each storage's device)
     resumes on this CPU to exactly the weights and log of an uninterrupted run."""
     run(cache, tmp_path / "full", method="perturbation")
-    original = training.Trainer._step
+    original = training.Trainer.step
 
     def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
         if step == 3:
             raise KeyboardInterrupt
         return original(self, batch, optimizer, scheduler, step, epoch)
 
-    monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
+    monkeypatch.setattr(training.Trainer, "step", crash_at_step_4)
     monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:1")  # "saved on cuda:1"
     with pytest.raises(KeyboardInterrupt):
         run(cache, tmp_path / "moved", method="perturbation")

@@ -156,17 +156,17 @@ def test_two_runs_give_identical_weights(cache, tmp_path, method):
 @pytest.mark.parametrize("views", [{}, {"views": 2, "view_kind": "mixed"}], ids=["plain", "views"])
 def test_resume_equals_an_uninterrupted_run(cache, tmp_path, monkeypatch, views):
     run(cache, tmp_path / "full", method="perturbation", **views)
-    original = training.Trainer._step
+    original = training.Trainer.step
 
     def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
         if step == 3:  # 0-based step index: steps 1..3 are done, the checkpoint holds step 2
             raise KeyboardInterrupt
         return original(self, batch, optimizer, scheduler, step, epoch)
 
-    monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
+    monkeypatch.setattr(training.Trainer, "step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         run(cache, tmp_path / "resumed", method="perturbation", **views)
-    monkeypatch.setattr(training.Trainer, "_step", original)
+    monkeypatch.setattr(training.Trainer, "step", original)
     report = run(cache, tmp_path / "resumed", resume=True, method="perturbation", **views)
     assert report.training.resumed_from == 2
     first, second = weights(tmp_path / "full"), weights(tmp_path / "resumed")

@@ -321,7 +321,7 @@ def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, 
     is written leaves half a line: resume uses the former, drops the latter, and matches an uninterrupted run."""
     params = small_distill(method=Method.GRADIENT)
     distill(DistillRequest(cache, tmp_path / "full", params, EvaluateParams()))
-    original = training.Trainer._step
+    original = training.Trainer.step
 
     def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
         if step == 3:
@@ -329,10 +329,10 @@ def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, 
         return original(self, batch, optimizer, scheduler, step, epoch)
 
     out = tmp_path / "resumed"
-    monkeypatch.setattr(training.Trainer, "_step", crash_at_step_4)
+    monkeypatch.setattr(training.Trainer, "step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         distill(DistillRequest(cache, out, params, EvaluateParams()))
-    monkeypatch.setattr(training.Trainer, "_step", original)
+    monkeypatch.setattr(training.Trainer, "step", original)
     last_dir(out).rename(last_dir(out).with_name(".last.old"))
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log:
         log.write('{"step": 4, "epoch": 1, "lo')
