@@ -223,27 +223,6 @@ class ViewParams:
     fraction: float = fraction(0.2)
 
 
-class MixKind(Enum):
-    """How ``egkd mix`` places its two windows of words (:mod:`pipeline.explain.mix`)."""
-
-    SALIENT = "salient"  # the recipient's least important window replaced by the donor's most supportive one
-    RANDOM = "random"  # both windows placed at random: the baseline
-
-
-@dataclass(frozen=True)
-class MixParams:
-    """New examples spliced from two cached training examples (``egkd mix``, :mod:`pipeline.explain.mix`).
-
-    ``kind`` salient: the recipient's least important window of words is replaced by the donor's window that
-    supports its explained class most; random: both windows at random (the baseline). A window is
-    ``round(span * n)`` of the recipient's ``n`` words (at least one); ``count`` null: one per cached example.
-    """
-
-    kind: MixKind = MixKind.SALIENT
-    span: float = fraction(0.3)
-    count: int | None = positive(None)
-
-
 Precision = Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on a CPU
 Compile = Literal["eager", "inductor", "cudagraphs"]  # torch.compile of the teacher: none, inductor, + CUDA graphs
 
@@ -279,7 +258,6 @@ class ExplainParams:
     perturbation: PerturbationParams = field(default_factory=PerturbationParams)
     feature_selection: FeatureSelectionParams = field(default_factory=FeatureSelectionParams)
     views: ViewParams = field(default_factory=ViewParams)
-    mix: MixParams = field(default_factory=MixParams)
 
     def method_params(self, method: Method | None = None) -> Any:
         """The section of ``method`` (default: this run's method), e.g. :class:`GradientParams`."""

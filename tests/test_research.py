@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -173,25 +172,3 @@ def test_word_views_cli_writes_a_glue_folder(tmp_path, tiny_model_dir, glue_dir)
     with pytest.raises(SystemExit, match="error: --limit, --views and --neighbours must be positive"):
         word_views.main(["--data", str(glue_dir), "--teacher", str(tiny_model_dir), "--limit", "0",
                          "--mode", "mask", "--out", str(out)])  # fmt: skip
-
-
-def test_mix_shift_exact_on_hand_made_logits():
-    """Recipients (ln 3, 0) and (0, 0); mixed sentences (0, ln 3) and (0, 0). At temperature 1: p = (0.75, 0.25)
-    and (0.5, 0.5); the first mix flips (0.25, 0.75), the second ties and keeps class 0 (argmax takes the first).
-    KL((0.75, 0.25) || (0.25, 0.75)) = 0.5 ln 3, KL of equal distributions 0: mean 0.25 ln 3."""
-    import numpy as np
-
-    from research.mix_shift import outputs
-
-    ln3 = math.log(3.0)
-    recipient = np.array([[ln3, 0.0], [0.0, 0.0]])
-    mixed = np.array([[0.0, ln3], [0.0, 0.0]])
-    got = outputs("mix", mixed, np.array([4, 6]), recipient, 1.0)
-    assert (got.sentences, got.flips, got.tokens) == (2, 0.5, 5.0)
-    assert got.kl == pytest.approx(0.25 * ln3, abs=1e-12)
-    assert got.top_probability == pytest.approx((0.75 + 0.5) / 2, abs=1e-12)
-    entropy = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) + math.log(2.0)
-    assert got.entropy == pytest.approx(entropy / 2, abs=1e-12)
-    alone = outputs("train", recipient, np.array([3, 3]), None, 2.0)
-    assert (alone.flips, alone.kl) == (None, None)
-    assert alone.top_probability == pytest.approx((math.sqrt(3) / (math.sqrt(3) + 1) + 0.5) / 2, abs=1e-12)
