@@ -72,6 +72,25 @@ def test_every_dotted_name_architecture_md_gives_is_code_or_a_params_key():
     assert not unknown, unknown
 
 
+def test_architecture_md_lists_every_module_once_with_one_line():
+    """Issue 37: "Every module" names each module of pipeline/ and stages/ (package __init__ files aside), one list
+    line each, and no module that is gone."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("\n## Every module\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^- `((?:pipeline|stages)/[\w/]+\.py)`: \S", section, flags=re.M)
+    modules = sorted(
+        str(path.relative_to(REPO))
+        for folder in ("pipeline", "stages")
+        for path in (REPO / folder).rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    assert len(listed) == len(set(listed)), sorted({m for m in listed if listed.count(m) > 1})
+    assert not sorted(set(modules) - set(listed)), (
+        f"missing from docs/architecture.md: {sorted(set(modules) - set(listed))}"
+    )
+    assert not sorted(set(listed) - set(modules)), f"listed but gone: {sorted(set(listed) - set(modules))}"
+
+
 def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     sections = dict(re.findall(r"^## (.+?)\n(.*?)(?=^## |\Z)", readme, flags=re.S | re.M))
