@@ -13,11 +13,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.data import Example
+from pipeline.models import token_type_inputs
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,12 @@ class TokenBatch:
             self if self.input_ids.device.type == "cpu" else self.host,
         )
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "token_type_ids": self.token_type_ids,
-        }
+    def model_inputs(self, model: Any = None) -> dict[str, torch.Tensor]:
+        """The forward's inputs; for ``model``, token type ids only where it takes them."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if model is None:
+            return {**inputs, "token_type_ids": self.token_type_ids}
+        return {**inputs, **token_type_inputs(model, self.token_type_ids)}
 
 
 def encode(tokenizer, examples: Sequence[Example], max_length: int) -> list[EncodedExample]:

@@ -52,7 +52,7 @@ def labels_tensor(items: list[EncodedExample], regression: bool) -> torch.Tensor
 
 def supervised_loss(model: torch.nn.Module, batch: LabelledBatch, step: int) -> Losses:
     """Cross-entropy with the gold labels (MSE for regression)."""
-    ce = ce_loss(model(**batch.tokens.model_inputs()).logits, batch.labels)
+    ce = ce_loss(model(**batch.tokens.model_inputs(model)).logits, batch.labels)
     return Losses(total=ce, ce=ce)
 
 

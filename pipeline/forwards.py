@@ -31,7 +31,7 @@ import torch
 
 from pipeline.config import Compile, ExplainParams, TokenBudget
 from pipeline.encoding import TokenBatch
-from pipeline.models import Classifier
+from pipeline.models import Classifier, token_type_inputs
 
 LENGTH_MULTIPLE = {"cuda": 8}  # chunks padded to a multiple of this many tokens (tensor-core tiles); 1 elsewhere
 
@@ -118,7 +118,7 @@ def logits_of(
     if runtime.compile == "cudagraphs":
         torch.compiler.cudagraph_mark_step_begin()  # each forward is a new step: earlier outputs are ours to keep
     with runtime.autocast():
-        out = call(**inputs, attention_mask=mask, token_type_ids=token_type_ids)
+        out = call(**inputs, attention_mask=mask, **token_type_inputs(model, token_type_ids))
     logits = out.logits.float()
     return logits.clone() if runtime.compile == "cudagraphs" and logits is out.logits else logits
 

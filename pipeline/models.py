@@ -13,6 +13,7 @@ checkpoints, and remote code is never enabled.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -186,10 +187,7 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load the config of {ref}: {str(err).splitlines()[0]}") from None
     if num_layers is not None:
-        available = getattr(config, "num_hidden_layers", None)
-        if available is not None and num_layers > available:
-            raise EgkdError(f"{ref} has {available} layers; cannot keep the first {num_layers}")
-        config.num_hidden_layers = num_layers
+        keep_layers(config, num_layers, ref)
     resized = config.num_labels != num_labels  # the checkpoint's head (if any) has another number of classes
     if resized:
         config.num_labels = num_labels
@@ -213,14 +211,60 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
     try:
         try:
             model, info = load("sdpa")  # torch's fused attention, where transformers offers it
-        except ValueError as err:
-            if "sdpa" not in str(err).lower():
+        except ValueError as err:  # an architecture without it (DeBERTa-v2) names it in full
+            if not any(name in str(err).lower() for name in ("sdpa", "scaled_dot_product_attention")):
                 raise
             model, info = load(None)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
     mismatched = (key for key, *_ in info.get("mismatched_keys", ()))
     return model, tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
+
+
+# Config attributes that hold one entry per layer (ModernBERT's attention kinds): cut with the layers.
+_PER_LAYER = ("layer_types",)
+
+
+def keep_layers(config: Any, num_layers: int, ref: str) -> None:
+    """Set ``config`` to the first ``num_layers`` layers of its encoder, in place.
+
+    Every architecture's config answers to ``num_hidden_layers`` (DistilBERT maps it to ``n_layers``); the
+    per-layer lists some configs hold are cut to match. A config without it is refused: the student would
+    silently keep every layer.
+    """
+    kind = getattr(config, "model_type", None) or type(config).__name__
+    available = getattr(config, "num_hidden_layers", None)
+    if not isinstance(available, int):
+        raise EgkdError(f"{kind} ({ref}): its config has no num_hidden_layers, so its first layers cannot be kept")
+    if num_layers > available:
+        raise EgkdError(f"{ref} has {available} layers; cannot keep the first {num_layers}")
+    for name in _PER_LAYER:
+        values = getattr(config, name, None)
+        if isinstance(values, list | tuple) and len(values) == available:
+            setattr(config, name, type(values)(values[:num_layers]))
+    config.num_hidden_layers = num_layers
+
+
+_TAKES_TOKEN_TYPES: dict[type, bool] = {}
+
+
+def takes_token_types(model: Any) -> bool:
+    """Whether ``model``'s forward takes ``token_type_ids`` (DistilBERT's and ModernBERT's do not); once per class."""
+    kind = type(model)
+    if kind not in _TAKES_TOKEN_TYPES:
+        try:
+            parameters = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError, AttributeError):  # no signature to read: give them, as before
+            _TAKES_TOKEN_TYPES[kind] = True
+        else:
+            _TAKES_TOKEN_TYPES[kind] = "token_type_ids" in parameters
+    return _TAKES_TOKEN_TYPES[kind]
+
+
+def token_type_inputs(model: Any, token_type_ids: Any) -> dict[str, Any]:
+    """``{"token_type_ids": token_type_ids}`` for a model that takes them, else nothing: DistilBERT and ModernBERT
+    have no segment embeddings and would pass the ids on unread."""
+    return {"token_type_ids": token_type_ids} if takes_token_types(model) else {}
 
 
 def weights_hash(ref: str) -> str:

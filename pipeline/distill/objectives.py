@@ -39,6 +39,7 @@ from pipeline.cache.extras import Extra, Magnitude, Selection, Views
 from pipeline.cache.project import StudentBatch
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
+from pipeline.models import token_type_inputs
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ObjectiveOutput:
 def student_logits(
     student: torch.nn.Module, batch: StudentBatch, input_ids: torch.Tensor | None = None
 ) -> torch.Tensor:
-    inputs = batch.tokens.model_inputs()
+    inputs = batch.tokens.model_inputs(student)
     if input_ids is not None:
         inputs["input_ids"] = input_ids
     return student(**inputs).logits
@@ -78,7 +79,7 @@ def student_on_masks(
     logits = student(
         input_ids=ids.reshape(size * count, length),
         attention_mask=tokens.attention_mask.repeat_interleave(count, 0),
-        token_type_ids=tokens.token_type_ids.repeat_interleave(count, 0),
+        **token_type_inputs(student, tokens.token_type_ids.repeat_interleave(count, 0)),
     ).logits
     return logits.view(size, count, -1)
 
@@ -160,7 +161,9 @@ class GradientObjective(Objective):
         with twice_differentiable_attention():
             embeds = student.get_input_embeddings()(tokens.input_ids)
             logits = student(
-                inputs_embeds=embeds, attention_mask=tokens.attention_mask, token_type_ids=tokens.token_type_ids
+                inputs_embeds=embeds,
+                attention_mask=tokens.attention_mask,
+                **token_type_inputs(student, tokens.token_type_ids),
             ).logits
             target = batch.teacher_logits.argmax(dim=-1, keepdim=True)
             chosen = logits.gather(-1, target).sum()

@@ -37,7 +37,7 @@ def aopc(
     """
     model.eval()
     with torch.inference_mode():
-        logits = model(**batch.model_inputs()).logits.float()
+        logits = model(**batch.model_inputs(model)).logits.float()
     target = logits.argmax(-1)
     full = target_score(logits, target)
     real = ~batch.special_mask

@@ -57,7 +57,7 @@ def predict_logits(
     autocast = compute.autocast() if compute is not None else torch.autocast(device.type, enabled=False)
     with torch.inference_mode(), autocast:
         logits = [
-            model(**collate([items[i] for i in indices], pad_token_id).to(device).model_inputs()).logits.float()
+            model(**collate([items[i] for i in indices], pad_token_id).to(device).model_inputs(model)).logits.float()
             for indices in batches
         ]
     out[np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])] = torch.cat(logits).cpu().numpy()

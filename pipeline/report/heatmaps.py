@@ -86,7 +86,7 @@ def _tokens(
 def teacher_row(meta: CacheMetadata, row: CachedExample) -> HeatRow:
     prediction, confidence = _prediction(meta, row.teacher_logits)
     return HeatRow(
-        "teacher", prediction, confidence, _tokens(row.token_type_ids, row.special_mask, row.offsets, row.attribution)
+        "teacher", prediction, confidence, _tokens(row.segments, row.special_mask, row.offsets, row.attribution)
     )
 
 
@@ -128,7 +128,7 @@ def student_rows(
                 student.name,
                 prediction,
                 confidence,
-                _tokens(item.token_type_ids, item.special_mask, item.offsets, scores[i, :n]),
+                _tokens(item.segments, item.special_mask, item.offsets, scores[i, :n]),
             )
         )
     return out
