@@ -94,14 +94,14 @@ def student_example(encoded: EncodedExample, explanation: Explanation) -> Studen
 
     extras = explanation.extras.map(lambda spec, t: host(t)[..., :n] if Axis.TOKEN in spec.axes else host(t))
     return StudentExample(
-        encoded.example_id,
-        encoded.label,
-        encoded.input_ids,
-        encoded.token_type_ids,
-        encoded.special_mask,
-        host(explanation.attribution[:n]).astype(np.float32),
-        host(explanation.logits).astype(np.float32),
-        extras,
+        example_id=encoded.example_id,
+        label=encoded.label,
+        input_ids=encoded.input_ids,
+        token_type_ids=encoded.token_type_ids,
+        special_mask=encoded.special_mask,
+        attribution=host(explanation.attribution[:n]).astype(np.float32),
+        teacher_logits=host(explanation.logits).astype(np.float32),
+        extras=extras,
     )
 
 

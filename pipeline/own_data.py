@@ -47,7 +47,7 @@ class SourceKind(str, Enum):
     HUB = "hub"  # a Hugging Face dataset name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataSpec:
     """A user's data set, as params describe it; every field but ``source`` has a default."""
 
@@ -80,7 +80,7 @@ class Columns:
     id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OwnData:
     """A :class:`DataSpec` resolved against its files: where each split is, the columns, the labels, the task."""
 
@@ -181,7 +181,7 @@ def open_data(spec: DataSpec) -> OwnData:
         },
         sort_keys=True,
     )
-    return OwnData(spec, kind, splits, columns, labels, task, settings)
+    return OwnData(spec=spec, kind=kind, splits=splits, columns=columns, labels=labels, task=task, settings=settings)
 
 
 def load_split(data: OwnData, split: str, limit: int | None = None) -> Dataset:

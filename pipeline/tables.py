@@ -57,7 +57,7 @@ class ClassNames:
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Table:
     source: str  # the file's path, or hub:<name>[/<config>]/<split>
     columns: tuple[str, ...]
@@ -98,7 +98,7 @@ def read_table(path: Path, fmt: DataFormat | None = None, encoding: str = "utf-8
     text = _decode(path, raw, encoding)
     if fmt in (DataFormat.CSV, DataFormat.TSV):
         columns, rows = _read_delimited(path, text, "\t" if fmt is DataFormat.TSV else ",")
-        return Table(str(path), columns, rows, fingerprint, by_line=True)
+        return Table(source=str(path), columns=columns, rows=rows, fingerprint=fingerprint, by_line=True)
     if fmt is DataFormat.JSON:
         try:
             document = json.loads(text)
@@ -107,9 +107,9 @@ def read_table(path: Path, fmt: DataFormat | None = None, encoding: str = "utf-8
                 raise EgkdError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
         else:
             columns, rows = _records(path, _json_records(path, document))
-            return Table(str(path), columns, rows, fingerprint, by_line=False)
+            return Table(source=str(path), columns=columns, rows=rows, fingerprint=fingerprint, by_line=False)
     columns, rows = _read_json_lines(path, text)
-    return Table(str(path), columns, rows, fingerprint, by_line=True)
+    return Table(source=str(path), columns=columns, rows=rows, fingerprint=fingerprint, by_line=True)
 
 
 def _decode(path: Path, raw: bytes, encoding: str) -> str:
@@ -208,7 +208,7 @@ def _read_parquet(path: Path, fingerprint: str) -> Table:
     columns = tuple(table.column_names)
     data = [table.column(c).to_pylist() for c in columns]
     rows = tuple(Row(n + 1, tuple(column[n] for column in data)) for n in range(table.num_rows))
-    return Table(str(path), columns, rows, fingerprint, by_line=False)
+    return Table(source=str(path), columns=columns, rows=rows, fingerprint=fingerprint, by_line=False)
 
 
 def read_hub(name: str, config: str | None, split: str) -> Table:
@@ -238,4 +238,11 @@ def read_hub(name: str, config: str | None, split: str) -> Table:
         for column, feature in data.features.items()
         if isinstance(feature, datasets.ClassLabel)
     )
-    return Table(f"hub:{label}/{split}", columns, rows, data._fingerprint, by_line=False, class_names=names)
+    return Table(
+        source=f"hub:{label}/{split}",
+        columns=columns,
+        rows=rows,
+        fingerprint=data._fingerprint,
+        by_line=False,
+        class_names=names,
+    )

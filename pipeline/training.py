@@ -74,7 +74,7 @@ class Losses:
     views: torch.Tensor | None = None  # KD on the teacher's cached views (distill.views), when it is on
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepRecord:
     step: int  # 1-based: the number of optimizer steps taken so far
     epoch: int
@@ -86,7 +86,7 @@ class StepRecord:
     views: float | None = None  # None when the run has no view term
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PendingStep:
     """A finished step whose loss terms are still on the device (:meth:`Trainer._write` logs them)."""
 
@@ -318,7 +318,13 @@ class Trainer(Generic[Item, Batch]):
         present = [t for t in (losses.total, losses.ce, losses.kd, losses.explain, losses.views) if t is not None]
         terms = torch.stack([t.detach().float() for t in present])
         return PendingStep(
-            step + 1, epoch, lr, losses.kd is not None, losses.explain is not None, losses.views is not None, terms
+            step=step + 1,
+            epoch=epoch,
+            lr=lr,
+            has_kd=losses.kd is not None,
+            has_explain=losses.explain is not None,
+            has_views=losses.views is not None,
+            terms=terms,
         )
 
     def _write(self, pending: list[PendingStep], log: IO[str]) -> StepRecord:
@@ -336,6 +342,8 @@ class Trainer(Generic[Item, Batch]):
                     f"the loss became {total} at step {p.step} (ce {ce}{'' if kd is None else f', kd {kd}'}); "
                     "try a lower lr"
                 )
-            records.append(StepRecord(p.step, p.epoch, total, ce, kd, explain, p.lr, views))
+            records.append(
+                StepRecord(step=p.step, epoch=p.epoch, loss=total, ce=ce, kd=kd, explain=explain, lr=p.lr, views=views)
+            )
         log.write("".join(json.dumps(asdict(r)) + "\n" for r in records))
         return records[-1]

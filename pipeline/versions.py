@@ -17,7 +17,7 @@ from pipeline import __version__
 RECORDED = ("torch", "transformers", "datasets", "pyarrow", "dask", "dvc")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Versions:
     """Python's, egkd's and each :data:`RECORDED` library's version; None where a library is not installed."""
 

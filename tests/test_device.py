@@ -49,7 +49,9 @@ def cache(tmp_path_factory, glue_dir) -> Path:
 
 def run(cache: Path, out: Path, compute: ComputeParams = CPU, resume: bool = False, **changes):
     params = dataclasses.replace(FAST, **changes)
-    return distill(DistillRequest(cache, out, params, EvaluateParams(), resume, compute=compute))
+    return distill(
+        DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), resume=resume, compute=compute)
+    )
 
 
 def log_of(out: Path) -> list[dict]:

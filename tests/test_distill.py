@@ -45,7 +45,7 @@ def run(cache: Path, out: Path, resume: bool = False, **changes):
     """Distill with FAST params, ``changes`` to distill or its training section (``epochs=1``)."""
     train = dataclasses.replace(FAST.train, **{k: v for k, v in changes.items() if k in TRAIN_KEYS})
     params = dataclasses.replace(FAST, train=train, **{k: v for k, v in changes.items() if k not in TRAIN_KEYS})
-    return distill(DistillRequest(cache, out, params, EvaluateParams(), resume))
+    return distill(DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), resume=resume))
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -282,19 +282,19 @@ def test_reprojection_onto_another_tokenizer_exact(tmp_path):
         )
     )
     row = CachedExample(
-        "dev-0",
-        "dev",
-        1,
-        "good films",
-        "films",
-        np.array(enc["input_ids"], np.int32),
-        types,
-        np.where(special, -1, types).astype(np.int8),
-        special,
-        np.array(enc["offset_mapping"], np.int32),
-        np.array([0, 1, 2, 4, 0, 8, 16, 0], np.float32),
-        np.array([0.0, 1.0], np.float32),
-        extras,
+        example_id="dev-0",
+        split="dev",
+        label=1,
+        text_a="good films",
+        text_b="films",
+        input_ids=np.array(enc["input_ids"], np.int32),
+        token_type_ids=types,
+        segments=np.where(special, -1, types).astype(np.int8),
+        special_mask=special,
+        offsets=np.array(enc["offset_mapping"], np.int32),
+        attribution=np.array([0, 1, 2, 4, 0, 8, 16, 0], np.float32),
+        teacher_logits=np.array([0.0, 1.0], np.float32),
+        extras=extras,
     )
     (example,) = to_student_examples([row], student_tok, 64)
     assert student_tok.convert_ids_to_tokens(example.input_ids.tolist()) == [
@@ -353,8 +353,8 @@ def test_pair_reprojection_from_a_tokenizer_without_token_type_ids(tmp_path):
     attribution = np.array([0, 1, 2, 3, 4, 16, 0, 0, 20, 40, 0], np.float32)
     views = Views(np.arange(11)[None, :] == 8, np.zeros((1, 2), np.float32))  # one view masking the second "film"
     row = CachedExample(
-        "dev-0", "dev", 1, "good film", "film good", item.input_ids, item.token_type_ids, item.segments,
-        item.special_mask, item.offsets, attribution, np.zeros(2, np.float32), Extras((views,)),
+        example_id="dev-0", split="dev", label=1, text_a="good film", text_b="film good", input_ids=item.input_ids, token_type_ids=item.token_type_ids, segments=item.segments,
+        special_mask=item.special_mask, offsets=item.offsets, attribution=attribution, teacher_logits=np.zeros(2, np.float32), extras=Extras((views,)),
     )  # fmt: skip
     write_part(
         part_path(tmp_path / "cache", "perturbation", "dev", 0),

@@ -52,32 +52,32 @@ def pairs(ds) -> list[tuple[str, str | None, object]]:
 
 
 def test_real_trec_folder_string_labels_sorted(text_dir):
-    data = open_data(DataSpec(str(text_dir / "trec")))
+    data = open_data(DataSpec(source=str(text_dir / "trec")))
     assert data.kind is SourceKind.FOLDER and data.split_names == ("train", "test")
     assert data.task.name == "trec" and not data.task.is_pair
     assert data.task.labels == ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM")
     assert data.task.metrics == (Metric.ACCURACY, Metric.MACRO_F1)
-    train = load_own_dataset(DataSpec(str(text_dir / "trec")), "train")
+    train = load_own_dataset(DataSpec(source=str(text_dir / "trec")), "train")
     assert len(train) == 5452 and train.source == str(text_dir / "trec" / "train.csv")
     assert train.examples[0].example_id == "train-0"
     assert train.examples[0].text_a == "How did serfdom develop in and then leave Russia ?"
     assert train.examples[0].label == 1  # DESC
-    test = load_own_dataset(DataSpec(str(text_dir / "trec")), "test", limit=3)
+    test = load_own_dataset(DataSpec(source=str(text_dir / "trec")), "test", limit=3)
     assert [e.example_id for e in test.examples] == ["test-0", "test-1", "test-2"]
     assert test.examples[0].text_a == "How far is it from Denver to Aspen ?" and test.examples[0].label == 5  # NUM
     with pytest.raises(EgkdError, match=r"trec: no split 'dev' \(its files: train, test\)"):
-        load_own_dataset(DataSpec(str(text_dir / "trec")), "dev")
+        load_own_dataset(DataSpec(source=str(text_dir / "trec")), "dev")
 
 
 def test_real_trec_single_file_is_the_training_split(text_dir):
-    data = open_data(DataSpec(str(text_dir / "trec" / "train.csv")))
+    data = open_data(DataSpec(source=str(text_dir / "trec" / "train.csv")))
     assert data.kind is SourceKind.FILE and data.split_names == ("train",) and data.task.name == "trec"
     with pytest.raises(EgkdError, match=r"no split 'test' \(it is one file, the training split: train\)"):
-        load_own_dataset(DataSpec(str(text_dir / "trec" / "train.csv")), "test")
+        load_own_dataset(DataSpec(source=str(text_dir / "trec" / "train.csv")), "test")
 
 
 def test_real_sst5_json_lines_integer_labels(text_dir):
-    spec = DataSpec(str(text_dir / "sst5"))
+    spec = DataSpec(source=str(text_dir / "sst5"))
     data = open_data(spec)
     assert data.split_names == ("train", "dev", "test") and data.task.labels == ("0", "1", "2", "3", "4")
     dev = load_own_dataset(spec, "dev")
@@ -87,8 +87,8 @@ def test_real_sst5_json_lines_integer_labels(text_dir):
 
 def test_real_mpqa_test_only_needs_label_names(text_dir):
     with pytest.raises(EgkdError, match=r"no training split to take the labels from; name them \(data.label_names\)"):
-        open_data(DataSpec(str(text_dir / "mpqa")))
-    test = load_own_dataset(DataSpec(str(text_dir / "mpqa"), label_names=("0", "1")), "test")
+        open_data(DataSpec(source=str(text_dir / "mpqa")))
+    test = load_own_dataset(DataSpec(source=str(text_dir / "mpqa"), label_names=("0", "1")), "test")
     assert len(test) == 10603 and sum(e.label for e in test.examples) == 3311  # type: ignore[misc]
     assert test.task.metrics == (Metric.ACCURACY, Metric.MACRO_F1, Metric.F1)
 
@@ -121,12 +121,12 @@ def write_format(folder: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "json", "json-data", "json-lines", "parquet"])
 def test_every_format_gives_the_same_examples(tmp_path, fmt):
     write_format(tmp_path, fmt)
-    data = open_data(DataSpec(str(tmp_path), name="mine"))
+    data = open_data(DataSpec(source=str(tmp_path), name="mine"))
     assert data.task.name == "mine" and data.task.labels == ("neg", "pos")
-    train = load_own_dataset(DataSpec(str(tmp_path)), "train")
+    train = load_own_dataset(DataSpec(source=str(tmp_path)), "train")
     assert pairs(train) == [("a good film", None, 1), ("a bad film", None, 0), ('fine, "really"', None, 1)]
     assert [e.example_id for e in train.examples] == ["train-0", "train-1", "train-2"]
-    assert pairs(load_own_dataset(DataSpec(str(tmp_path)), "dev")) == [("dull", None, 0), ("great", None, 1)]
+    assert pairs(load_own_dataset(DataSpec(source=str(tmp_path)), "dev")) == [("dull", None, 0), ("great", None, 1)]
 
 
 def test_validation_file_is_the_dev_split_and_other_stems_are_their_own(tmp_path):
@@ -134,20 +134,23 @@ def test_validation_file_is_the_dev_split_and_other_stems_are_their_own(tmp_path
     write(tmp_path / "validation.jsonl", '{"text": "dull", "label": "neg"}\n{"text": "fun", "label": "pos"}\n')
     write(tmp_path / "ood.csv", csv_text([("odd", "neg"), ("even", "pos")]))
     write(tmp_path / "README.md", "not data")
-    data = open_data(DataSpec(str(tmp_path)))
+    data = open_data(DataSpec(source=str(tmp_path)))
     assert data.split_names == ("train", "dev", "ood")
-    assert [e.example_id for e in load_own_dataset(DataSpec(str(tmp_path)), "dev").examples] == ["dev-0", "dev-1"]
+    assert [e.example_id for e in load_own_dataset(DataSpec(source=str(tmp_path)), "dev").examples] == [
+        "dev-0",
+        "dev-1",
+    ]
     write(tmp_path / "dev.csv", csv_text(ROWS))
     with pytest.raises(EgkdError, match=r"two files for the split 'dev': dev.csv and validation.jsonl"):
-        open_data(DataSpec(str(tmp_path)))
+        open_data(DataSpec(source=str(tmp_path)))
 
 
 def test_format_override_and_unknown_extension(tmp_path):
     path = write(tmp_path / "data.txt", "text\tlabel\na\t0\nb\t1\n")
-    ds = load_own_dataset(DataSpec(str(path), format=DataFormat.TSV), "train")
+    ds = load_own_dataset(DataSpec(source=str(path), format=DataFormat.TSV), "train")
     assert pairs(ds) == [("a", None, 0), ("b", None, 1)] and ds.task.name == "data"
     with pytest.raises(EgkdError, match=r"data.txt: unknown data format '.txt'.*\(or set data.format\)"):
-        open_data(DataSpec(str(path)))
+        open_data(DataSpec(source=str(path)))
 
 
 def test_quoted_fields_across_lines_keep_their_line_numbers(tmp_path):
@@ -157,7 +160,7 @@ def test_quoted_fields_across_lines_keep_their_line_numbers(tmp_path):
 
 
 def open_data_and_load(path: Path, **settings) -> object:
-    return load_own_dataset(DataSpec(str(path), **settings), "train")
+    return load_own_dataset(DataSpec(source=str(path), **settings), "train")
 
 
 # ---- columns -----------------------------------------------------------------------------------------------------
@@ -167,19 +170,19 @@ def test_columns_detected_like_run_glue(tmp_path):
     pair = write(tmp_path / "pair.csv", "idx,sentence2,sentence1,label\n0,b,a,0\n1,d,c,1\n")
     assert pairs(open_data_and_load(pair)) == [("a", "b", 0), ("c", "d", 1)]
     text = write(tmp_path / "text.csv", "title,text,label\nt,body,0\nu,more,1\n")
-    assert open_data(DataSpec(str(text))).columns.text == ("text",)
+    assert open_data(DataSpec(source=str(text))).columns.text == ("text",)
     # neither: the first string columns that are not the label (a numeric column is no text)
     other = write(tmp_path / "other.csv", "num,label,title,body,extra\n1,0,t1,b1,x\n2,1,t2,b2,y\n")
-    assert open_data(DataSpec(str(other))).columns.text == ("title", "body")
+    assert open_data(DataSpec(source=str(other))).columns.text == ("title", "body")
     numbers = write(tmp_path / "numbers.csv", "a,label\n1.5,0\n2,1\n")
     with pytest.raises(EgkdError, match=r"numbers.csv: no text column found among \['a', 'label'\]"):
-        open_data(DataSpec(str(numbers)))
+        open_data(DataSpec(source=str(numbers)))
 
 
 def test_explicit_columns_and_id_column(tmp_path):
     path = write(tmp_path / "train.jsonl", '{"q": "a?", "ctx": "x", "y": "no", "uid": "k1"}\n')
     write(tmp_path / "train.jsonl", path.read_text() + '{"q": "b?", "ctx": "z", "y": "yes", "uid": "k2"}\n')
-    spec = DataSpec(str(path), text_columns=("ctx", "q"), label_column="y", id_column="uid")
+    spec = DataSpec(source=str(path), text_columns=("ctx", "q"), label_column="y", id_column="uid")
     ds = load_own_dataset(spec, "train")
     assert pairs(ds) == [("x", "a?", 0), ("z", "b?", 1)] and ds.task.is_pair
     assert [e.example_id for e in ds.examples] == ["train-k1", "train-k2"]
@@ -191,43 +194,45 @@ def test_explicit_columns_and_id_column(tmp_path):
 
 def test_integer_labels_sort_numerically_and_label_names_give_the_order(tmp_path):
     path = write(tmp_path / "train.csv", "text,label\na,10\nb,2\nc,2\n")
-    assert open_data(DataSpec(str(path))).task.labels == ("2", "10")
-    names = open_data(DataSpec(str(path), label_names=("10", "2", "7")))
+    assert open_data(DataSpec(source=str(path))).task.labels == ("2", "10")
+    names = open_data(DataSpec(source=str(path), label_names=("10", "2", "7")))
     assert names.task.labels == ("10", "2", "7") and names.task.metrics == (Metric.ACCURACY, Metric.MACRO_F1)
-    assert [e.label for e in load_own_dataset(DataSpec(str(path), label_names=("10", "2")), "train").examples] == [
+    assert [
+        e.label for e in load_own_dataset(DataSpec(source=str(path), label_names=("10", "2")), "train").examples
+    ] == [
         0,
         1,
         1,
     ]
     with pytest.raises(EgkdError, match=r"train.csv:2: label '10' is not in data.label_names \['2', '3'\]"):
-        open_data(DataSpec(str(path), label_names=("2", "3")))
+        open_data(DataSpec(source=str(path), label_names=("2", "3")))
     with pytest.raises(EgkdError, match=r"data.label_names: two or more distinct labels"):
-        open_data(DataSpec(str(path), label_names=("2", "2")))
+        open_data(DataSpec(source=str(path), label_names=("2", "2")))
 
 
 def test_a_dev_label_unseen_in_training_is_refused_with_file_and_line(tmp_path):
     write(tmp_path / "train.csv", csv_text(ROWS))
     write(tmp_path / "dev.csv", csv_text([("ok", "pos"), ("meh", "neutral")]))
     with pytest.raises(EgkdError, match=r"dev.csv:3: label 'neutral' is not in the training split's labels "):
-        load_own_dataset(DataSpec(str(tmp_path)), "dev")
+        load_own_dataset(DataSpec(source=str(tmp_path)), "dev")
 
 
 def test_hundreds_of_classes(tmp_path):
     rows = "".join(f"text {i},c{i:03d}\n" for i in range(300))
-    data = open_data(DataSpec(str(write(tmp_path / "train.csv", "text,label\n" + rows))))
+    data = open_data(DataSpec(source=str(write(tmp_path / "train.csv", "text,label\n" + rows))))
     assert data.task.num_labels == 300 and data.task.labels is not None and data.task.labels[:2] == ("c000", "c001")
 
 
 def test_float_labels_make_a_regression_task(tmp_path):
     path = write(tmp_path / "train.csv", "text,label\na,0.5\nb,3\nc,4.25\n")
-    data = open_data(DataSpec(str(path)))
+    data = open_data(DataSpec(source=str(path)))
     assert data.task.is_regression and data.task.metrics == (Metric.PEARSON, Metric.SPEARMAN)
-    assert [e.label for e in load_own_dataset(DataSpec(str(path)), "train").examples] == [0.5, 3.0, 4.25]
-    assert open_data(DataSpec(str(path), regression=False)).task.labels == ("0.5", "3", "4.25")
+    assert [e.label for e in load_own_dataset(DataSpec(source=str(path)), "train").examples] == [0.5, 3.0, 4.25]
+    assert open_data(DataSpec(source=str(path), regression=False)).task.labels == ("0.5", "3", "4.25")
     jsonl = write(tmp_path / "s.jsonl", '{"text": "a", "label": 1.0}\n{"text": "b", "label": 2.0}\n')
-    assert open_data(DataSpec(str(jsonl))).task.is_regression
+    assert open_data(DataSpec(source=str(jsonl))).task.is_regression
     ints = write(tmp_path / "i.csv", "text,label\na,1\nb,2\n")
-    assert open_data(DataSpec(str(ints), regression=True)).task.is_regression
+    assert open_data(DataSpec(source=str(ints), regression=True)).task.is_regression
     with pytest.raises(EgkdError, match=r"bad.csv:3: label 'x' does not parse as a number \(a regression task\)"):
         open_data_and_load(write(tmp_path / "bad.csv", "text,label\na,1.5\nb,x\n"), regression=True)
 
@@ -287,7 +292,7 @@ def test_float_labels_make_a_regression_task(tmp_path):
 def test_bad_input_is_one_line_naming_the_file_and_line(tmp_path, name, content, settings, message):
     path = write(tmp_path / name, content)
     with pytest.raises(EgkdError, match=message) as caught:
-        load_own_dataset(DataSpec(str(path), **settings), "train")
+        load_own_dataset(DataSpec(source=str(path), **settings), "train")
     assert "\n" not in str(caught.value)
 
 
@@ -296,29 +301,29 @@ def test_one_class_dev_split_is_refused_and_a_test_split_may_be_unlabelled(tmp_p
     write(tmp_path / "dev.csv", csv_text([("ok", "pos"), ("fine", "pos")]))
     write(tmp_path / "test.csv", "text\nno label here\n")
     with pytest.raises(EgkdError, match=r"dev.csv: every example has the label 'pos'"):
-        load_own_dataset(DataSpec(str(tmp_path)), "dev")
-    assert pairs(load_own_dataset(DataSpec(str(tmp_path)), "test")) == [("no label here", None, None)]
+        load_own_dataset(DataSpec(source=str(tmp_path)), "dev")
+    assert pairs(load_own_dataset(DataSpec(source=str(tmp_path)), "test")) == [("no label here", None, None)]
 
 
 def test_latin1_needs_the_encoding_setting(tmp_path):
     path = write(tmp_path / "train.csv", "text,label\nplain,a\ncaf\u00e9 cr\u00e8me,b\n".encode("latin-1"))
     with pytest.raises(EgkdError, match=r"train.csv:3: bytes that are not utf-8 .*set data.encoding .*latin-1"):
-        load_own_dataset(DataSpec(str(path)), "train")
-    ds = load_own_dataset(DataSpec(str(path), encoding="latin-1"), "train")
+        load_own_dataset(DataSpec(source=str(path)), "train")
+    ds = load_own_dataset(DataSpec(source=str(path), encoding="latin-1"), "train")
     assert pairs(ds) == [("plain", None, 0), ("caf\u00e9 cr\u00e8me", None, 1)]
 
 
 def test_missing_paths_and_hub_names(tmp_path):
     with pytest.raises(EgkdError, match=r"data not found: .*nope.csv \(no such file or folder\)"):
-        open_data(DataSpec(str(tmp_path / "nope.csv")))
+        open_data(DataSpec(source=str(tmp_path / "nope.csv")))
     with pytest.raises(EgkdError, match=r"data not found: my/data/folder \(no such file or folder\)"):
         source_kind("my/data/folder")
     assert source_kind("stanfordnlp/imdb") is SourceKind.HUB and source_kind(str(tmp_path)) is SourceKind.FOLDER
     with pytest.raises(EgkdError, match=r"empty: no data files \(train.csv, dev.jsonl"):
         (tmp_path / "empty").mkdir()
-        open_data(DataSpec(str(tmp_path / "empty")))
+        open_data(DataSpec(source=str(tmp_path / "empty")))
     with pytest.raises(EgkdError, match="limit must be a positive"):
-        load_own_dataset(DataSpec(str(write(tmp_path / "t.csv", csv_text(ROWS)))), "train", limit=0)
+        load_own_dataset(DataSpec(source=str(write(tmp_path / "t.csv", csv_text(ROWS)))), "train", limit=0)
 
 
 # ---- provenance --------------------------------------------------------------------------------------------------
@@ -328,7 +333,7 @@ def test_fingerprint_covers_the_bytes_and_the_settings(tmp_path):
     path = write(tmp_path / "train.csv", "uid,text,other,label,alt\n1,a,x,p,1\n2,b,y,q,0\n")
 
     def fingerprint(**settings) -> str:
-        return load_own_dataset(DataSpec(str(path), **settings), "train").fingerprint
+        return load_own_dataset(DataSpec(source=str(path), **settings), "train").fingerprint
 
     base = fingerprint()
     assert base == fingerprint() and len(base) == 64
@@ -352,7 +357,7 @@ def test_a_hub_dataset_that_is_neither_cached_nor_reachable_is_one_line(tmp_path
     code = (
         "from pipeline.own_data import DataSpec, load_own_dataset\n"
         "from pipeline.errors import EgkdError\n"
-        "try:\n    load_own_dataset(DataSpec('egkd-tests/no-such-dataset'), 'train')\n"
+        "try:\n    load_own_dataset(DataSpec(source='egkd-tests/no-such-dataset'), 'train')\n"
         "except EgkdError as err:\n    print(err)\n"
     )
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
@@ -383,7 +388,7 @@ def test_a_hub_dataset_with_class_labels(monkeypatch):
         return datasets.Dataset.from_dict(tables[split], features=features)
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
-    spec = DataSpec("someone/reviews", dataset_config="short")
+    spec = DataSpec(source="someone/reviews", dataset_config="short")
     data = open_data(spec)
     assert data.kind is SourceKind.HUB and data.task.name == "reviews-short" and data.task.labels == ("neg", "pos")
     dev = load_own_dataset(spec, "dev")

@@ -70,7 +70,17 @@ def explain_request(
     params = params or ExplainParams()
     values = {"method": method.value, "split": split, "batch_size": 8, "partition_size": 8, "workers": 0, **changes}
     params = dataclasses.replace(params, **values)
-    return ExplainRequest(method, str(teacher), str(data), "sst2", split, out, limit, max_length, params)
+    return ExplainRequest(
+        method=method,
+        teacher=str(teacher),
+        data=str(data),
+        task="sst2",
+        split=split,
+        out=out,
+        limit=limit,
+        max_length=max_length,
+        params=params,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -307,7 +317,10 @@ def test_distill_killed_with_sigkill_resumes_to_the_same_weights(cache, tmp_path
     reference = tmp_path / "reference"
     distill(
         DistillRequest(
-            cache, reference, dataclasses.replace(load_params(params).distill, method="gradient"), EvaluateParams()
+            cache=cache,
+            out=reference,
+            params=dataclasses.replace(load_params(params).distill, method="gradient"),
+            evaluate=EvaluateParams(),
         )
     )
     resumed, uninterrupted = load_file(out / "model.safetensors"), load_file(reference / "model.safetensors")
@@ -320,7 +333,7 @@ def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, 
     """A kill between save_checkpoint's two renames leaves the checkpoint as `.last.old`, and one while the log
     is written leaves half a line: resume uses the former, drops the latter, and matches an uninterrupted run."""
     params = small_distill(method=Method.GRADIENT)
-    distill(DistillRequest(cache, tmp_path / "full", params, EvaluateParams()))
+    distill(DistillRequest(cache=cache, out=tmp_path / "full", params=params, evaluate=EvaluateParams()))
     original = training.Trainer.step
 
     def crash_at_step_4(self, batch, optimizer, scheduler, step, epoch):
@@ -331,12 +344,12 @@ def test_resume_after_a_kill_between_checkpoint_renames_and_mid_log_line(cache, 
     out = tmp_path / "resumed"
     monkeypatch.setattr(training.Trainer, "step", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        distill(DistillRequest(cache, out, params, EvaluateParams()))
+        distill(DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams()))
     monkeypatch.setattr(training.Trainer, "step", original)
     last_dir(out).rename(last_dir(out).with_name(".last.old"))
     with (out / "train_log.jsonl").open("a", encoding="utf-8") as log:
         log.write('{"step": 4, "epoch": 1, "lo')
-    report = distill(DistillRequest(cache, out, params, EvaluateParams(), resume=True))
+    report = distill(DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), resume=True))
     assert report.training.resumed_from == 2
     first, second = load_file(tmp_path / "full" / "model.safetensors"), load_file(out / "model.safetensors")
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -468,7 +481,7 @@ def test_empty_sentences_are_explained_and_trained_on(teacher, tmp_path, method)
     params = small_distill(
         method=method, checkpoint_every=100, train=TrainParams(epochs=2, batch_size=2, lr=1e-3, min_steps=0)
     )
-    report = distill(DistillRequest(out, tmp_path / "s", params, EvaluateParams()))
+    report = distill(DistillRequest(cache=out, out=tmp_path / "s", params=params, evaluate=EvaluateParams()))
     assert report.training.steps == 6 and report.dev is not None and report.dev.count == 6
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) and (r["explain"] is None or np.isfinite(r["explain"])) for r in log)

@@ -32,10 +32,10 @@ def test_view_shift_exact_on_a_hand_made_row():
 
     special = np.array([True, False, False, False, False, False, True])
     row = CachedExample(
-        "dev-0", "dev", 1, "a b c d e", None, np.arange(7, dtype=np.int32), np.zeros(7, np.int8),
-        np.where(special, -1, 0).astype(np.int8), special, np.zeros((7, 2), np.int32),
-        np.array([0, 0.5, -3.0, 1.0, 0.1, -0.2, 0], dtype=np.float32), np.array([2.0, 0.0], dtype=np.float32),
-        Extras((
+        example_id="dev-0", split="dev", label=1, text_a="a b c d e", text_b=None, input_ids=np.arange(7, dtype=np.int32), token_type_ids=np.zeros(7, np.int8),
+        segments=np.where(special, -1, 0).astype(np.int8), special_mask=special, offsets=np.zeros((7, 2), np.int32),
+        attribution=np.array([0, 0.5, -3.0, 1.0, 0.1, -0.2, 0], dtype=np.float32), teacher_logits=np.array([2.0, 0.0], dtype=np.float32),
+        extras=Extras((
             PreservingViews(masks((4,), (5,)), logits((2, 0), (1, 0))),
             ContrastiveViews(masks((2,), (2, 3)), logits((0, 1), (1, 1))),
             RandomViews(masks((1,), (1,)), logits((2, 0), (2, 0))),
@@ -85,7 +85,7 @@ def test_coverage_exact_on_hand_made_examples():
 
     def run(variant: str, seed: int, classes: tuple[int, ...]) -> StudentRun:
         ids = ("dev-0", "dev-1", "dev-2")
-        return StudentRun(f"{variant}-s{seed}", variant, seed, Path("m"), "accuracy", 0.0,
+        return StudentRun(name=f"{variant}-s{seed}", variant=variant, seed=seed, model=Path("m"), main_name="accuracy", main=0.0,
                           predictions=RunPredictions(ids, classes, (1, 1, 1)))  # fmt: skip
 
     runs = [run("kd", 0, (1, 0, 0)), run("kd", 1, (1, 1, 0)), run("views", 0, (0, 1, 1)), run("views", 2, (1, 1, 1))]
@@ -98,7 +98,7 @@ def test_coverage_exact_on_hand_made_examples():
     assert lines[0].startswith("| variant | seeds | 0 unseen (1) | 1-2 unseen (1) | 3+ unseen (1) | 0: vs kd")
     assert lines[3] == "| views | 2 | 0.5000 | 1.0000 | 1.0000 | -100.00 | +100.00 | +100.00 |"
     with pytest.raises(EgkdError, match="dev-9 is not in the split"):
-        group_accuracy([StudentRun("kd-s0", "kd", 0, Path("m"), "accuracy", 0.0,
+        group_accuracy([StudentRun(name="kd-s0", variant="kd", seed=0, model=Path("m"), main_name="accuracy", main=0.0,
                                    predictions=RunPredictions(("dev-9",), (1,), (1,)))], unseen)  # fmt: skip
 
 

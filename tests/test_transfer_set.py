@@ -60,8 +60,8 @@ def test_per_example_terms_average_to_the_batch_losses(classes):
 def _example(example_id: str, label: int | None) -> StudentExample:
     ids = np.array([101, 7, 102])
     return StudentExample(
-        example_id, label, ids, np.zeros(3, np.int64), np.array([True, False, True]), np.zeros(3, np.float32),
-        np.zeros(2, np.float32),
+        example_id=example_id, label=label, input_ids=ids, token_type_ids=np.zeros(3, np.int64), special_mask=np.array([True, False, True]), attribution=np.zeros(3, np.float32),
+        teacher_logits=np.zeros(2, np.float32),
     )  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def relabelled(cache, tmp_path_factory) -> Path:
 def run(cache: Path, out: Path, method: str = "gradient", epochs: int = 2, **changes):
     train = dataclasses.replace(FAST.train, epochs=epochs)
     params = dataclasses.replace(FAST, method=method, train=train, **changes)
-    return distill(DistillRequest(cache, out, params, EvaluateParams()))
+    return distill(DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams()))
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:

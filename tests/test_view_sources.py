@@ -48,7 +48,9 @@ def one_family(cache: Path, method: str, folder: Path) -> Path:
 
 def run(cache: Path, out: Path, view_cache: Path | None = None, **changes):
     params = dataclasses.replace(PARAMS, **changes)
-    return distill(DistillRequest(cache, out, params, EvaluateParams(), view_cache=view_cache))
+    return distill(
+        DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), view_cache=view_cache)
+    )
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:

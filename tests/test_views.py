@@ -270,7 +270,13 @@ def test_the_view_term_is_kd_on_the_masked_inputs():
         torch.zeros(2, 4, dtype=torch.long),
         torch.tensor([[True, False, False, True], [True, False, True, True]]),
     )
-    batch = StudentBatch(tokens, torch.tensor([0, 1]), torch.zeros(2, 2), torch.zeros(2, 4), extras)
+    batch = StudentBatch(
+        tokens=tokens,
+        labels=torch.tensor([0, 1]),
+        teacher_logits=torch.zeros(2, 2),
+        attribution=torch.zeros(2, 4),
+        extras=extras,
+    )
     term = ViewTerm("random", 2, 2.0, False, 4)
     value = term.compute(Student(), batch, 0, torch.Generator().manual_seed(1))
     masks, teacher = term.pick(batch, 0, torch.Generator().manual_seed(1))

@@ -260,8 +260,36 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
     else:
         extras = [Extras()] * table.num_rows  # immutable: one shared empty value
     return [
-        CachedExample(*values)  # in CachedExample's field order
-        for values in zip(
+        CachedExample(
+            example_id=example_id,
+            split=split,
+            label=label,
+            text_a=text_a,
+            text_b=text_b,
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            segments=segments,
+            special_mask=special_mask,
+            offsets=offset,
+            attribution=attribution,
+            teacher_logits=teacher_logits,
+            extras=extra,
+        )
+        for (
+            example_id,
+            split,
+            label,
+            text_a,
+            text_b,
+            input_ids,
+            token_type_ids,
+            segments,
+            special_mask,
+            offset,
+            attribution,
+            teacher_logits,
+            extra,
+        ) in zip(
             text["example_id"],
             text["split"],
             labels,

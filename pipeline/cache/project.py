@@ -31,7 +31,7 @@ from pipeline.data import Example
 from pipeline.encoding import EncodedExample, TokenBatch, encode, pad_rows, pad_tokens
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudentExample:
     example_id: str
     label: float | int | None
@@ -43,7 +43,7 @@ class StudentExample:
     extras: Extras = field(default_factory=Extras)  # the method's extras, on student tokens
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudentBatch:
     """A padded batch of student examples; ``tokens`` tensors are (B, T)."""
 
@@ -63,12 +63,12 @@ class StudentBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> StudentBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return StudentBatch(
-            self.tokens.to(device, non_blocking),
-            None if self.labels is None else move(self.labels),
-            move(self.teacher_logits),
-            move(self.attribution),
-            to_device(self.extras, device, non_blocking),
-            None if self.labelled is None else move(self.labelled),
+            tokens=self.tokens.to(device, non_blocking),
+            labels=None if self.labels is None else move(self.labels),
+            teacher_logits=move(self.teacher_logits),
+            attribution=move(self.attribution),
+            extras=to_device(self.extras, device, non_blocking),
+            labelled=None if self.labelled is None else move(self.labelled),
         )
 
 
@@ -105,14 +105,14 @@ def to_student_examples(rows: Sequence[CachedExample], tokenizer=None, max_lengt
     if tokenizer is None:
         return [
             StudentExample(
-                r.example_id,
-                r.label,
-                r.input_ids,
-                r.token_type_ids,
-                r.special_mask,
-                r.attribution.astype(np.float32),
-                r.teacher_logits,
-                r.extras,
+                example_id=r.example_id,
+                label=r.label,
+                input_ids=r.input_ids,
+                token_type_ids=r.token_type_ids,
+                special_mask=r.special_mask,
+                attribution=r.attribution.astype(np.float32),
+                teacher_logits=r.teacher_logits,
+                extras=r.extras,
             )
             for r in rows
         ]
@@ -122,14 +122,14 @@ def to_student_examples(rows: Sequence[CachedExample], tokenizer=None, max_lengt
         overlap = overlap_matrix(layout(row), layout(item))
         out.append(
             StudentExample(
-                row.example_id,
-                row.label,
-                item.input_ids,
-                item.token_type_ids,
-                item.special_mask,
-                project_scores(row.attribution, overlap),
-                row.teacher_logits,
-                project(row.extras, overlap),
+                example_id=row.example_id,
+                label=row.label,
+                input_ids=item.input_ids,
+                token_type_ids=item.token_type_ids,
+                special_mask=item.special_mask,
+                attribution=project_scores(row.attribution, overlap),
+                teacher_logits=row.teacher_logits,
+                extras=project(row.extras, overlap),
             )
         )
     return out
@@ -155,7 +155,12 @@ def collate_students(items: Sequence[StudentExample], pad_token_id: int, pin_mem
         labelled = torch.tensor([i.label is not None for i in items])
     teacher = torch.from_numpy(np.stack([i.teacher_logits for i in items]).astype(np.float32))
     batch = StudentBatch(
-        tokens, labels, teacher, torch.from_numpy(attribution), stack([i.extras for i in items], length), labelled
+        tokens=tokens,
+        labels=labels,
+        teacher_logits=teacher,
+        attribution=torch.from_numpy(attribution),
+        extras=stack([i.extras for i in items], length),
+        labelled=labelled,
     )
     return _pinned(batch) if pin_memory else batch
 
@@ -164,16 +169,16 @@ def _pinned(batch: StudentBatch) -> StudentBatch:
     pin = lambda t: t.pin_memory()  # noqa: E731
     tokens = batch.tokens
     return StudentBatch(
-        TokenBatch(
+        tokens=TokenBatch(
             tokens.example_ids,
             pin(tokens.input_ids),
             pin(tokens.attention_mask),
             pin(tokens.token_type_ids),
             pin(tokens.special_mask),
         ),
-        None if batch.labels is None else pin(batch.labels),
-        pin(batch.teacher_logits),
-        pin(batch.attribution),
-        batch.extras.map(lambda _, t: t.pin_memory()),
-        None if batch.labelled is None else pin(batch.labelled),
+        labels=None if batch.labels is None else pin(batch.labels),
+        teacher_logits=pin(batch.teacher_logits),
+        attribution=pin(batch.attribution),
+        extras=batch.extras.map(lambda _, t: t.pin_memory()),
+        labelled=None if batch.labelled is None else pin(batch.labelled),
     )

@@ -24,7 +24,7 @@ from pipeline.cache.extras import Extras
 SCHEMA_VERSION = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CachedExample:
     example_id: str
     split: str
@@ -41,7 +41,7 @@ class CachedExample:
     extras: Extras = field(default_factory=Extras)  # the method's own: views, a selection...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheMetadata:
     """Recorded in every part's Parquet schema metadata; identical across the parts of one run."""
 

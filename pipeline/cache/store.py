@@ -295,7 +295,7 @@ def find_caches(paths: Sequence[Path]) -> list[Path]:
 # --- metadata checks ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CacheExpectation:
     """What a consumer requires of a cache; ``None`` fields are not checked."""
 
@@ -337,7 +337,7 @@ def check_compatible(
 # --- summary --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PartitionInfo:
     method: str
     split: str

@@ -42,7 +42,7 @@ _SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "la
 _SAME_EXPLANATIONS = (*_SAME_RUN, "method", "method_params", "extras")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillRequest:
     cache: Path
     out: Path
@@ -57,7 +57,7 @@ class DistillRequest:
     view_cache: Path | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillReport:
     out: Path
     method: str
@@ -238,18 +238,18 @@ def distill(request: DistillRequest) -> DistillReport:
         notes.append(dev.one_class.note(task.labels, "the student"))
     save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
     report = DistillReport(
-        request.out,
-        params.method_name,
-        ref,
-        same,
-        len(train_examples),
-        labelled,
-        len(transfer_rows),
-        training,
-        dev,
-        tuple(notes),
-        compute,
-        views_from_note,
+        out=request.out,
+        method=params.method_name,
+        student=ref,
+        same_tokenizer=same,
+        train_examples=len(train_examples),
+        gold_labels=labelled,
+        transfer_examples=len(transfer_rows),
+        training=training,
+        dev=dev,
+        notes=tuple(notes),
+        compute=compute,
+        views_from=views_from_note,
     )
     _write_outputs(request, meta, report)
     return report

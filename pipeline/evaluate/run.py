@@ -45,7 +45,7 @@ from pipeline.tasks import TaskSpec
 from pipeline.topk import share
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AgreementReport:
     method: str
     examples: int
@@ -55,7 +55,7 @@ class AgreementReport:
     top_k_fraction: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FaithfulnessReport:
     method: str
     fractions: tuple[float, ...]
@@ -83,7 +83,7 @@ class Predictions:
     labels: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluationReport:
     model: str
     task: str
@@ -199,24 +199,26 @@ def explanation_reports(
         if baselines is not None:
             baselines[key] = baseline
     agreement = AgreementReport(
-        method.value,
-        len(examples),
-        float(np.mean(spearmans)) if spearmans else None,
-        len(spearmans),
-        float(np.mean(overlaps)) if overlaps else 0.0,
-        params.top_k_fraction,
+        method=method.value,
+        examples=len(examples),
+        spearman=float(np.mean(spearmans)) if spearmans else None,
+        spearman_examples=len(spearmans),
+        top_k_overlap=float(np.mean(overlaps)) if overlaps else 0.0,
+        top_k_fraction=params.top_k_fraction,
     )
+    random_comprehensiveness, random_sufficiency = baseline
     faithfulness = FaithfulnessReport(
-        method.value,
-        tuple(params.aopc_fractions),
-        float(torch.cat(comp).mean()),
-        float(torch.cat(suff).mean()),
-        *baseline,
+        method=method.value,
+        fractions=tuple(params.aopc_fractions),
+        comprehensiveness=float(torch.cat(comp).mean()),
+        sufficiency=float(torch.cat(suff).mean()),
+        random_comprehensiveness=random_comprehensiveness,
+        random_sufficiency=random_sufficiency,
     )
     return agreement, faithfulness
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluateRequest:
     model: str
     source: DataSource  # the task and its data (pipeline.sources)
@@ -293,7 +295,14 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     )
     head_seed = request.explain.seed if new_head else None
     report = EvaluationReport(
-        request.model, task.name, request.split, metrics, explanations, predictions, head_seed, compute.record()
+        model=request.model,
+        task=task.name,
+        split=request.split,
+        metrics=metrics,
+        explanations=explanations,
+        predictions=predictions,
+        head_seed=head_seed,
+        compute=compute.record(),
     )
     if request.out is not None:
         report.write(request.out)

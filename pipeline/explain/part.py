@@ -53,7 +53,7 @@ POOL_BUDGETS = 8  # a pool holds parts until it has this many token budgets of w
 ENCODE_AHEAD = 8  # parts tokenised ahead of the explainer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PartJob:
     """Everything one part needs; the path is built from the request, never read from a file."""
 

@@ -60,7 +60,7 @@ from pipeline.sources import DataSource, open_source
 from pipeline.tasks import TaskSpec, get_task
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExplainRequest:
     method: Method
     teacher: str  # a model reference (see pipeline.models)
@@ -82,7 +82,7 @@ class ExplainRequest:
     data_params: DataParams = field(default_factory=DataParams)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSummary:
     partition: Path
     parts_total: int
@@ -208,16 +208,16 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
     threads = _threads_per_worker(request)
     jobs = [
         PartJob(
-            i,
-            part_path(request.out, meta.method, meta.split, i),
-            examples[i * size : (i + 1) * size],
-            meta,
-            request.teacher,
-            meta.teacher_weights_hash,
-            request.method,
-            request.params,
-            threads,
-            request.allow_pickle,
+            index=i,
+            path=part_path(request.out, meta.method, meta.split, i),
+            examples=examples[i * size : (i + 1) * size],
+            meta=meta,
+            teacher=request.teacher,
+            weights_hash=meta.teacher_weights_hash,
+            method=request.method,
+            params=request.params,
+            torch_threads=threads,
+            allow_pickle=request.allow_pickle,
         )
         for i in range(meta.num_parts)
         if i not in kept
@@ -236,16 +236,16 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
                 bar.update(1)
     truncated = sum(kept.values()) + sum(r.truncated for r in computed)
     return RunSummary(
-        directory,
-        meta.num_parts,
-        tuple(sorted(computed, key=lambda r: r.index)),
-        len(kept),
-        tuple(corrupt),
-        len(examples),
-        truncated,
-        time.perf_counter() - started,
-        new_head,
-        request.params.seed,
+        partition=directory,
+        parts_total=meta.num_parts,
+        computed=tuple(sorted(computed, key=lambda r: r.index)),
+        skipped=len(kept),
+        corrupt=tuple(corrupt),
+        rows=len(examples),
+        truncated=truncated,
+        seconds=time.perf_counter() - started,
+        new_head=new_head,
+        seed=request.params.seed,
     )
 
 

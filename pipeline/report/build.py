@@ -43,7 +43,7 @@ from pipeline.report.plots import write_comparison_csv, write_loss_csv
 from pipeline.report.stats import PairedDifference
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportRequest:
     evals: tuple[Path, ...]  # evaluation JSON files, or folders of them
     out: Path  # the HTML page

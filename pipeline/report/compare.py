@@ -51,7 +51,7 @@ class SeedRun:
     spearman: Mapping[str, float] = field(default_factory=dict)  # agreement with the teacher, by family
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Comparison:
     """A variant against the reference over the seeds both ran."""
 
@@ -95,14 +95,28 @@ def compare(
     for seed in seeds:
         a, b = mine[seed].predictions, theirs[seed].predictions
         if a is None or b is None:
-            return Comparison(reference_name, seeds, difference, None, family, agreement)
+            return Comparison(
+                reference=reference_name,
+                seeds=seeds,
+                difference=difference,
+                mcnemar=None,
+                family=family,
+                agreement=agreement,
+            )
         if a.example_ids != b.example_ids:
             raise EgkdError(
                 f"{mine[seed].name} and {theirs[seed].name} were evaluated on different examples; "
                 "evaluate them on the same split to compare them"
             )
         pairs.append((a.correct(), b.correct()))
-    return Comparison(reference_name, seeds, difference, pooled_mcnemar(pairs), family, agreement)
+    return Comparison(
+        reference=reference_name,
+        seeds=seeds,
+        difference=difference,
+        mcnemar=pooled_mcnemar(pairs),
+        family=family,
+        agreement=agreement,
+    )
 
 
 def _agreement(mine: Sequence[SeedRun], theirs: Sequence[SeedRun], family: str | None) -> PairedDifference | None:

@@ -42,7 +42,7 @@ class Agreement:
     sufficiency: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Evaluation:
     """What the report uses from one evaluation JSON."""
 
@@ -63,7 +63,7 @@ class LossPoint:
     loss: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudentRun:
     name: str  # the model folder's name, e.g. kd-s1
     variant: str
@@ -98,7 +98,7 @@ class Stat:
         return {"mean": round(self.mean, 6), "std": round(self.std, 6)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VariantSummary:
     variant: str
     runs: tuple[StudentRun, ...]
@@ -135,7 +135,7 @@ class TeacherSummary:
     train_examples: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExperimentSummary:
     """Per variant, the dev metric and, per agreement method, the explanation measures over seeds."""
 
@@ -253,15 +253,15 @@ def read_evaluation(path: Path) -> Evaluation:
             for e in raw.get("explanations", ())
         )
         return Evaluation(
-            path,
-            raw["model"],
-            raw["task"],
-            metrics["main_name"],
-            float(metrics["main"]),
-            int(metrics["count"]),
-            scores,
-            predictions,
-            one_class,
+            path=path,
+            model=raw["model"],
+            task=raw["task"],
+            main_name=metrics["main_name"],
+            main=float(metrics["main"]),
+            count=int(metrics["count"]),
+            agreements=scores,
+            predictions=predictions,
+            one_class=one_class,
         )
     except (KeyError, TypeError, ValueError) as err:
         raise EgkdError(f"{path}: not an egkd evaluation report (missing or bad field {err})") from None
@@ -312,16 +312,16 @@ def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
         predictions = next((e.predictions for e in group if e.predictions is not None), None)
         runs.append(
             StudentRun(
-                path.name,
-                variant,
-                seed,
-                path,
-                first.main_name,
-                first.main,
-                agreements,
-                read_losses(path),
-                predictions,
-                first.one_class,
+                name=path.name,
+                variant=variant,
+                seed=seed,
+                model=path,
+                main_name=first.main_name,
+                main=first.main,
+                agreements=agreements,
+                losses=read_losses(path),
+                predictions=predictions,
+                one_class=first.one_class,
             )
         )
     return runs
@@ -370,20 +370,24 @@ def summarise(
 
     summaries = tuple(
         VariantSummary(
-            name,
-            tuple(group),
-            Stat.of([r.main for r in group]),  # type: ignore[arg-type]  # every run has a main metric
-            per_method(group, "spearman"),
-            per_method(group, "top_k_overlap"),
-            per_method(group, "comprehensiveness"),
-            per_method(group, "sufficiency"),
-            family(name),
-            compare(seeded(group), baseline, reference, family(name)) if name != reference and baseline else None,
+            variant=name,
+            runs=tuple(group),
+            main=Stat.of([r.main for r in group]),  # type: ignore[arg-type]  # every run has a main metric
+            spearman=per_method(group, "spearman"),
+            top_k_overlap=per_method(group, "top_k_overlap"),
+            comprehensiveness=per_method(group, "comprehensiveness"),
+            sufficiency=per_method(group, "sufficiency"),
+            family=family(name),
+            versus=compare(seeded(group), baseline, reference, family(name))
+            if name != reference and baseline
+            else None,
         )
         for name, group in ((n, variants[n]) for n in names)
     )
     main_name = runs[0].main_name if runs else "accuracy"
-    return ExperimentSummary(task, main_name, methods, summaries, teacher, reference)
+    return ExperimentSummary(
+        task=task, main_name=main_name, methods=methods, variants=summaries, teacher=teacher, reference=reference
+    )
 
 
 def _spearmans(run: StudentRun) -> dict[str, float]:

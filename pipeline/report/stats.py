@@ -24,7 +24,7 @@ def _rounded(x: float | None) -> float | None:
     return None if x is None else round(x, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairedDifference:
     """Mean of ``values[i] - reference[i]`` over ``n`` seeds.
 
@@ -81,18 +81,31 @@ def paired_difference(
     diffs = x - ref
     n, mean = int(diffs.size), float(diffs.mean())
     if n == 1:
-        return PairedDifference(mean, None, 1, None, None, None, None, confidence)
+        return PairedDifference(
+            mean=mean, std=None, n=1, t=None, low=None, high=None, p_value=None, confidence=confidence
+        )
     std = float(diffs.std(ddof=1))
     if std == 0.0:
         t = math.copysign(math.inf, mean) if mean != 0.0 else 0.0
-        return PairedDifference(mean, 0.0, n, t, mean, mean, 0.0 if mean != 0.0 else 1.0, confidence)
+        return PairedDifference(
+            mean=mean,
+            std=0.0,
+            n=n,
+            t=t,
+            low=mean,
+            high=mean,
+            p_value=0.0 if mean != 0.0 else 1.0,
+            confidence=confidence,
+        )
     from scipy import stats  # here, not at the top: scipy takes most of a second to import
 
     se = std / math.sqrt(n)
     t = mean / se
     half = float(stats.t.ppf((1.0 + confidence) / 2.0, n - 1)) * se
     p = float(2.0 * stats.t.sf(abs(t), n - 1))
-    return PairedDifference(mean, std, n, t, mean - half, mean + half, p, confidence)
+    return PairedDifference(
+        mean=mean, std=std, n=n, t=t, low=mean - half, high=mean + half, p_value=p, confidence=confidence
+    )
 
 
 @dataclass(frozen=True)
