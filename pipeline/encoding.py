@@ -133,6 +133,8 @@ def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: in
 
     input_ids = flat(chain.from_iterable(ids), np.int32)
     types = flat(chain.from_iterable(e.type_ids for e in encodings), np.int8)
+    if not _gives_token_types(tokenizer):
+        types[:] = 0
     special = flat(chain.from_iterable(e.special_tokens_mask for e in encodings), np.bool_)
     spans = flat(chain.from_iterable(chain.from_iterable(e.offsets for e in encodings)), np.int32, 2 * total)
     if pairs:  # which text each token comes from; -1 where the tokenizer added it
@@ -140,9 +142,8 @@ def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: in
         segments = np.where(special, -1, flat((-1 if s is None else s for s in sequences), np.int8))
     else:  # one text: all its tokens come from it
         segments = np.where(special, -1, 0)
-    columns = [
-        _rows(array, bounds) for array in (input_ids, types, special, segments.astype(np.int8), spans.reshape(-1, 2))
-    ]
+    spans = trim_spaces(spans.reshape(-1, 2), segments, bounds, examples)
+    columns = [_rows(array, bounds) for array in (input_ids, types, special, segments.astype(np.int8), spans)]
     return [
         EncodedExample(
             example.example_id,
@@ -158,6 +159,41 @@ def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: in
             examples, encodings, *columns, strict=True
         )
     ]
+
+
+def _gives_token_types(tokenizer) -> bool:
+    """Whether the tokenizer gives its model token type ids (RoBERTa's, DistilBERT's, ModernBERT's do not: their
+    backends may still number a pair's second text 1, which such a model must never see)."""
+    return "token_type_ids" in getattr(tokenizer, "model_input_names", ("token_type_ids",))
+
+
+def trim_spaces(spans: np.ndarray, segments: np.ndarray, bounds: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
+    """``(N, 2)`` character spans of the tokens of ``examples`` (example ``i``'s are ``bounds[i]:bounds[i + 1]``)
+    without the whitespace at their ends; a token of whitespace alone gets an empty span at its start.
+
+    Sentencepiece tokenizers (DeBERTa-v2's) and byte-level BPE ones without offset trimming count the space
+    a token starts with ("▁is" is " is"): trimmed, every tokenizer's spans cover the same characters of a
+    word, so maps re-project between them (:mod:`pipeline.cache.project`) and heatmaps mark words. Spans of
+    special tokens (segment -1) are left as they are. Vectorised over all the texts at once.
+    """
+    texts = [text for e in examples for text in (e.text_a, e.text_b or "")]  # example i's segment s: 2 * i + s
+    joined = "".join(texts)
+    if not joined:
+        return spans
+    starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), out=starts[1:])
+    solid = np.flatnonzero(np.fromiter((not c.isspace() for c in joined), dtype=np.bool_, count=len(joined)))
+    owner = np.repeat(np.arange(len(examples)), np.diff(bounds))
+    real = np.flatnonzero(segments >= 0)
+    base = starts[2 * owner[real] + segments[real].astype(np.int64)]
+    begin, end = spans[real, 0] + base, spans[real, 1] + base
+    first = np.append(solid, len(joined))[np.searchsorted(solid, begin)]  # the first solid character from begin
+    last = np.concatenate([[-1], solid])[np.searchsorted(solid, end)] + 1  # past the last one before end
+    empty = first >= last
+    out = spans.copy()
+    out[real, 0] = np.where(empty, begin, first) - base
+    out[real, 1] = np.where(empty, begin, last) - base
+    return out
 
 
 def _rows(values: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
@@ -186,14 +222,16 @@ def _encode_slow(tokenizer, examples: Sequence[Example], max_length: int) -> lis
         ids = np.asarray(enc["input_ids"][i], dtype=np.int32)
         special = np.asarray(enc["special_tokens_mask"][i], dtype=bool)
         types = np.asarray(enc["token_type_ids"][i], dtype=np.int8)
+        segments = _segments(enc, i, special, types)
+        offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
         out.append(
             EncodedExample(
                 example_id=example.example_id,
                 input_ids=ids,
-                token_type_ids=types,
+                token_type_ids=types if _gives_token_types(tokenizer) else np.zeros_like(types),
                 special_mask=special,
-                segments=_segments(enc, i, special, types),
-                offsets=np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2),
+                segments=segments,
+                offsets=trim_spaces(offsets, segments, np.array([0, len(ids)]), [example]),
                 label=example.label,
                 truncated=full["length"][i] > max_length,
             )

@@ -86,6 +86,24 @@ def test_a_padded_batch_explains_as_each_example_alone(bases, architecture) -> N
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_token_spans_cover_each_word_without_its_spaces(bases, architecture) -> None:
+    """Whatever the tokenizer (WordPiece, byte-level BPE with or without trimmed offsets, sentencepiece), a token's
+    span is the characters of its own text it stands for, without spaces; together they cover every other one."""
+    tokenizer = load_tokenizer(str(bases(architecture)))
+    examples = [Example("a", "dev", "  What  is the  Daleks' weak-ness ?", "Their one .  ", 0)]
+    (item,) = encode(tokenizer, examples, 64)
+    texts = (examples[0].text_a, examples[0].text_b)
+    covered: tuple[set[int], set[int]] = (set(), set())
+    for segment, (start, end) in zip(item.segments.tolist(), item.offsets.tolist(), strict=True):
+        if segment >= 0:
+            assert texts[segment][start:end] == texts[segment][start:end].strip()
+            covered[segment].update(range(start, end))
+    for text, chars in zip(texts, covered, strict=True):
+        assert chars == {i for i, c in enumerate(text) if not c.isspace()}
+    assert item.token_type_ids.any() == ("token_type_ids" in tokenizer.model_input_names)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_integrated_gradients_are_complete_at_each_architectures_word_embeddings(bases, architecture) -> None:
     """The gradient family differentiates at the word embeddings (``get_input_embeddings``), before position,
     segment and norm layers: IG's attributions sum to the target logit's change from the [PAD] baseline."""

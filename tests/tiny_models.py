@@ -106,15 +106,10 @@ def _modernbert_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     cls, sep = vocab["[CLS]"], vocab["[SEP]"]
-    backend.post_processor = processors.Sequence(
-        [
-            processors.ByteLevel(trim_offsets=True),
-            processors.TemplateProcessing(
-                single="[CLS] $A [SEP]",
-                pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-            ),
-        ]
+    # Its template alone, as in ModernBERT's tokenizer.json: no byte-level post-processor trims the offsets
+    # ("Ġis" spans " is").
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
