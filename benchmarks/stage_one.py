@@ -23,33 +23,11 @@ from benchmarks.measure import FlopCounter, FlopModel, device_memory, section_me
 from pipeline.config import ExplainParams, FeatureSelectionParams, GradientParams, PerturbationParams, ViewParams
 from pipeline.encoding import EncodedExample, TokenBatch, bucketed_batches, collate
 from pipeline.explain.base import Explanation, make_explainer
-from pipeline.explain.part import BATCH_FORWARDS, plan_batches
+from pipeline.explain.part import BATCH_FORWARDS, HostCopy, plan_batches
 from pipeline.forwards import Runtime
 from pipeline.methods import Method
 
 IG_STEPS = 50  # the CPU suite's like-for-like setting with captum's default
-
-
-class HostCopy:
-    """An explanation being copied to the host without waiting, as the stage-one stream copies each batch's;
-    :meth:`get` waits for that copy only."""
-
-    def __init__(self, explanation: Explanation) -> None:
-        def out(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.detach().to("cpu", non_blocking=True)
-
-        self.explanation = Explanation(
-            out(explanation.attribution), out(explanation.logits), explanation.extras.map(lambda _, t: out(t))
-        )
-        self.event = None
-        if explanation.attribution.is_cuda:
-            self.event = torch.cuda.Event()
-            self.event.record()
-
-    def get(self) -> Explanation:
-        if self.event is not None:
-            self.event.synchronize()
-        return self.explanation
 
 
 @dataclass(frozen=True)

@@ -265,7 +265,7 @@ class ExplainParams:
 
 
 DistillMethod = Method | Literal["none"]  # "none": no explanation term (the baselines)
-ViewKind = Literal["preserving", "contrastive", "mixed", "random"]  # which cached views the view term trains on
+ViewKind = Literal["preserving", "contrastive", "random"]  # which cached views the view term trains on
 GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes by MSE
 
 
@@ -300,7 +300,7 @@ class DistillParams:
     views: int = non_negative(1, "Cached views per example per step in the view term (one forward each; 0: off).")
     view_weight: float = non_negative(1.0, "Weight of the view term (KD on the views, same temperature).")
     view_kind: ViewKind = setting(
-        "preserving", "The views the view term trains on: preserving, contrastive, mixed (both in turn) or random."
+        "preserving", "The views the view term trains on: preserving, contrastive or random (the baseline)."
     )
     view_method: Method | None = setting(
         None,
@@ -441,7 +441,7 @@ class VariantParams:
         """The explanation family that guides this variant's students, ``distill`` filling what it leaves out.
 
         Its objective's family; for a baseline objective (``none``) trained on views a map chose
-        (label-preserving, contrastive or mixed), the family of that map (``view_method``, else its cache's); None
+        (label-preserving or contrastive), the family of that map (``view_method``, else its cache's); None
         for the rest (vanilla KD, fine-tuning, KD on random views).
         """
         chosen = self.options.apply(distill)

@@ -121,13 +121,19 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
         write(
             tmp_path,
             "explain:\n  views:\n    count: 6\n    fraction: 0.3\n"
-            "distill:\n  views: 2\n  view_weight: 0.5\n  view_kind: mixed\n  gradient_loss: adkd\n"
+            "distill:\n  views: 2\n  view_weight: 0.5\n  view_kind: contrastive\n  gradient_loss: adkd\n"
             "  explain_every: 6\n  train:\n    min_steps: 300\n",
         )
     )
     assert (params.explain.views.count, params.explain.views.fraction) == (6, 0.3)
     d = params.distill
-    assert (d.views, d.view_weight, d.view_kind, d.gradient_loss, d.train.min_steps) == (2, 0.5, "mixed", "adkd", 300)
+    assert (d.views, d.view_weight, d.view_kind, d.gradient_loss, d.train.min_steps) == (
+        2,
+        0.5,
+        "contrastive",
+        "adkd",
+        300,
+    )
     assert d.explain_every == 6
     assert d.train.epochs == Params().distill.train.epochs  # a nested key keeps the section's other defaults
     for text, message in [
@@ -165,7 +171,6 @@ def test_variant_family_is_its_objective_or_the_cache_whose_views_it_trains_on()
     assert family("gradient", method="gradient", views=0) is Method.GRADIENT
     assert family("perturbation", method="none", view_kind="contrastive") is Method.PERTURBATION
     assert family("feature_selection", method="none") is Method.FEATURE_SELECTION  # the section's views
-    assert family("gradient", method="none", view_kind="mixed") is Method.GRADIENT
     assert family("gradient", method="none", view_kind="random") is None  # KD on random views
     assert family("gradient", method="none", views=0) is None  # vanilla KD, fine-tuning
     assert family("gradient", DistillParams(views=0), method="none") is None

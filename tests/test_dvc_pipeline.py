@@ -161,7 +161,7 @@ def test_the_view_variants_and_their_fair_baseline(profile):
     assert variants.get("finetune", ("none", *no_views))[1:] == no_views and variants["kd"] == ("none", *no_views)
     method, count, kind, borrowed = variants["kd-random"]
     assert method == "none" and count > 0 and kind == "random" and borrowed is None
-    guided = {name: v for name, v in variants.items() if v[2] in {"preserving", "contrastive", "mixed"}}
+    guided = {name: v for name, v in variants.items() if v[2] in {"preserving", "contrastive"}}
     assert guided and all(v[1] == count for v in guided.values())
     assert {name for name in variants if name.endswith("-views")} <= set(guided)
     short = {"gradient": "grad", "perturbation": "occl", "feature_selection": "fs"}

@@ -117,7 +117,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 @pytest.mark.parametrize("folder", ["benchmarks", "research"])
 def test_scripts_use_only_public_names_of_the_library(folder):
     library = private_definitions()
-    assert {"_run", "_Workers", "_HostCopy"} <= library
+    assert {"_run", "_Workers", "_InFlight"} <= library  # what the benchmarks once reached for, still private
     found = [use for path in _modules(folder) for use in private_uses(path, library)]
     assert not found, "private names of pipeline used (make them public, or stop needing them):\n" + "\n".join(found)
 

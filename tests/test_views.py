@@ -231,14 +231,6 @@ def test_a_step_picks_distinct_views_of_its_kind_from_its_seed(kind):
             assert masks[b, slot].nonzero().item() == (b + v) % 6
 
 
-def test_mixed_views_alternate_between_preserving_and_contrastive():
-    one, two = ViewTerm("mixed", 1, 2.0, True, 4), ViewTerm("mixed", 2, 2.0, True, 4)
-    assert [one.slots(s) for s in range(3)] == [[PreservingViews], [ContrastiveViews], [PreservingViews]]
-    assert two.slots(0) == [PreservingViews, ContrastiveViews] and two.slots(1) == [ContrastiveViews, PreservingViews]
-    _, logits = two.pick(view_batch(), 1, torch.Generator().manual_seed(0))
-    assert logits[:, :, 1].tolist() == [[1.0, 0.0]] * 3  # contrastive first on odd steps, then preserving
-
-
 def test_the_view_term_is_off_without_views_or_weight_and_refuses_too_many():
     assert (
         ViewTerm.of(DistillParams(views=0), 4) is None and ViewTerm.of(DistillParams(views=2, view_weight=0), 4) is None

@@ -8,11 +8,8 @@ matches the teacher's cached logits there with the KD loss of the main term
 views is "KD with random views", the baseline an explanation has to beat, and ``gradient`` with
 label-preserving views is "the gradient objective with its views".
 
-Which views: ``view_kind`` names the source; ``mixed`` takes label-preserving and contrastive views in turn
-(view ``j`` of step ``s`` is label-preserving when ``s + j`` is even), so one view per step alternates
-between them and two per step take one of each. Within a source the views of an example are drawn
-without replacement by the step's generator, seeded by ``(seed, step)``: a resumed run takes the same
-views.
+Which views: ``view_kind`` names the source. The views of an example are drawn without replacement by the
+step's generator, seeded by ``(seed, step)``: a resumed run takes the same views.
 
 Another family's views (``distill.view_method``, ``egkd distill --view-cache``): the objective can come from
 one family's map and the views from another's, e.g. the gradient objective with the occlusion maps' contrastive
@@ -44,7 +41,6 @@ SOURCES: dict[str, tuple[type[GuidedViews], ...]] = {
     "preserving": (PreservingViews,),
     "contrastive": (ContrastiveViews,),
     "random": (RandomViews,),
-    "mixed": (PreservingViews, ContrastiveViews),
 }
 
 

@@ -186,7 +186,7 @@ class _InFlight:
 
     pool: _Pool
     places: list[tuple[int, int]]
-    copy: _HostCopy
+    copy: HostCopy
 
 
 def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
@@ -263,7 +263,7 @@ def stream_parts(jobs: Sequence[PartJob]) -> Iterator[PartResult]:
                     items = [pool.slots[s].encoded[i] for s, i in where]
                     for indices in plan_batches(items, explainer, BATCH_FORWARDS * tokens, params.batch_size):
                         batch = collate([items[i] for i in indices], pad).to(device, non_blocking=True)
-                        flight = _InFlight(pool, [where[i] for i in indices], _HostCopy(explainer.explain(batch)))
+                        flight = _InFlight(pool, [where[i] for i in indices], HostCopy(explainer.explain(batch)))
                         if in_flight is not None:
                             settle(in_flight)
                         in_flight = flight
@@ -290,7 +290,7 @@ def compute_parts(jobs: Sequence[PartJob]) -> list[PartResult]:
     return list(stream_parts(jobs))
 
 
-class _HostCopy:
+class HostCopy:
     """An explanation being copied to the host without waiting; :meth:`get` waits for that copy only."""
 
     def __init__(self, explanation: Explanation) -> None:
@@ -315,7 +315,7 @@ class _HostCopy:
         return self.explanation
 
 
-def _store(slots: list[_Slot], places: list[tuple[int, int]], copy: _HostCopy, kinds: tuple[str, ...]) -> None:
+def _store(slots: list[_Slot], places: list[tuple[int, int]], copy: HostCopy, kinds: tuple[str, ...]) -> None:
     """The batch's rows as one table, handed to the parts they belong to."""
     explanation = copy.get()
     table = explained_table(
