@@ -76,7 +76,7 @@ def help_of(f: dataclasses.Field) -> str:
 FileFormat = Literal["csv", "tsv", "json", "jsonl", "parquet"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataParams:
     """The data: a GLUE task (its folder of GLUE TSVs, or the hub), or your own data set (``--data``: a folder of
     split files, one file, or a Hugging Face dataset name; :mod:`pipeline.sources`). The own-data keys are named as
@@ -135,7 +135,7 @@ class ComputeParams:
             raise EgkdError(f"compute.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainParams:
     """How a model is trained (teacher fine-tuning and student distillation alike); the defaults are distill's."""
 
@@ -174,7 +174,7 @@ class GradientParams:
     ig_steps: int = positive(20)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PerturbationParams:
     variant: Literal["occlusion", "shapley"] = setting(
         "occlusion", "occlusion: the drop of the class probability with each token (window) masked; shapley: sampling."
@@ -243,7 +243,7 @@ class TokenBudget:
         return self.cuda if device_type == "cuda" else self.cpu
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExplainParams:
     method: Method = Method.GRADIENT
     split: str = "train"
@@ -269,7 +269,7 @@ ViewKind = Literal["preserving", "contrastive", "random"]  # which cached views 
 GradientLoss = Literal["cosine", "adkd"]  # the gradient objective: signed maps by cosine, AD-KD's magnitudes by MSE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DistillParams:
     """How a student is distilled from a cache (``egkd distill``): every field is also an option of the command, and
     of a variant in ``experiment.variants`` (``train``'s fields by their own names: ``--lr``)."""
@@ -451,7 +451,7 @@ class VariantParams:
         return (chosen.view_method or self.cache) if guided else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ExperimentParams:
     """What ``dvc repro`` runs: the student variants, the seeds, the dev subset explained for agreement."""
 
@@ -496,7 +496,7 @@ class ExperimentParams:
                 raise EgkdError(f"experiment: {label} {repeated[0]} appears twice")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)

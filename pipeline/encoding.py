@@ -22,7 +22,7 @@ from pipeline.data import Example
 from pipeline.models import token_type_inputs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EncodedExample:
     example_id: str
     input_ids: np.ndarray  # (T,) int32
@@ -34,7 +34,7 @@ class EncodedExample:
     truncated: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenBatch:
     """A padded batch; every tensor is ``(B, T)``."""
 
@@ -64,12 +64,12 @@ class TokenBatch:
             return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=non_blocking)
 
         return TokenBatch(
-            self.example_ids,
-            move(self.input_ids),
-            move(self.attention_mask),
-            move(self.token_type_ids),
-            move(self.special_mask),
-            self if self.input_ids.device.type == "cpu" else self.host,
+            example_ids=self.example_ids,
+            input_ids=move(self.input_ids),
+            attention_mask=move(self.attention_mask),
+            token_type_ids=move(self.token_type_ids),
+            special_mask=move(self.special_mask),
+            host=self if self.input_ids.device.type == "cpu" else self.host,
         )
 
     def model_inputs(self, model: Any = None) -> dict[str, torch.Tensor]:
@@ -146,14 +146,14 @@ def _encode_fast(tokenizer, backend, examples: Sequence[Example], max_length: in
     columns = [_rows(array, bounds) for array in (input_ids, types, special, segments.astype(np.int8), spans)]
     return [
         EncodedExample(
-            example.example_id,
-            row_ids,
-            row_types,
-            row_special,
-            row_segments,
-            row_spans,
-            example.label,
-            bool(encoding.overflowing),
+            example_id=example.example_id,
+            input_ids=row_ids,
+            token_type_ids=row_types,
+            special_mask=row_special,
+            segments=row_segments,
+            offsets=row_spans,
+            label=example.label,
+            truncated=bool(encoding.overflowing),
         )
         for example, encoding, row_ids, row_types, row_special, row_segments, row_spans in zip(
             examples, encodings, *columns, strict=True
@@ -275,11 +275,11 @@ def pad_tokens(
     """A :class:`TokenBatch` of rows given field by field, padded to the longest."""
     real = real_positions(np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids)))
     return TokenBatch(
-        example_ids,
-        torch.from_numpy(pad_rows(input_ids, real, pad_token_id, np.int64)),
-        torch.from_numpy(real.astype(np.int64)),
-        torch.from_numpy(pad_rows(token_type_ids, real, 0, np.int64)),
-        torch.from_numpy(pad_rows(special_masks, real, True, np.bool_)),
+        example_ids=example_ids,
+        input_ids=torch.from_numpy(pad_rows(input_ids, real, pad_token_id, np.int64)),
+        attention_mask=torch.from_numpy(real.astype(np.int64)),
+        token_type_ids=torch.from_numpy(pad_rows(token_type_ids, real, 0, np.int64)),
+        special_mask=torch.from_numpy(pad_rows(special_masks, real, True, np.bool_)),
     )
 
 

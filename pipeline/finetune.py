@@ -28,7 +28,7 @@ from pipeline.training import Losses, Trainer, seed_everything
 from pipeline.versions import Versions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneResult:
     out: str
     train_examples: int

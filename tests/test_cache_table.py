@@ -119,7 +119,14 @@ def as_batch(rows: list[CachedExample]) -> tuple[list[Example], list[EncodedExam
     examples = [Example(r.example_id, r.split, r.text_a, r.text_b, r.label) for r in rows]
     encoded = [
         EncodedExample(
-            r.example_id, r.input_ids, r.token_type_ids, r.special_mask, r.segments, r.offsets, r.label, False
+            example_id=r.example_id,
+            input_ids=r.input_ids,
+            token_type_ids=r.token_type_ids,
+            special_mask=r.special_mask,
+            segments=r.segments,
+            offsets=r.offsets,
+            label=r.label,
+            truncated=False,
         )
         for r in rows
     ]

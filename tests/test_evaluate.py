@@ -56,11 +56,11 @@ class CountModel(torch.nn.Module):
 def test_aopc_exact_with_a_counting_model():
     ids = torch.tensor([[2, 7, 7, 8, 9, 3]])
     batch = TokenBatch(
-        ["e"],
-        ids,
-        torch.ones_like(ids),
-        torch.zeros_like(ids),
-        torch.tensor([[True, False, False, False, False, True]]),
+        example_ids=["e"],
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        token_type_ids=torch.zeros_like(ids),
+        special_mask=torch.tensor([[True, False, False, False, False, True]]),
     )
     scores = torch.tensor([[0.0, 0.9, 0.8, 0.1, 0.2, 0.0]])
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731

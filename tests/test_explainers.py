@@ -135,7 +135,7 @@ def test_same_result_for_batch_of_one_and_of_eight(model, tokenizer, method, var
     together = explain(model, tokenizer, make_batch(tokenizer, SINGLES), method, variant)
     for i in (0, 5, 6):  # a short, the shortest and the longest sentence
         alone_batch = make_batch(tokenizer, [SINGLES[i]])
-        alone_batch = TokenBatch([f"dev-{i}"], *dataclasses.astuple(alone_batch)[1:])
+        alone_batch = dataclasses.replace(alone_batch, example_ids=[f"dev-{i}"])
         alone = explain(model, tokenizer, alone_batch, method, variant)
         n = alone_batch.input_ids.shape[1]
         torch.testing.assert_close(alone.attribution[0], together.attribution[i, :n], atol=1e-5, rtol=1e-4)
@@ -342,7 +342,7 @@ def test_bf16_result_does_not_depend_on_batch(model, tokenizer, method, variant)
     together = explain_with(model, tokenizer, make_batch(tokenizer, SINGLES), method, variant, precision="bf16")
     for i in (0, 5, 6):
         alone_batch = make_batch(tokenizer, [SINGLES[i]])
-        alone_batch = TokenBatch([f"dev-{i}"], *dataclasses.astuple(alone_batch)[1:])
+        alone_batch = dataclasses.replace(alone_batch, example_ids=[f"dev-{i}"])
         alone = explain_with(model, tokenizer, alone_batch, method, variant, precision="bf16")
         n = alone_batch.input_ids.shape[1]
         torch.testing.assert_close(alone.attribution[0], together.attribution[i, :n], atol=2e-2, rtol=2e-2)

@@ -137,7 +137,7 @@ def test_random_views_are_seeded_shared_by_the_families_and_the_same_in_any_batc
     assert not torch.equal(reseeded.extras.get(RandomViews).masks, first)
     for i in (0, 5, 6):
         alone = make_batch(tokenizer, [SINGLES[i]])
-        alone = TokenBatch([f"dev-{i}"], *dataclasses.astuple(alone)[1:])
+        alone = dataclasses.replace(alone, example_ids=[f"dev-{i}"])
         masks = explain(model, tokenizer, alone, Method.GRADIENT, "input_x_gradient").extras.get(RandomViews).masks
         assert torch.equal(masks[0], first[i, :, : alone.input_ids.shape[1]])
 
@@ -256,11 +256,11 @@ def test_the_view_term_is_kd_on_the_masked_inputs():
 
     extras = view_batch(views=2, size=2, length=4).extras
     tokens = TokenBatch(
-        ["a", "b"],
-        torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]]),
-        torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
-        torch.zeros(2, 4, dtype=torch.long),
-        torch.tensor([[True, False, False, True], [True, False, True, True]]),
+        example_ids=["a", "b"],
+        input_ids=torch.tensor([[2, 7, 8, 3], [2, 9, 3, 0]]),
+        attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+        token_type_ids=torch.zeros(2, 4, dtype=torch.long),
+        special_mask=torch.tensor([[True, False, False, True], [True, False, True, True]]),
     )
     batch = StudentBatch(
         tokens=tokens,

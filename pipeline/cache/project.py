@@ -170,11 +170,11 @@ def _pinned(batch: StudentBatch) -> StudentBatch:
     tokens = batch.tokens
     return StudentBatch(
         tokens=TokenBatch(
-            tokens.example_ids,
-            pin(tokens.input_ids),
-            pin(tokens.attention_mask),
-            pin(tokens.token_type_ids),
-            pin(tokens.special_mask),
+            example_ids=tokens.example_ids,
+            input_ids=pin(tokens.input_ids),
+            attention_mask=pin(tokens.attention_mask),
+            token_type_ids=pin(tokens.token_type_ids),
+            special_mask=pin(tokens.special_mask),
         ),
         labels=None if batch.labels is None else pin(batch.labels),
         teacher_logits=pin(batch.teacher_logits),

@@ -123,14 +123,14 @@ def evaluate_examples(
     """The task metrics of ``model`` on labelled student examples (e.g. the cache's dev rows)."""
     items = [
         EncodedExample(
-            e.example_id,
-            e.input_ids,
-            e.token_type_ids,
-            e.special_mask,
-            np.where(e.special_mask, -1, 0).astype(np.int8),
-            np.zeros((len(e.input_ids), 2), np.int32),
-            e.label,
-            False,
+            example_id=e.example_id,
+            input_ids=e.input_ids,
+            token_type_ids=e.token_type_ids,
+            special_mask=e.special_mask,
+            segments=np.where(e.special_mask, -1, 0).astype(np.int8),
+            offsets=np.zeros((len(e.input_ids), 2), np.int32),
+            label=e.label,
+            truncated=False,
         )
         for e in examples
     ]
