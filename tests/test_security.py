@@ -22,7 +22,7 @@ from pipeline.cache.format import META_KEY, PART_KEY
 from pipeline.cache.store import cache_info, part_path, read_cache, read_part
 from pipeline.cache.verify import verify_cache
 from pipeline.checkpoint import last_dir
-from pipeline.distill.job import load_rows
+from pipeline.distill.inputs import load_rows
 from pipeline.errors import EgkdError
 from pipeline.models import load_classifier, load_tokenizer
 from stages.cli import app

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from pipeline import losses
 from pipeline.cache.project import StudentExample, collate_students
 from pipeline.config import EvaluateParams
-from pipeline.distill.job import DistillRequest, distill, with_gold_labels
+from pipeline.distill.inputs import with_gold_labels
+from pipeline.distill.job import DistillRequest, distill
 from pipeline.errors import EgkdError
 from pipeline.models import load_classifier
 from stages.cli import app
@@ -76,7 +77,7 @@ def test_a_batch_marks_the_examples_without_a_gold_label():
 
 
 def test_with_gold_labels_keeps_the_first_ones(cache):
-    from pipeline.distill.job import load_rows
+    from pipeline.distill.inputs import load_rows
 
     _, rows, _ = load_rows(cache, "gradient")
     examples = rows[:4]

@@ -10,36 +10,25 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline import versions
 from pipeline.cache.extras import Extra
 from pipeline.cache.project import to_student_examples
-from pipeline.cache.schema import CachedExample, CacheMetadata
-from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
+from pipeline.cache.schema import CacheMetadata
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
-from pipeline.data import TRANSFER
 from pipeline.device import Compute, resolve_compute
+from pipeline.distill.inputs import DistillInputs, load_inputs, student_source
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import first_explained_step, train
-from pipeline.distill.view_term import ViewTerm, view_source, views_from
+from pipeline.distill.view_term import ViewTerm
 from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import TaskMetrics
 from pipeline.evaluate.run import evaluate_examples
-from pipeline.methods import Method
 from pipeline.models import ModelInfo, load_classifier, load_tokenizer, save_model, tokenizer_hash
 from pipeline.sources import task_of
 from pipeline.training import TrainResult, seed_everything
-
-TEACHER = "teacher"  # distill.student: the first `layers` layers of the fine-tuned teacher that made the cache
-BASE = "base"  # distill.student: those of the teacher's base model (as null; needs nothing but the cache)
-
-# Fields in which the dev partition must agree with the train partition.
-_SAME_RUN = ("task", "teacher_weights_hash", "tokenizer_hash", "num_labels", "label_names", "max_length")
-# And the transfer partition, whose maps and views the student learns as it learns the train partition's.
-_SAME_EXPLANATIONS = (*_SAME_RUN, "method", "method_params", "extras")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,55 +62,6 @@ class DistillReport:
     views_from: str | None = None  # another family's views: whose, and from which cache
 
 
-def _partition_method(cache: Path, method: Method | None) -> str:
-    """The cache partition to train on; for ``none``, the first method with a train partition."""
-    if method is not None:
-        return method.value
-    present = [m for m, split in list_partitions(cache) if split == "train"]
-    if not present:
-        raise EgkdError(f"no train partition in cache {cache} (run `egkd explain --split train` first)")
-    return sorted(present)[0]
-
-
-def load_rows(cache: Path, method: str) -> tuple[CacheMetadata, list[CachedExample], list[CachedExample]]:
-    """Train rows (checked) and dev rows of one method's partitions; dev is empty when absent."""
-    if not Path(cache).is_dir():
-        raise EgkdError(f"cache not found: {cache}")
-    meta, train_rows = read_cache(cache, method, "train")
-    check_compatible(meta, CacheExpectation(method=method, split="train"), context=str(cache))
-    dev_rows: list[CachedExample] = []
-    if (method, "dev") in list_partitions(cache):
-        dev_meta, dev_rows = read_cache(cache, method, "dev")
-        check_compatible(dev_meta, meta, fields=_SAME_RUN, context=f"{cache} (dev vs train partition)")
-    return meta, train_rows, dev_rows
-
-
-def with_gold_labels(examples: Sequence[CachedExample], gold_labels: int | None) -> list[CachedExample]:
-    """``examples`` with the labels of all but the first ``gold_labels`` removed (None: all kept).
-
-    The unlabelled ones are a transfer set: the student learns them from the teacher's logits alone.
-    """
-    if gold_labels is None:
-        return list(examples)
-    if gold_labels > len(examples):
-        raise EgkdError(
-            f"distill.gold_labels is {gold_labels:,} but the cache has {len(examples):,} training sentences"
-        )
-    return [e if i < gold_labels else replace(e, label=None) for i, e in enumerate(examples)]
-
-
-def load_transfer_rows(cache: Path, meta: CacheMetadata) -> list[CachedExample]:
-    """The rows of the cache's transfer split (``egkd explain --text``) for ``meta``'s method, without labels."""
-    if (meta.method, TRANSFER) not in list_partitions(cache):
-        raise EgkdError(
-            f"distill.transfer is set but cache {cache} has no transfer split for method {meta.method}; "
-            f"make one with `egkd explain --method {meta.method} --text FILE --out {cache}`"
-        )
-    transfer_meta, rows = read_cache(cache, meta.method, TRANSFER)
-    check_compatible(transfer_meta, meta, fields=_SAME_EXPLANATIONS, context=f"{cache} (transfer vs train partition)")
-    return [replace(r, label=None) for r in rows]
-
-
 def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], ...], what: str) -> None:
     """Refuse, before training, a cache whose rows lack an extra the run reads."""
     missing = [kind.kind for kind in needed if kind.kind not in meta.extras]
@@ -132,31 +72,14 @@ def _check_extras(meta: CacheMetadata, cache: Path, needed: tuple[type[Extra], .
         )
 
 
-def cache_teacher(meta: CacheMetadata) -> str:
-    """The reference of the teacher that made the cache, once its weights are checked to be that teacher's."""
-    from pipeline.models import weights_hash
+def build_student(
+    meta: CacheMetadata, params: DistillParams, allow_pickle: bool = False, inputs: DistillInputs | None = None
+):
+    """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible.
 
-    hint = "; pass --student base for the teacher's base model's layers, or --student with another model"
-    try:
-        found = weights_hash(meta.teacher)
-    except (EgkdError, OSError) as err:
-        raise EgkdError(f"student teacher: cannot read the cache's teacher {meta.teacher} ({err}){hint}") from None
-    if found != meta.teacher_weights_hash:
-        raise EgkdError(
-            f"student teacher: the weights at {meta.teacher} are not those of the teacher that made the cache{hint}"
-        )
-    return meta.teacher
-
-
-def build_student(meta: CacheMetadata, params: DistillParams, allow_pickle: bool = False):
-    """(model, tokenizer, reference, layers kept); seeded so the new classifier head is reproducible."""
-    layers: int | None
-    if params.student == TEACHER:
-        ref, layers = cache_teacher(meta), params.layers
-    elif params.student in (None, BASE):
-        ref, layers = meta.teacher_base, params.layers
-    else:
-        ref, layers = params.student, None
+    ``inputs``: the run's :class:`~pipeline.distill.inputs.DistillInputs`, whose student source is already
+    resolved (else it is resolved here)."""
+    ref, layers = (inputs.student, inputs.layers) if inputs is not None else student_source(meta, params)
     seed_everything(params.train.seed)
     try:
         model = load_classifier(ref, meta.num_labels, num_layers=layers, allow_pickle=allow_pickle)
@@ -169,30 +92,21 @@ def distill(request: DistillRequest) -> DistillReport:
     params, notes = request.params, []
     compute = resolve_compute(request.compute)
     method = params.explanation
-    meta, train_rows, dev_rows = load_rows(request.cache, _partition_method(request.cache, method))
-    train_rows = with_gold_labels(train_rows, params.gold_labels)
-    transfer_rows = load_transfer_rows(request.cache, meta) if params.transfer else []
-    train_rows += transfer_rows
-    view_meta, view_cache, views_from_note = meta, request.cache, None
-    source = view_source(request.cache, request.view_cache, params.view_method, Method(meta.method))
-    if source is not None:
-        if ViewTerm.of(params, 0) is None:
-            raise EgkdError("another family's views are asked for, but the view term is off (distill.views is 0)")
-        splits = ["train", TRANSFER] if transfer_rows else ["train"]
-        train_rows, view_meta = views_from(train_rows, meta, source, params.view_method, splits)
-        view_cache, views_from_note = source, f"the {view_meta.method} family's, from {source}"
-        notes.append(f"the view term's views: {views_from_note}")
+    inputs = load_inputs(request.cache, params, request.view_cache, method)
+    meta, train_rows, dev_rows = inputs.meta, inputs.train_rows, inputs.dev_rows
+    if inputs.views_from is not None:
+        notes.append(f"the view term's views: {inputs.views_from}")
     task = task_of(meta)
-    student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle)
+    student, tokenizer, ref, layers = build_student(meta, params, request.allow_pickle, inputs)
     same = tokenizer_hash(tokenizer) == meta.tokenizer_hash
     if not same:
         notes.append(f"student tokenizer differs from the teacher's: teacher maps re-projected onto {ref} tokens")
     retokenise = None if same else tokenizer
     train_examples = to_student_examples(train_rows, retokenise, meta.max_length)
     labelled = sum(e.label is not None for e in train_examples)
-    if transfer_rows:
+    if inputs.transfer_rows:
         notes.append(
-            f"training on {len(transfer_rows):,} sentences of the cache's transfer split besides the training set"
+            f"training on {inputs.transfer_rows:,} sentences of the cache's transfer split besides the training set"
         )
     if labelled < len(train_examples):
         notes.append(
@@ -215,7 +129,7 @@ def distill(request: DistillRequest) -> DistillReport:
         raise EgkdError(f"student tokenizer of {ref} has no mask token; distill.views needs one")
     _check_extras(meta, request.cache, objective.required(), f"method {params.method_name}")
     if views is not None:
-        _check_extras(view_meta, view_cache, views.requires, f"distill.view_kind {params.view_kind}")
+        _check_extras(inputs.view_meta, inputs.view_cache, views.requires, f"distill.view_kind {params.view_kind}")
     pad = tokenizer.pad_token_id or 0
     training = train(
         student,
@@ -244,12 +158,12 @@ def distill(request: DistillRequest) -> DistillReport:
         same_tokenizer=same,
         train_examples=len(train_examples),
         gold_labels=labelled,
-        transfer_examples=len(transfer_rows),
+        transfer_examples=inputs.transfer_rows,
         training=training,
         dev=dev,
         notes=tuple(notes),
         compute=compute,
-        views_from=views_from_note,
+        views_from=inputs.views_from,
     )
     _write_outputs(request, meta, report)
     return report
