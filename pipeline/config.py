@@ -626,14 +626,14 @@ def _default(f: dataclasses.Field) -> Any:
     return None if f.default is dataclasses.MISSING else f.default
 
 
-def _choices(hint: Any) -> list[Any] | None:
+def choices_of(hint: Any) -> list[Any] | None:
     """The allowed values of a Literal, an Enum, or a union of them; None for other types."""
     if typing.get_origin(hint) is Literal:
         return list(typing.get_args(hint))
     if isinstance(hint, type) and issubclass(hint, Enum):
         return [member.value for member in hint]
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        parts = [_choices(option) for option in typing.get_args(hint) if option is not type(None)]
+        parts = [choices_of(option) for option in typing.get_args(hint) if option is not type(None)]
         if parts and all(p is not None for p in parts):
             return [value for part in parts for value in part]  # type: ignore[union-attr]
     return None
@@ -644,7 +644,7 @@ def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, prefix=f"{key}.")  # type: ignore[arg-type]
-    choices = _choices(hint)
+    choices = choices_of(hint)
     if choices is not None:
         options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
         if value is None and type(None) in options:

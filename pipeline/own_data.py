@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -91,6 +91,8 @@ class OwnData:
     labels: LabelSet
     task: TaskSpec
     settings: str  # canonical JSON of the settings that change the examples (part of every fingerprint)
+    # The training split as open_data read it, so that loading it does not parse the file a second time
+    train_table: Table | None = field(default=None, repr=False, compare=False)
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -181,7 +183,16 @@ def open_data(spec: DataSpec) -> OwnData:
         },
         sort_keys=True,
     )
-    return OwnData(spec=spec, kind=kind, splits=splits, columns=columns, labels=labels, task=task, settings=settings)
+    return OwnData(
+        spec=spec,
+        kind=kind,
+        splits=splits,
+        columns=columns,
+        labels=labels,
+        task=task,
+        settings=settings,
+        train_table=first if has_train else None,
+    )
 
 
 def load_split(data: OwnData, split: str, limit: int | None = None) -> Dataset:
@@ -189,7 +200,7 @@ def load_split(data: OwnData, split: str, limit: int | None = None) -> Dataset:
     if limit is not None and limit <= 0:
         raise EgkdError(f"limit must be a positive number of examples, got {limit}")
     source = data.split_source(split)
-    table = read_split(data.spec, source)
+    table = data.train_table if split == TRAIN and data.train_table is not None else read_split(data.spec, source)
     labelled = split in (TRAIN, DEV) or data.columns.label in table.columns
     _check_columns(table, data.columns, labelled)
     examples = _examples(table, data, split, labelled)

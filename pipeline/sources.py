@@ -18,7 +18,7 @@ from pipeline.data import HUB, Dataset, load_dataset
 from pipeline.errors import EgkdError
 from pipeline.own_data import DataSpec, OwnData, SourceKind, load_split, open_data
 from pipeline.tables import DataFormat
-from pipeline.tasks import TASKS, TaskSpec, get_task, make_task
+from pipeline.tasks import TASKS, TaskSpec, get_task, is_glue_task, make_task
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,6 @@ class DataSource:
             return load_split(self.own, split, limit)
         assert self.glue is not None
         return load_dataset(self.glue, self.task, split, limit)
-
-
-def is_glue_task(name: str) -> bool:
-    key = name.strip().lower().replace("-", "")
-    return key in TASKS or key == "mnlim"
 
 
 def open_source(data: str | Path, params: DataParams) -> DataSource:

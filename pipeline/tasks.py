@@ -186,10 +186,19 @@ TASKS: dict[str, TaskSpec] = {
 _ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli"}
 
 
+def _key(name: str) -> str:
+    key = name.strip().lower()
+    return _ALIASES.get(key, key)
+
+
+def is_glue_task(name: str) -> bool:
+    """Whether ``name`` names a task of the GLUE registry (as :func:`get_task` spells them)."""
+    return _key(name) in TASKS
+
+
 def get_task(name: str) -> TaskSpec:
     """Look a task up by name (``sst2``, ``SST-2``, ``mnli``...); unknown names are an EgkdError."""
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
+    key = _key(name)
     if key not in TASKS:
         raise EgkdError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[key]

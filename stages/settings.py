@@ -15,12 +15,11 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from pipeline.config import apply_options, help_of, option_field, option_keys
+from pipeline.config import apply_options, choices_of, help_of, option_field, option_keys
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,13 +40,7 @@ NOTHING_CHOSEN = Chosen(())  # a command's default: the parameter is filled by s
 
 
 def _choices(hint: Any) -> list[str]:
-    if typing.get_origin(hint) is Literal:
-        return [str(v) for v in typing.get_args(hint)]
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return [str(m.value) for m in hint]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return [c for option in typing.get_args(hint) if option is not type(None) for c in _choices(option)]
-    return []
+    return [str(value) for value in choices_of(hint) or ()]
 
 
 def _option_type(hint: Any) -> type:
