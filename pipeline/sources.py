@@ -49,14 +49,17 @@ def open_source(data: str | Path, params: DataParams) -> DataSource:
     if where == HUB or params.source == HUB:
         return DataSource(get_task(params.task), glue=HUB)
     folder = Path(where).expanduser()
-    if is_glue_task(params.task):
-        task = get_task(params.task)
-        if (folder / task.glue_dir).is_dir():
-            return DataSource(task, glue=where)
-    elif any((folder / spec.glue_dir).is_dir() for spec in TASKS.values()):
+    if is_glue_folder(folder, params):
+        return DataSource(get_task(params.task), glue=where)
+    if not is_glue_task(params.task) and any((folder / spec.glue_dir).is_dir() for spec in TASKS.values()):
         get_task(params.task)  # a GLUE folder with a task it does not hold: "unknown task ..., known tasks: ..."
     own = open_data(own_spec(where, params))
     return DataSource(own.task, own=own)
+
+
+def is_glue_folder(data: str | Path, params: DataParams) -> bool:
+    """Whether ``data`` is a GLUE folder holding the params' GLUE task."""
+    return is_glue_task(params.task) and (Path(str(data)).expanduser() / get_task(params.task).glue_dir).is_dir()
 
 
 def own_spec(source: str, params: DataParams) -> DataSpec:

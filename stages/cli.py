@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from stages import cache, distill, evaluate, explain, finetune, profile, report
+from stages import cache, data, distill, evaluate, explain, finetune, profile, report
 
 # typer carries its own copy of click; its exception classes are reachable through the public ones.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]
@@ -67,6 +67,7 @@ def main(
 app.command("finetune")(finetune.command)
 app.command("explain")(explain.command)
 app.add_typer(cache.app, name="cache")
+app.add_typer(data.app, name="data")
 app.command("distill")(distill.command)
 app.command("evaluate")(evaluate.command)
 app.command("report")(report.command)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cache.store import family_cache, is_cache
 from pipeline.config import DistillParams
 from pipeline.distill.job import DistillRequest, distill
 from stages.common import (
@@ -25,7 +26,14 @@ from stages.settings import NOTHING_CHOSEN, Chosen, section_options
 @user_errors
 @section_options(DistillParams, "distill")
 def command(
-    cache: Annotated[Path, typer.Option("--cache", help="The explanation cache (Parquet dataset folder).")],
+    cache: Annotated[
+        Path,
+        typer.Option(
+            "--cache",
+            help="The explanation cache (Parquet dataset folder); with --variant, also a folder of caches (the one "
+            "holding the variant's family is trained from, and the others lend their views).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the student.")],
     view_cache: Annotated[
         Path | None,
@@ -35,6 +43,14 @@ def command(
             help="Take the view term's views from this cache: another family's cache of the same sentences by the "
             "same teacher (e.g. the occlusion maps' contrastive views beside the gradient objective). A folder of "
             "caches: the one holding the --view-method family's, used only when that is not --cache's own family.",
+        ),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            "--variant",
+            help="Train the params' experiment.variants entry of this name: its options over the distill section "
+            "(options given here win), as dvc.yaml's distill@<name>-<seed> stages do.",
         ),
     ] = None,
     resume: Annotated[
@@ -51,7 +67,14 @@ def command(
     Every setting of the params' distill section is an option (train's by their own names: --lr, --epochs).
     """
     params = read_params(params_file)
-    d = chosen.apply(params.distill)
+    d = params.distill
+    if variant is not None:
+        entry = params.experiment.variant(variant)
+        d = entry.options.apply(d, prefix=f"experiment.variants.{variant}.")
+        if not is_cache(cache):
+            view_cache = view_cache or cache
+            cache = family_cache(cache, entry.cache.value, task=params.data.task)
+    d = chosen.apply(d)
     compute = compute_params(params, device, precision)
     request = DistillRequest(
         cache=cache,

@@ -68,12 +68,12 @@ def test_values_and_nested_sections(tmp_path):
             "params key 'explain.method' must be one of ['gradient', 'perturbation', 'feature_selection'], got 'lime'",
         ),
         (
-            "experiment:\n  methods: [gradient]\n  variants: [{name: p, cache: perturbation, options: {method: none}}]\n",
+            "experiment:\n  methods: [gradient]\n  variants: {p: {cache: perturbation, options: {method: none}}}\n",
             "trains from the perturbation cache, which experiment.methods does not build",
         ),
         (
-            "experiment:\n  methods: [gradient]\n  variants: [{name: g, cache: gradient, "
-            "options: {method: gradient, view_method: perturbation}}]\n",
+            "experiment:\n  methods: [gradient]\n  variants: {g: {cache: gradient, "
+            "options: {method: gradient, view_method: perturbation}}}\n",
             "variant 'g' takes the perturbation family's views, which experiment.methods does not build",
         ),
         (
@@ -146,10 +146,10 @@ def test_the_view_and_adkd_keys_load_and_are_checked(tmp_path):
         with pytest.raises(EgkdError, match=re.escape(message)):
             load_params(write(tmp_path, text))
     variant = (
-        "{name: v, cache: gradient, options: {method: gradient, views: 2, view_kind: random, gradient_loss: adkd}}"
+        "v: {cache: gradient, options: {method: gradient, views: 2, view_kind: random, gradient_loss: adkd}}"
     )
-    occlusion = "{name: o, cache: perturbation, options: {method: perturbation, explain_every: 2, t2_scaling: false}}"
-    text = f"experiment:\n  methods: [gradient, perturbation]\n  variants: [{variant}, {occlusion}]\n"
+    occlusion = "o: {cache: perturbation, options: {method: perturbation, explain_every: 2, t2_scaling: false}}"
+    text = f"experiment:\n  methods: [gradient, perturbation]\n  variants: {{{variant}, {occlusion}}}\n"
     options, other = (v.options for v in load_params(write(tmp_path, text)).experiment.variants)
     assert options.values == (
         ("method", Method.GRADIENT),

@@ -1,8 +1,8 @@
-"""The DVC pipeline end to end with tiny models, and sharing a cache through a DVC remote.
+"""The DVC pipeline end to end with tiny models, queued experiments, and sharing a cache through a DVC remote.
 
-Both tests build a temporary git + DVC repository beside a tiny GLUE folder
-(``<tmp>/shared/data/glue``, where dvc.yaml's ``glue`` var points from
-``<tmp>/repo``) and call ``dvc`` and ``egkd`` from this interpreter's bin folder.
+The pipeline tests build a temporary git + DVC repository, add a tiny SST-2 (the real files' first rows) and MPQA
+with ``egkd data add`` under ``data/sets/`` as the README's set-up does, and call ``dvc`` and ``egkd`` from this
+interpreter's bin folder.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from conftest import make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+TEXT_DIR = REPO.parent / "shared" / "data" / "text-classification"
 
 
 def sh(*args: str | Path, cwd: Path) -> str:
@@ -61,6 +63,36 @@ def init_repo(path: Path) -> None:
     sh(BIN / "dvc", "config", "core.analytics", "false", cwd=path)
 
 
+def tiny_sets(root: Path, glue_dir: Path, text_classification: Path) -> dict[str, Path]:
+    """The data sets the tiny experiment adds: a tiny SST-2 and the first 30 MPQA phrases."""
+    mpqa = root / "shared" / "mpqa"
+    mpqa.mkdir(parents=True)
+    lines = (text_classification / "mpqa" / "test.csv").read_text(encoding="utf-8").splitlines()[:31]
+    (mpqa / "test.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"sst2": tiny_glue(root, glue_dir), "mpqa": mpqa}
+
+
+def tiny_experiment(repo: Path, sets: dict[str, Path], base: Path) -> dict:
+    """A git + DVC repository of the project's pipeline files, its data added, the tiny params committed."""
+    init_repo(repo)
+    for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".gitignore"):
+        shutil.copy(REPO / name, repo / name)
+    for template in (REPO / ".dvc" / "plots").glob("*.json"):
+        (repo / ".dvc" / "plots").mkdir(exist_ok=True)
+        shutil.copy(template, repo / ".dvc" / "plots" / template.name)
+    sh(BIN / "egkd", "data", "add", sets["sst2"], "--task", "sst2", "--out", "data/sets/sst2", cwd=repo)
+    sh(BIN / "egkd", "data", "add", sets["mpqa"], "--out", "data/sets/mpqa", cwd=repo)
+    params = tiny_params(base)
+    write_params(repo, params)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "tiny experiment", cwd=repo)
+    return params
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
 GUIDED = "gradient-occl-contrastive"  # the gradient objective with the occlusion maps' views: two caches per student
 
 
@@ -76,14 +108,15 @@ def tiny_params(base_model: Path) -> dict:
     params["distill"].update(layers=1, checkpoint_every=100)
     params["distill"]["train"].update(epochs=1, batch_size=8, min_steps=0)
     params["evaluate"].update(batch_size=16)
-    variants = {v["name"]: v for v in params["experiment"]["variants"]}
+    variants = params["experiment"]["variants"]
     params["experiment"].update(
         seeds=[0],
         train_examples=24,
         agreement_examples=8,
         report_examples=2,
-        variants=[variants["kd"], variants["kd-random"], variants[GUIDED]],
+        variants={name: variants[name] for name in ("kd", "kd-random", GUIDED)},
     )
+    params["experiment"]["eval_sets"]["heldout"].update(skip=30, limit=10)
     return params
 
 
@@ -105,15 +138,33 @@ def test_dvc_yaml_resolves_with_the_repository_params():
         commands = stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]
         assert all(c.startswith("egkd ") and "--params params.yaml" in c for c in commands), stage.name
         assert stage.params, f"{stage.name} lists no params"
-    for stage in stages.values():  # a stage that reads the GLUE folder reruns when data.source changes
+    for stage in stages.values():  # a stage that reads the data reruns when the data settings change
         commands = " ".join(stage.cmd if isinstance(stage.cmd, list) else [stage.cmd])
         if "--data " in commands:
             keys = {key for dependency in stage.params for key in dependency.params}
             assert keys & {"data", "data.source"}, stage.name
-    glue = "shared/data/glue"
-    assert (REPO / "dvc.yaml").read_text().count(glue) == 1
+            assert "--data data/sets/" in commands, stage.name  # inside the workspace: queued experiments see it
+    for name in (v.name for v in params.experiment.variants):  # a student depends on its own variant only
+        keys = {key for dependency in stages[f"distill@{name}-0"].params for key in dependency.params}
+        assert {"distill", f"experiment.variants.{name}"} <= keys and "experiment.variants" not in keys
+    text = (REPO / "dvc.yaml").read_text()
+    assert "shared/data" not in text and ".." not in text.split("stages:")[1]  # nothing outside the workspace
     for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("params*.yaml")]:
-        assert glue not in path.read_text(encoding="utf-8"), path
+        assert "shared/data" not in path.read_text(encoding="utf-8"), path
+
+
+def test_the_data_sets_are_tracked_by_dvc():
+    """The committed data/sets/<name>.dvc files are what `egkd data add` writes for the shared data (./setup.sh
+    adds them on a fresh clone): the default profile's task and evaluation sets are among them."""
+    from pipeline.config import load_params
+
+    params = load_params(REPO / "params.yaml")
+    tracked = {p.stem for p in (REPO / "data" / "sets").glob("*.dvc")}
+    wanted = {params.data.task} | {s.data for s in params.experiment.eval_sets.values() if s.data is not None}
+    assert wanted <= tracked
+    for name in tracked:
+        entry = yaml.safe_load((REPO / "data" / "sets" / f"{name}.dvc").read_text())
+        assert entry["outs"][0]["path"] == name and entry["outs"][0]["md5"].endswith(".dir")
 
 
 @pytest.mark.parametrize("profile", ["full", "gpu", "medium"])
@@ -205,25 +256,22 @@ def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
 
 @pytest.mark.slow
 def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
-    tiny_glue(tmp_path, glue_dir)
-    base = make_tiny_model_dir(tmp_path / "base")
+    sets = tiny_sets(tmp_path, glue_dir, TEXT_DIR)
     repo = tmp_path / "repo"
-    init_repo(repo)
-    for name in ("dvc.yaml", ".dvcignore", ".dvc/config"):
-        shutil.copy(REPO / name, repo / name)
-    for template in (REPO / ".dvc" / "plots").glob("*.json"):
-        (repo / ".dvc" / "plots").mkdir(exist_ok=True)
-        shutil.copy(template, repo / ".dvc" / "plots" / template.name)
-    params = tiny_params(base)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-q", "-m", "tiny experiment", cwd=repo)
+    params = tiny_experiment(repo, sets, make_tiny_model_dir(tmp_path / "base"))
 
     first = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
     methods = ["gradient", "perturbation", "feature_selection"]
-    students = ["distill@variant0-0", "distill@variant1-0", "distill@variant2-0"]
-    evaluations = {"evaluate@variant0-0", "evaluate@variant1-0", "evaluate@variant2-0"}
-    assert first == {"finetune", "report", *students, *evaluations, *(f"explain@{m}" for m in methods)}
+    students = {f"distill@{name}-0" for name in ("kd", "kd-random", GUIDED)}
+    evaluations = {f"evaluate@{name}-0" for name in ("kd", "kd-random", GUIDED)}
+    assert first == {
+        "finetune",
+        "evaluate_teacher",
+        "report",
+        *students,
+        *evaluations,
+        *(f"explain@{m}" for m in methods),
+    }
 
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert set(summary["students"]) == {"kd", "kd-random", GUIDED}
@@ -264,10 +312,54 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     again = sh(BIN / "dvc", "repro", cwd=repo)
     assert ran_stages(again) == set(), again
 
+    # a variant appended, and the others reordered: only its stages and the report are out of date
+    variants = params["experiment"]["variants"]
+    variants = {"kd-low-alpha": {**variants["kd"], "options": {**variants["kd"]["options"], "alpha": 0.2}}} | dict(
+        reversed(list(variants.items()))
+    )
+    write_params(repo, {**params, "experiment": {**params["experiment"], "variants": variants}})
+    assert stale(repo) == {"distill@kd-low-alpha-0", "evaluate@kd-low-alpha-0", "report"}
+    # a changed default reruns every student that takes it, and their evaluations
     params["distill"]["train"]["lr"] = 5e-4
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    write_params(repo, params)
     rerun = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
     assert rerun == {*students, *evaluations, "report"}
+
+
+def stale(repo: Path) -> set[str]:
+    """The stages ``dvc status`` lists as changed."""
+    status = json.loads(sh(BIN / "dvc", "status", "--json", cwd=repo))
+    return {name.split(":")[-1] for name in status}
+
+
+@pytest.mark.slow
+def test_two_queued_experiments_run_side_by_side(glue_dir, tmp_path):
+    """`dvc exp run --queue` then `dvc queue start -j 2`, offline: both experiments run in copies of the workspace
+    (the data is DVC's, inside it) and `dvc exp show` lists both with their headline metrics."""
+    sets = tiny_sets(tmp_path, glue_dir, TEXT_DIR)
+    repo = tmp_path / "repo"
+    params = tiny_experiment(repo, sets, make_tiny_model_dir(tmp_path / "base"))
+    params["experiment"].update(methods=["gradient"], variants={"kd": params["experiment"]["variants"]["kd"]})
+    write_params(repo, params)
+    sh("git", "commit", "-q", "-am", "one variant", cwd=repo)
+    for beta in ("0.2", "0.4"):
+        sh(BIN / "dvc", "exp", "run", "--queue", "-S", f"distill.alpha={beta}", cwd=repo)
+    sh(BIN / "dvc", "queue", "start", "-j", "2", cwd=repo)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        queue = sh(BIN / "dvc", "queue", "status", cwd=repo)
+        if "Running" not in queue and "Queued" not in queue:
+            break
+        time.sleep(5)
+    assert queue.count("Success") == 2, queue + sh(BIN / "dvc", "queue", "logs", queue.split()[5], cwd=repo)
+    shown = json.loads(sh(BIN / "dvc", "exp", "show", "--json", cwd=repo))
+    experiments = [e for row in shown for e in (row.get("experiments") or [])]
+    alphas, accuracies = set(), set()
+    for experiment in experiments:
+        data = experiment["revs"][0]["data"]
+        alphas.add(data["params"]["params.yaml"]["data"]["distill"]["alpha"])
+        accuracies.add("accuracy" in data["metrics"]["metrics/headline/kd.json"]["data"])
+    assert alphas == {0.2, 0.4} and accuracies == {True}
 
 
 def test_share_a_cache_through_a_remote_and_train_without_the_teacher(glue_dir, tmp_path):

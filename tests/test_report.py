@@ -402,18 +402,18 @@ def test_repository_params_define_the_experiment():
 @pytest.mark.parametrize(
     "variants, message",
     [
-        ("[{name: a, cache: gradient, options: {method: perturbation}}]", "trains from the perturbation cache"),
-        ("[{name: a, cache: gradient}]", "options.method is required"),
+        ("{a: {cache: gradient, options: {method: perturbation}}}", "trains from the perturbation cache"),
+        ("{a: {cache: gradient}}", "options.method is required"),
         (
-            "[{name: a, cache: gradient, options: {method: none}}, {name: a, cache: gradient, options: {method: none}}]",
-            "variant name a appears twice",
+            "[{name: a, cache: gradient, options: {method: none}}]",
+            "experiment.variants' must be a mapping of names to entries",
         ),
-        ("[{name: 'a/b', cache: gradient, options: {method: none}}]", "it names folders"),
+        ("{'a/b': {cache: gradient, options: {method: none}}}", "it names folders"),
         (
-            "[{name: a, cache: gradient, options: {method: none, seed: 1}}]",  # the experiment's seeds set it
-            re.escape("unknown params key 'experiment.variants[0].options.seed'"),
+            "{a: {cache: gradient, options: {method: none, seed: 1}}}",  # the experiment's seeds set it
+            re.escape("unknown params key 'experiment.variants.a.options.seed'"),
         ),
-        ("[{name: a, cache: gradient, options: {method: none, alpha: 2}}]", r"experiment.variants\[0\].options.alpha"),
+        ("{a: {cache: gradient, options: {method: none, alpha: 2}}}", r"experiment.variants.a.options.alpha"),
     ],
 )
 def test_bad_variants_name_the_problem(tmp_path, variants, message):

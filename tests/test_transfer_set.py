@@ -172,7 +172,7 @@ def test_gold_labels_loads_from_params_and_a_variant(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(
         "distill:\n  gold_labels: 2000\nexperiment:\n  methods: [gradient]\n"
-        "  variants: [{name: kd-transfer, cache: gradient, options: {method: none, gold_labels: 500}}]\n",
+        "  variants: {kd-transfer: {cache: gradient, options: {method: none, gold_labels: 500}}}\n",
         encoding="utf-8",
     )
     params = load_params(path)

@@ -207,13 +207,13 @@ def test_stage_two_refuses_a_missing_or_mismatched_transfer_split(caches, tmp_pa
 def test_transfer_loads_from_params_and_a_variant_either_way(tmp_path):
     """A variant's `transfer: false` turns off `distill.transfer: true` (dvc.yaml passes it as --no-transfer)."""
     path = tmp_path / "params.yaml"
-    variant = "{name: kd-transfer, cache: gradient, options: {method: none, transfer: %s}}"
-    path.write_text(f"experiment:\n  methods: [gradient]\n  variants: [{variant % 'true'}]\n", encoding="utf-8")
+    variant = "kd-transfer: {cache: gradient, options: {method: none, transfer: %s}}"
+    path.write_text(f"experiment:\n  methods: [gradient]\n  variants: {{{variant % 'true'}}}\n", encoding="utf-8")
     params = load_params(path)
     assert params.distill.transfer is False and params.experiment.variants[0].options.get("transfer") is True
     assert params.experiment.variants[0].options.apply(params.distill).transfer is True
     path.write_text(
-        f"distill:\n  transfer: true\nexperiment:\n  methods: [gradient]\n  variants: [{variant % 'false'}]\n",
+        f"distill:\n  transfer: true\nexperiment:\n  methods: [gradient]\n  variants: {{{variant % 'false'}}}\n",
         encoding="utf-8",
     )
     params = load_params(path)

@@ -292,6 +292,33 @@ def find_caches(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+def is_cache(path: Path) -> bool:
+    """Whether ``path`` is one cache (``method=*`` partitions), not a folder of caches."""
+    return any(Path(path).glob("method=*"))
+
+
+def family_cache(folder: Path, method: str, task: str | None = None, option: str = "--cache") -> Path:
+    """The one cache in ``folder`` (a folder of caches) holding ``method``'s train split (of ``task``, if given:
+    a folder may keep the caches of another task explained earlier)."""
+    holders = [c for c in find_caches([Path(folder)]) if (method, "train") in list_partitions(c)]
+    if task is not None:
+        holders = [c for c in holders if _first_header(c, method).task == task]
+    if len(holders) != 1:
+        found = ", ".join(c.name for c in holders) if holders else "none"
+        of = "" if task is None else f" of task {task}"
+        raise EgkdError(
+            f"caches in {folder}: {len(holders)} hold the {method} family's train split{of} ({found}); "
+            f"name one with {option}"
+        )
+    return holders[0]
+
+
+def _first_header(root: Path, method: str) -> CacheMetadata:
+    directory = partition_dir(root, method, "train")
+    first = sorted(p for p in directory.glob("part-*.parquet") if part_index(p) is not None)[0]
+    return read_part_header(first)[0]
+
+
 # --- metadata checks ------------------------------------------------------------------------------
 
 

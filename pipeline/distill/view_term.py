@@ -31,7 +31,7 @@ from pipeline import losses
 from pipeline.cache.extras import ContrastiveViews, Extras, GuidedViews, PreservingViews, RandomViews
 from pipeline.cache.project import StudentBatch
 from pipeline.cache.schema import CachedExample, CacheMetadata
-from pipeline.cache.store import check_compatible, find_caches, list_partitions, read_cache
+from pipeline.cache.store import check_compatible, family_cache, is_cache, list_partitions, read_cache
 from pipeline.config import DistillParams, ViewKind
 from pipeline.distill.objectives import student_on_masks
 from pipeline.errors import EgkdError
@@ -120,19 +120,12 @@ def view_source(cache: Path, view_cache: Path | None, method: Method | None, own
     view_cache = Path(view_cache)
     if not view_cache.is_dir():
         raise EgkdError(f"view cache not found: {view_cache}")
-    if any(view_cache.glob("method=*")):
+    if is_cache(view_cache):
         return view_cache
     if not other:
         return None
     assert method is not None
-    holders = [c for c in find_caches([view_cache]) if (method.value, "train") in list_partitions(c)]
-    if len(holders) != 1:
-        found = ", ".join(c.name for c in holders) if holders else "none"
-        raise EgkdError(
-            f"view caches in {view_cache}: {len(holders)} hold the {method.value} family's train split ({found}); "
-            "name one with --view-cache"
-        )
-    return holders[0]
+    return family_cache(view_cache, method.value, option="--view-cache")
 
 
 def views_from(

@@ -1,0 +1,155 @@
+"""Bringing a data set into the workspace: ``egkd data add`` copies it under a folder of the pipeline (``data/sets/``
+in dvc.yaml) and, in a DVC repository, tracks it with ``dvc add``.
+
+Every stage then reads its data from inside the workspace, so ``dvc exp run --queue`` (which runs in a copy of the
+workspace, where paths outside it do not exist) finds it, and ``dvc status`` sees a changed file. The data is checked
+first, as the stages will read it (columns, labels, encoding: one line naming the file and row), and copied as it is:
+
+* a GLUE folder (``<dir>/SST-2/train.tsv``) gives ``<out>/SST-2/`` (the task's folder, its split files);
+* a folder of split files gives their copies (``train.csv``, ``dev.jsonl``...), one file gives ``<out>/train.<ext>``;
+* a Hugging Face dataset (from the local datasets cache when offline) gives one Parquet file per split, its class
+  labels written as their names.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import DataParams
+from pipeline.data import HUB, tsv_path
+from pipeline.errors import EgkdError
+from pipeline.own_data import DEV, TEST, TRAIN, SourceKind, SplitSource, find_splits, source_kind
+from pipeline.sources import DataSource, is_glue_folder, open_source, own_spec
+from pipeline.tables import Table, read_hub, read_table
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddRequest:
+    source: str  # a GLUE folder (data.task names the task), a folder of split files, one file, or a hub dataset
+    out: Path  # the folder the data set is copied to (created; it must not exist unless replace)
+    params: DataParams  # the task, columns, labels, encoding and hub settings the data is checked with
+    replace: bool = False  # replace an existing ``out``
+    track: bool = True  # ``dvc add`` the folder when the working directory is a DVC repository
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddedData:
+    out: Path
+    task: str
+    files: tuple[Path, ...]  # what was written, relative to ``out``
+    tracked_by: Path | None  # the ``.dvc`` file, or None when not tracked
+
+    def lines(self) -> list[str]:
+        files = ", ".join(str(f) for f in self.files)
+        said = [f"added {self.task} data to {self.out}: {files}"]
+        if self.tracked_by is not None:
+            said.append(f"tracked by {self.tracked_by}: commit it with git (`git add {self.tracked_by}`)")
+        return said
+
+
+def add_data(request: AddRequest) -> AddedData:
+    """Check the data of ``request.source``, copy it to ``request.out`` and track it; see the module docstring."""
+    if str(request.source) == HUB or request.params.source == HUB:
+        raise EgkdError("GLUE on the hub is read directly (data.source: hub); add another hub dataset by its name")
+    out = Path(request.out)
+    if out.exists() and not request.replace:
+        raise EgkdError(f"{out} exists: add the data under another folder, or pass --replace")
+    source = _checked(request.source, request.params)
+    staging = out.with_name(f".{out.name}.adding")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        files = _copy(source, request.source, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    tracked = _dvc_add(out) if request.track and _in_dvc_repo() else None
+    name = source.task.name if isinstance(source, DataSource) else out.name
+    return AddedData(out=out, task=name, files=files, tracked_by=tracked)
+
+
+def _checked(where: str, params: DataParams) -> DataSource | tuple[SplitSource, ...]:
+    """The data opened as the stages will open it; for files without a training split (an evaluation set, whose
+    labels are the task's), the split files, each parsed in full."""
+    spec = own_spec(where, params)
+    if not is_glue_folder(where, params) and source_kind(where) is not SourceKind.HUB:
+        splits = find_splits(spec)[1]
+        if spec.label_names is None and not any(s.split == TRAIN for s in splits):
+            for split in splits:
+                read_table(Path(split.location), split.format, spec.encoding)
+            return splits
+    return open_source(where, params)
+
+
+def _copy(source: DataSource | tuple[SplitSource, ...], where: str, staging: Path) -> tuple[Path, ...]:
+    if not isinstance(source, DataSource):
+        return tuple(Path(_copy_file(Path(s.location), staging / Path(s.location).name).name) for s in source)
+    if source.glue is not None:
+        task = source.task
+        names = [tsv_path(Path(where), task, split) for split in task.splits]
+        (staging / task.glue_dir).mkdir()
+        copied = [_copy_file(path, staging / task.glue_dir / path.name) for path in names if path.is_file()]
+        return tuple(Path(task.glue_dir) / p.name for p in copied)
+    own = source.own
+    assert own is not None
+    if own.kind is SourceKind.HUB:
+        written = []
+        for split in (TRAIN, DEV, TEST):
+            location = own.split_source(split).location
+            try:
+                table = read_hub(own.spec.source, own.spec.dataset_config, location)
+            except EgkdError:
+                if split == TRAIN:
+                    raise
+                continue  # a dataset without this split
+            written.append(_write_parquet(table, staging / f"{split}.parquet"))
+        return tuple(Path(p.name) for p in written)
+    copied = []
+    for split in own.splits:
+        path = Path(split.location)
+        name = path.name if own.kind is SourceKind.FOLDER else f"{TRAIN}{path.suffix}"
+        copied.append(_copy_file(path, staging / name))
+    return tuple(Path(p.name) for p in copied)
+
+
+def _copy_file(path: Path, to: Path) -> Path:
+    shutil.copyfile(path, to)
+    return to
+
+
+def _write_parquet(table: Table, path: Path) -> Path:
+    """``table`` as a Parquet file; a class-label column as its names (the names are what egkd reads as labels)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = {c.column: c.names for c in table.class_names}
+    columns = {}
+    for index, column in enumerate(table.columns):
+        values = [row.values[index] for row in table.rows]
+        if column in names:
+            values = [None if v is None else names[column][v] for v in values]
+        columns[column] = values
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def _in_dvc_repo() -> bool:
+    return Path(".dvc").is_dir()
+
+
+def _dvc_add(out: Path) -> Path:
+    """``dvc add out``: the data goes to DVC's cache, ``out.dvc`` (to commit) records its hash."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "--quiet", str(out)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
+        raise EgkdError(f"dvc add {out} failed (the data is copied; run `dvc add {out}` yourself): {said}")
+    return out.with_name(out.name + ".dvc")

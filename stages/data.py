@@ -1,0 +1,47 @@
+"""``egkd data add``: bring a data set into the workspace (copied under a folder dvc.yaml reads, tracked by DVC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.config import DataParams
+from stages.common import DATA_OPTIONS_SKIPPED, ParamsOption, data_params, read_params, user_errors
+from stages.settings import NOTHING_CHOSEN, Chosen, section_options
+
+app = typer.Typer(help="Bring a data set into the workspace.", no_args_is_help=True)
+
+
+@app.command("add")
+@user_errors
+@section_options(DataParams, "data", skip=DATA_OPTIONS_SKIPPED, prefix="data_")
+def add(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A GLUE folder (<dir>/SST-2/train.tsv, with --task), a folder of split files (train.csv, "
+            "dev.jsonl, test.parquet...), one file (the training split), or a Hugging Face dataset name."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The folder to copy it to: data/sets/<task> is where dvc.yaml reads it.")
+    ],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the folder if it exists.")] = False,
+    no_dvc: Annotated[bool, typer.Option("--no-dvc", help="Copy only: do not run `dvc add` on the folder.")] = False,
+    params_file: ParamsOption = Path("params.yaml"),
+    data_chosen: Chosen = NOTHING_CHOSEN,
+) -> None:
+    """Check a data set as the stages will read it, copy it under --out and track it with `dvc add`.
+
+    Every stage then reads it from inside the workspace, so queued experiments (`dvc exp run --queue`) find it.
+    """
+    from pipeline.intake import AddRequest, add_data
+
+    params = read_params(params_file)
+    request = AddRequest(
+        source=source, out=out, params=data_params(params, data_chosen), replace=replace, track=not no_dvc
+    )
+    for line in add_data(request).lines():
+        typer.echo(line)
