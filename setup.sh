@@ -75,6 +75,6 @@ add_set() {  # name, source, egkd data add options...
 }
 add_set sst2 "$shared/glue" --task sst2
 add_set mpqa "$shared/text-classification/mpqa"
-add_set trec "$shared/text-classification/trec"
+add_set trec "$shared/text-classification/trec" --dev-size 500  # TREC has no dev file
 add_set sst5 "$shared/text-classification/sst5"
 echo "egkd is set up in .venv: activate it with 'source .venv/bin/activate', or call .venv/bin/egkd"

@@ -9,10 +9,16 @@ first, as the stages will read it (columns, labels, encoding: one line naming th
 * a folder of split files gives their copies (``train.csv``, ``dev.jsonl``...), one file gives ``<out>/train.<ext>``;
 * a Hugging Face dataset (from the local datasets cache when offline) gives one Parquet file per split, its class
   labels written as their names.
+
+Data without a dev split (TREC has a train and a test file) can have one held out of its training split
+(``dev_size`` rows, a seeded draw): the two are then written as ``train.parquet`` and ``dev.parquet``, the rows
+otherwise as they were, and the other split files copied as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import shutil
 import subprocess
 import sys
@@ -33,6 +39,8 @@ class AddRequest:
     out: Path  # the folder the data set is copied to (created; it must not exist unless replace)
     params: DataParams  # the task, columns, labels, encoding and hub settings the data is checked with
     replace: bool = False  # replace an existing ``out``
+    dev_size: int | None = None  # data without a dev split: hold out this many training rows as one (seeded draw)
+    seed: int = 0  # the draw's seed
     track: bool = True  # ``dvc add`` the folder when the working directory is a DVC repository
 
 
@@ -64,6 +72,8 @@ def add_data(request: AddRequest) -> AddedData:
     staging.mkdir(parents=True)
     try:
         files = _copy(source, request.source, staging)
+        if request.dev_size is not None:
+            files = _hold_out_dev(source, staging, files, request.dev_size, request.seed)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -117,6 +127,31 @@ def _copy(source: DataSource | tuple[SplitSource, ...], where: str, staging: Pat
         name = path.name if own.kind is SourceKind.FOLDER else f"{TRAIN}{path.suffix}"
         copied.append(_copy_file(path, staging / name))
     return tuple(Path(p.name) for p in copied)
+
+
+def _hold_out_dev(
+    source: DataSource | tuple[SplitSource, ...], staging: Path, files: tuple[Path, ...], size: int, seed: int
+) -> tuple[Path, ...]:
+    """The copied training split replaced by ``train.parquet`` and ``dev.parquet``: ``size`` of its rows, drawn
+    with ``seed``, become the dev split (both keep the file's row order)."""
+    own = source.own if isinstance(source, DataSource) else None
+    if own is None or own.kind is SourceKind.HUB:
+        raise EgkdError("--dev-size holds out a dev split of own data files (a folder of split files, or one file)")
+    if DEV in own.split_names:
+        raise EgkdError(f"{own.spec.source} has a dev split already: --dev-size is for data without one")
+    table = own.train_table
+    assert table is not None
+    if not 0 < size < len(table.rows):
+        raise EgkdError(f"--dev-size must be between 1 and {len(table.rows) - 1} (the training rows), got {size}")
+    held = set(random.Random(seed).sample(range(len(table.rows)), size))
+    kept = [Path(f) for f in files if Path(f).stem != TRAIN]
+    for f in files:
+        if Path(f).stem == TRAIN:
+            (staging / f).unlink()
+    for name, keep in ((TRAIN, lambda i: i not in held), (DEV, lambda i: i in held)):
+        rows = tuple(row for i, row in enumerate(table.rows) if keep(i))
+        _write_parquet(dataclasses.replace(table, rows=rows), staging / f"{name}.parquet")
+    return (Path(f"{TRAIN}.parquet"), Path(f"{DEV}.parquet"), *kept)
 
 
 def _copy_file(path: Path, to: Path) -> Path:

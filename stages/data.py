@@ -28,6 +28,15 @@ def add(
     out: Annotated[
         Path, typer.Option("--out", help="The folder to copy it to: data/sets/<task> is where dvc.yaml reads it.")
     ],
+    dev_size: Annotated[
+        int | None,
+        typer.Option(
+            "--dev-size",
+            help="Data without a dev split: hold out this many training rows as one (a draw seeded by --seed), "
+            "written with the rest as train.parquet and dev.parquet.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The seed of --dev-size's draw.")] = 0,
     replace: Annotated[bool, typer.Option("--replace", help="Replace the folder if it exists.")] = False,
     no_dvc: Annotated[bool, typer.Option("--no-dvc", help="Copy only: do not run `dvc add` on the folder.")] = False,
     params_file: ParamsOption = Path("params.yaml"),
@@ -41,7 +50,13 @@ def add(
 
     params = read_params(params_file)
     request = AddRequest(
-        source=source, out=out, params=data_params(params, data_chosen), replace=replace, track=not no_dvc
+        source=source,
+        out=out,
+        params=data_params(params, data_chosen),
+        replace=replace,
+        track=not no_dvc,
+        dev_size=dev_size,
+        seed=seed,
     )
     for line in add_data(request).lines():
         typer.echo(line)
