@@ -538,7 +538,8 @@ class ExperimentParams:
         unnamed = [name for name in self.eval_sets if not _VARIANT_NAME.match(name)]
         if unnamed:
             raise EgkdError(
-                f"experiment.eval_sets: set name {unnamed[0]!r}: use letters, digits, '_', '-' and '.' (it names metrics)"
+                f"experiment.eval_sets: set name {unnamed[0]!r}: use letters, digits, '_', '-' and '.' "
+                "(it names metrics)"
             )
 
 

@@ -9,6 +9,7 @@ import typer
 
 from pipeline.config import DataParams
 from pipeline.evaluate.run import EvaluateRequest, run_evaluation
+from pipeline.evaluate.sets import open_sets, training_notes
 from pipeline.sources import open_source
 from stages.common import (
     DATA_OPTIONS_SKIPPED,
@@ -46,6 +47,14 @@ def command(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="JSON file for the report.")] = None,
+    sets_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--sets-root",
+            help="Also score the model on every set of experiment.eval_sets (forwards only; the JSON's key 'sets'): a "
+            "set's data folder is <DIR>/<data>, a set without one reads --data. Left out, only --split is scored.",
+        ),
+    ] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
@@ -53,13 +62,15 @@ def command(
     params_file: ParamsOption = Path("params.yaml"),
     data_chosen: Chosen = NOTHING_CHOSEN,
 ) -> None:
-    """Evaluate a model on a split of the data (--split test reads test.csv...), and its explanations against the
-    teacher's in explanation caches."""
+    """Evaluate a model on a split of the data (--split test reads test.csv...), on the held-out and shifted sets of
+    experiment.eval_sets (--sets-root), and its explanations against the teacher's in explanation caches."""
     params = read_params(params_file)
     chosen_data = data_params(params, data_chosen)
     split = split or "dev"
     limit = {"train": chosen_data.train_limit, "dev": chosen_data.dev_limit}.get(split)
     source = open_source(data, chosen_data)
+    eval_sets = params.experiment.eval_sets if sets_root is not None else {}
+    sets = open_sets(eval_sets, source, chosen_data, sets_root)
     report = run_evaluation(
         EvaluateRequest(
             model=model,
@@ -75,6 +86,7 @@ def command(
             allow_pickle=allow_pickle,
             allow_new_head=allow_new_head,
             compute=compute_params(params, device, precision),
+            sets=sets,
         )
     )
     line = ", ".join(f"{name} {value:.4f}" for name, value in report.metrics.values)
@@ -83,6 +95,13 @@ def command(
         typer.echo(f"note: the model has no trained head; a new one was drawn from seed {report.head_seed}")
     if report.metrics.one_class is not None:
         typer.echo(report.metrics.one_class.note(source.task.labels), err=True)
+    for scored in report.sets:
+        line = ", ".join(f"{name} {value:.4f}" for name, value in scored.metrics.values)
+        typer.echo(f"set {scored.name} ({scored.split} of {scored.source}): {line} ({scored.metrics.count} examples)")
+        if scored.metrics.one_class is not None:
+            typer.echo(scored.metrics.one_class.note(source.task.labels, f"the model on set {scored.name}"), err=True)
+    for note in training_notes(eval_sets, chosen_data):
+        typer.echo(note, err=True)
     for explanation in report.explanations:
         a, f = explanation.agreement, explanation.faithfulness
         spearman = "n/a" if a.spearman is None else f"{a.spearman:.3f}"

@@ -10,6 +10,7 @@ import typer
 from pipeline.config import override
 from pipeline.methods import NO_METHOD
 from pipeline.report.build import ReportRequest, build_report, format_table
+from pipeline.report.sets import random_views
 from stages.common import ParamsOption, read_params, user_errors
 
 
@@ -49,6 +50,14 @@ def command(
             "--comparison-csv", help="Write mean and std per variant and measure to this CSV (for dvc plots)."
         ),
     ] = None,
+    retention_csv: Annotated[
+        Path | None,
+        typer.Option(
+            "--retention-csv",
+            help="Write the retention of the teacher's metric per evaluation set and variant, with its 95% interval, "
+            "to this CSV (for dvc plots; needs --teacher-eval).",
+        ),
+    ] = None,
     cache: Annotated[
         list[Path] | None,
         typer.Option(
@@ -59,6 +68,14 @@ def command(
     ] = None,
     teacher: Annotated[
         Path | None, typer.Option("--teacher", help="The teacher folder: its dev metric is shown beside the students'.")
+    ] = None,
+    teacher_eval: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-eval",
+            help="The teacher's evaluation JSON (egkd evaluate --sets-root): each student's retention of its metric "
+            "on every evaluation set; left out of the students if it lies among --evals. Without it, no retention.",
+        ),
     ] = None,
     examples: Annotated[
         int | None,
@@ -101,6 +118,9 @@ def command(
         families={v.name: str(v.family(params.distill) or NO_METHOD) for v in experiment.variants},
         listed_only=listed_only,
         seeds=tuple(experiment.seeds),
+        teacher_eval=teacher_eval,
+        random=random_views(experiment.variants, params.distill),
+        retention_csv=retention_csv,
     )
     result = build_report(request)
     table = format_table(result.summary)

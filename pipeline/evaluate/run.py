@@ -16,10 +16,16 @@ next to the same with random scores as a baseline.
 
 The report also records each example's predicted class (:class:`Predictions`), so two models
 evaluated on the same split can be compared example by example (McNemar's test in the report).
+
+With evaluation sets (:mod:`pipeline.evaluate.sets`, ``experiment.eval_sets``) the model is also scored on each:
+its metrics and predictions (:class:`SetReport`), forwards only; a set of the very examples of the evaluation (the
+set ``dev``) takes the evaluation's own predictions. In the JSON a set's predictions name their examples by a digest
+of the ids (``ids_sha256``), not the ids themselves: a held-out or shifted set has thousands.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,11 +38,12 @@ from pipeline.cache.extras import Selection
 from pipeline.cache.project import StudentExample, collate_students, to_student_examples
 from pipeline.config import ComputeParams, EvaluateParams, ExplainParams
 from pipeline.device import Compute, module_device, resolve_compute
-from pipeline.encoding import EncodedExample
+from pipeline.encoding import EncodedExample, encode
 from pipeline.errors import EgkdError
 from pipeline.evaluate.faithfulness import aopc, rank_agreement, top_k_overlap, top_k_set
 from pipeline.evaluate.metrics import TaskMetrics, compute_metrics, predictions_from_logits
 from pipeline.evaluate.predict import predict_logits, token_batches
+from pipeline.evaluate.sets import EvalSet
 from pipeline.explain.base import make_explainer
 from pipeline.explain.record import explain_params_from_cache
 from pipeline.methods import Method
@@ -82,6 +89,23 @@ class Predictions:
     classes: tuple[int, ...]
     labels: tuple[int, ...]
 
+    @property
+    def ids_sha256(self) -> str:
+        """The examples, as one digest: SHA-256 of the ids, one a line."""
+        return hashlib.sha256("\n".join(self.example_ids).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetReport:
+    """The model on one evaluation set: its metrics and, for classification, each example's prediction."""
+
+    name: str
+    source: str  # the file (or hub split) the examples were read from
+    split: str
+    skip: int  # examples skipped at the split's start
+    metrics: TaskMetrics
+    predictions: Predictions | None
+
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluationReport:
@@ -93,17 +117,44 @@ class EvaluationReport:
     predictions: Predictions | None = None  # None for regression tasks
     head_seed: int | None = None  # the model's classifier head was new, drawn from this seed (--allow-new-head)
     compute: dict[str, str] = field(default_factory=dict)  # where it ran: device, device_name, precision
+    sets: tuple[SetReport, ...] = ()  # the evaluation sets scored (key "sets" by name; absent when none)
 
     def write(self, path: Path) -> None:
         """Indented JSON, except the per-example lists, one line each: the file stays small to read and to keep."""
         path.parent.mkdir(parents=True, exist_ok=True)
         report = asdict(self)
-        predictions = report.pop("predictions")
-        text = json.dumps({**report, "predictions": None}, indent=2)
-        if predictions is not None:
-            lists = ",\n".join(f'    "{k}": {json.dumps(v, separators=(",", ":"))}' for k, v in predictions.items())
-            text = text.replace('"predictions": null', '"predictions": {\n' + lists + "\n  }")
+        lists: dict[str, dict] = {}  # a placeholder string -> the lists it stands for
+
+        def held(values: dict | None) -> str | None:
+            if values is None:
+                return None
+            lists[f"@predictions-{len(lists)}@"] = values
+            return list(lists)[-1]
+
+        report["predictions"] = held(report["predictions"])
+        report.pop("sets")
+        if self.sets:
+            report["sets"] = {
+                s.name: {
+                    "source": s.source,
+                    "split": s.split,
+                    "skip": s.skip,
+                    "metrics": asdict(s.metrics),
+                    "predictions": held(None if s.predictions is None else _set_predictions(s.predictions)),
+                }
+                for s in self.sets
+            }
+        text = json.dumps(report, indent=2)
+        for placeholder, values in lists.items():
+            line = next(line for line in text.splitlines() if f'"{placeholder}"' in line)
+            indent = line[: len(line) - len(line.lstrip())]
+            rows = ",\n".join(f'{indent}  "{k}": {json.dumps(v, separators=(",", ":"))}' for k, v in values.items())
+            text = text.replace(f'"{placeholder}"', "{\n" + rows + "\n" + indent + "}")
         path.write_text(text + "\n", encoding="utf-8")
+
+
+def _set_predictions(predictions: Predictions) -> dict:
+    return {"ids_sha256": predictions.ids_sha256, "classes": predictions.classes, "labels": predictions.labels}
 
 
 def student_batches(examples: Sequence[StudentExample], params: EvaluateParams, pad_token_id: int):
@@ -233,6 +284,7 @@ class EvaluateRequest:
     allow_pickle: bool = False  # let the model load from pickle weights (pytorch_model.bin)
     allow_new_head: bool = False  # a model without a trained head gets one drawn from explain.seed
     compute: ComputeParams = field(default_factory=ComputeParams)  # where the model runs
+    sets: tuple[EvalSet, ...] = ()  # evaluation sets the model is also scored on (forwards only)
 
 
 def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> list[tuple[Path, Method]]:
@@ -259,9 +311,27 @@ def comparisons(caches: Sequence[Path], methods: Sequence[str], split: str) -> l
     return pairs
 
 
+def score(
+    model: torch.nn.Module,
+    encoded: Sequence[EncodedExample],
+    task: TaskSpec,
+    params: EvaluateParams,
+    pad_token_id: int,
+    compute: Compute | None = None,
+) -> tuple[TaskMetrics, Predictions | None]:
+    """The task metrics of ``model`` on labelled examples, and each one's prediction (None for regression)."""
+    logits = predict_logits(model, encoded, pad_token_id, params.batch_size, params.batch_tokens, compute)
+    labels = np.array([item.label for item in encoded])
+    preds = predictions_from_logits(task, logits)
+    metrics = compute_metrics(task, preds, labels)
+    if task.is_regression:
+        return metrics, None
+    return metrics, Predictions(tuple(e.example_id for e in encoded), tuple(map(int, preds)), tuple(map(int, labels)))
+
+
 def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
-    """``egkd evaluate``: the task metric on the data; with caches, explanation agreement and AOPC."""
-    from pipeline.encoding import encode
+    """``egkd evaluate``: the task metric on the data and on every evaluation set; with caches, explanation agreement
+    and AOPC."""
     from pipeline.models import NewHead, load_tokenizer, load_trained_classifier
 
     task = request.source.task
@@ -277,21 +347,31 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
         raise EgkdError(f"split {request.split} of {task.name} has no labels; evaluate on a labelled split")
     if pairs and tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.model} has no mask token; explanations need one")
+    # every set read (and its labels checked) before a forward; a set of the evaluation's own examples is not read
+    own = (request.source, request.split, request.limit)
+    sets = [(chosen, None if chosen.reads(*own) else chosen.load()) for chosen in request.sets]
     encoded = encode(tokenizer, dataset.examples, request.max_length)
-    batches = request.params
-    logits = predict_logits(model, encoded, pad, batches.batch_size, batches.batch_tokens, compute)
-    labels = np.array([item.label for item in encoded])
-    preds = predictions_from_logits(task, logits)
-    metrics = compute_metrics(task, preds, labels)
+    metrics, predictions = score(model, encoded, task, request.params, pad, compute)
+    reports = []
+    for chosen, examples in sets:
+        scored = (metrics, predictions)  # the set dev: the evaluation's own scores
+        if examples is not None:
+            items = encode(tokenizer, examples.examples, request.max_length)
+            scored = score(model, items, chosen.source.task, request.params, pad, compute)
+        reports.append(
+            SetReport(
+                name=chosen.name,
+                source=(dataset if examples is None else examples).source,
+                split=chosen.split,
+                skip=chosen.skip,
+                metrics=scored[0],
+                predictions=scored[1],
+            )
+        )
     baselines: dict[tuple, tuple[float, float]] = {}  # random scores' AOPC, shared by caches of the same rows
     explanations = tuple(
         compare_with_cache(model, tokenizer, task, cache, method, request, compute, baselines)
         for cache, method in pairs
-    )
-    predictions = (
-        None
-        if task.is_regression
-        else Predictions(tuple(e.example_id for e in encoded), tuple(map(int, preds)), tuple(map(int, labels)))
     )
     head_seed = request.explain.seed if new_head else None
     report = EvaluationReport(
@@ -303,6 +383,7 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
         predictions=predictions,
         head_seed=head_seed,
         compute=compute.record(),
+        sets=tuple(reports),
     )
     if request.out is not None:
         report.write(request.out)

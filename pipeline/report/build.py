@@ -12,6 +12,10 @@ writes
   metrics ``dvc metrics show`` / ``dvc exp show`` compare across experiments;
 * the CSVs behind ``dvc plots show`` (:mod:`pipeline.report.plots`).
 
+With the students scored on evaluation sets (``egkd evaluate --sets-root``) each of them also has a section per set
+(:mod:`pipeline.report.sets`); the teacher's evaluation (``teacher_eval``, left out of the students') gives the
+retention of its metric.
+
 Every output path is the caller's choice (dvc.yaml names them); nothing is written elsewhere.
 """
 
@@ -25,12 +29,10 @@ from pathlib import Path
 from pipeline import versions
 from pipeline.config import ExplainParams
 from pipeline.errors import EgkdError
-from pipeline.report.compare import DEFAULT_REFERENCE
+from pipeline.report.compare import DEFAULT_REFERENCE, Comparison
 from pipeline.report.data import (
     ExperimentSummary,
-    Stat,
     StudentRun,
-    VariantSummary,
     evaluation_files,
     read_evaluation,
     read_teacher,
@@ -39,8 +41,9 @@ from pipeline.report.data import (
 )
 from pipeline.report.heatmaps import HeatmapStudent, build_heatmaps
 from pipeline.report.html import render_page
-from pipeline.report.plots import write_comparison_csv, write_loss_csv
-from pipeline.report.stats import PairedDifference
+from pipeline.report.plots import write_comparison_csv, write_loss_csv, write_retention_csv
+from pipeline.report.sets import SetsSummary
+from pipeline.report.stats import PairedDifference, Stat
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +65,9 @@ class ReportRequest:
     # of others, e.g. of a variant removed from params.yaml, are left out and named in a note
     listed_only: bool = False
     seeds: tuple[int, ...] = ()
+    teacher_eval: Path | None = None  # the teacher's evaluation JSON (egkd evaluate --sets-root): retention
+    random: str | None = None  # the variant of KD on random views, every variant's second comparison on the sets
+    retention_csv: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -100,14 +106,31 @@ def listed(runs: list[StudentRun], request: ReportRequest) -> tuple[list[Student
 
 
 def build_report(request: ReportRequest) -> ReportResult:
-    evaluations = [read_evaluation(path) for path in evaluation_files(request.evals)]
-    tasks = sorted({e.task for e in evaluations})
+    teacher_eval = None if request.teacher_eval is None else read_evaluation(request.teacher_eval)
+    files = [p for p in evaluation_files(request.evals) if teacher_eval is None or not p.samefile(teacher_eval.path)]
+    evaluations = [read_evaluation(path) for path in files]
+    tasks = sorted({e.task for e in evaluations} | ({teacher_eval.task} if teacher_eval else set()))
     if len(tasks) > 1:
         raise EgkdError(f"the evaluations are of different tasks ({', '.join(tasks)}); report one task at a time")
+    if not evaluations:
+        raise EgkdError(f"no student evaluations in {', '.join(map(str, request.evals))}, only the teacher's")
     runs, left_out = listed(student_runs(evaluations), request)
     teacher = read_teacher(request.teacher) if request.teacher is not None else None
-    summary = summarise(runs, tasks[0], request.variant_order, teacher, request.reference, request.families)
+    summary = summarise(
+        runs,
+        tasks[0],
+        request.variant_order,
+        teacher,
+        request.reference,
+        request.families,
+        request.random,
+        None if teacher_eval is None else teacher_eval.sets,
+    )
     notes = report_notes(summary)
+    if summary.sets is not None and teacher_eval is None:
+        notes.append("No teacher evaluation (egkd report --teacher-eval): the retention of its metric is left out.")
+    if summary.sets is None and teacher_eval is not None and teacher_eval.sets:
+        notes.append("The students were scored on no evaluation set (egkd evaluate --sets-root): no retention.")
     missing = [r.name for r in runs if not r.losses]
     if missing:
         notes.append(f"No training log for: {', '.join(missing)}.")
@@ -137,6 +160,9 @@ def build_report(request: ReportRequest) -> ReportResult:
     if request.comparison_csv is not None:
         write_comparison_csv(summary, request.comparison_csv)
         written.append(request.comparison_csv)
+    if request.retention_csv is not None:
+        write_retention_csv(summary, request.retention_csv)
+        written.append(request.retention_csv)
     return ReportResult(summary, len(runs), len(sentences), tuple(written), tuple(notes))
 
 
@@ -149,6 +175,11 @@ def report_notes(summary: ExperimentSummary) -> list[str]:
             notes.append(
                 f"{run.name} predicts one class for {run.one_class.share:.1%} of the dev examples "
                 "(flagged at 95% or more): it has learnt next to nothing but the class balance."
+            )
+    for row in summary.sets.rows if summary.sets is not None else ():
+        for name, share in row.one_class:
+            notes.append(
+                f"{name} predicts one class for {share:.1%} of the {row.set} examples (flagged at 95% or more)."
             )
     if not any(v.variant == summary.reference for v in summary.variants):
         notes.append(f"No run of the reference variant {summary.reference!r}: no paired differences.")
@@ -178,24 +209,24 @@ def signed_interval(stat: PairedDifference | None, digits: int = 4) -> str:
     return "–" if stat is None else stat.signed(digits)
 
 
-def mcnemar_cell(v: VariantSummary) -> str:
-    if v.versus is None or v.versus.mcnemar is None:
+def mcnemar_cell(comparison: Comparison | None) -> str:
+    if comparison is None or comparison.mcnemar is None:
         return "–"
-    pooled = v.versus.mcnemar.pooled
+    pooled = comparison.mcnemar.pooled
     return f"{pooled.p_value:.3g} ({pooled.b}/{pooled.c})"
+
+
+def stat_cell(stat: Stat | None) -> str:
+    if stat is None:
+        return "–"
+    return f"{stat.mean:.4f} ± {stat.std:.4f}" if stat.n > 1 else f"{stat.mean:.4f}"
 
 
 def format_table(summary: ExperimentSummary) -> list[str]:
     """The comparison as a Markdown table: mean ± std over seeds, and the paired difference to the reference
     variant with its 95 % interval and McNemar's p-value (b/c: examples only the variant / only the reference
     gets right); on a guided variant's own family, its Spearman's paired difference to the reference beside
-    it; then one line per flagged student."""
-
-    def cell(stat: Stat | None) -> str:
-        if stat is None:
-            return "–"
-        return f"{stat.mean:.4f} ± {stat.std:.4f}" if stat.n > 1 else f"{stat.mean:.4f}"
-
+    it; with evaluation sets, their table (:func:`sets_table`); then one line per flagged student."""
     head = [
         "variant",
         "runs",
@@ -212,12 +243,34 @@ def format_table(summary: ExperimentSummary) -> list[str]:
     for v, method in summary.rows():
         stats = v.measures(method) if method else (None,) * 4
         versus = signed_interval(v.versus.difference if v.versus else None)
-        cells = [v.variant, str(len(v.runs)), cell(v.main), versus, mcnemar_cell(v), method or "–"]
-        measures = [cell(s) for s in stats]
+        cells = [v.variant, str(len(v.runs)), stat_cell(v.main), versus, mcnemar_cell(v.versus), method or "–"]
+        measures = [stat_cell(s) for s in stats]
         agreement = v.own_agreement(method)
         if agreement is not None:
             measures[0] += f" (vs {summary.reference} {agreement.signed(3)})"
         lines.append("| " + " | ".join(cells + measures) + " |")
     if summary.teacher is not None:
         lines.append(f"| teacher | 1 | {summary.teacher.main:.4f} |" + " |" * 7)
+    if summary.sets is not None:
+        lines += ["", *sets_table(summary.sets)]
     return lines + [f"note: {note}" for note in report_notes(summary)]
+
+
+def sets_table(sets: SetsSummary) -> list[str]:
+    """Every variant on every evaluation set, as a Markdown table: the main metric (mean ± std), its retention of
+    the teacher's (mean [95% CI]), and the paired differences to the reference and to KD on random views."""
+    random = sets.random or "random views"
+    head = ["set", "variant", "runs", "metric", "retention (95% CI)"]
+    head += [f"vs {sets.reference} (95% CI)", "McNemar p (b/c)", f"vs {random} (95% CI)", "McNemar p (b/c)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sets.rows:
+        cells = [row.set, row.variant, str(row.runs), f"{row.main_name} {stat_cell(row.main)}"]
+        retention = row.retention
+        interval = "" if retention is None or retention.low is None else f" [{retention.low:.4f}, {retention.high:.4f}]"
+        cells.append("–" if retention is None else f"{retention.mean:.4f}{interval}")
+        for comparison in (row.versus, row.versus_random):
+            cells += [signed_interval(comparison.difference if comparison else None), mcnemar_cell(comparison)]
+        lines.append("| " + " | ".join(cells) + " |")
+    for name, metrics in sets.teacher.items():
+        lines.append(f"| {name} | teacher | 1 | {metrics.main_name} {metrics.main:.4f} |" + " |" * 5)
+    return lines

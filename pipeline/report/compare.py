@@ -29,11 +29,13 @@ DEFAULT_REFERENCE = "kd"  # the variant every other one is compared with
 
 @dataclass(frozen=True)
 class RunPredictions:
-    """One run's dev predictions (ids, predicted class, gold label), as ``egkd evaluate`` recorded them."""
+    """One run's dev predictions (ids, predicted class, gold label), as ``egkd evaluate`` recorded them; on an
+    evaluation set the ids are recorded as their digest alone (``example_ids`` empty)."""
 
     example_ids: tuple[str, ...]
     classes: tuple[int, ...]
     labels: tuple[int, ...]
+    ids_sha256: str | None = None
 
     def correct(self) -> np.ndarray:
         """(N,) bool, in ``example_ids`` order."""
@@ -103,7 +105,7 @@ def compare(
                 family=family,
                 agreement=agreement,
             )
-        if a.example_ids != b.example_ids:
+        if (a.example_ids, a.ids_sha256) != (b.example_ids, b.ids_sha256):
             raise EgkdError(
                 f"{mine[seed].name} and {theirs[seed].name} were evaluated on different examples; "
                 "evaluate them on the same split to compare them"

@@ -10,12 +10,13 @@
   (:mod:`pipeline.report.compare`). :meth:`ExperimentSummary.to_json` is the detailed
   ``summary.json``; :meth:`ExperimentSummary.headline` the few figures per variant that DVC
   lists as metrics (one small file per variant, so ``dvc metrics show`` prints a row per variant).
+* The evaluation sets (held-out and shifted data, ``egkd evaluate --sets-root``) are summarised by
+  :mod:`pipeline.report.sets`, and appear in both, per variant under ``sets``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from pipeline.errors import EgkdError
 from pipeline.evaluate.metrics import OneClass
 from pipeline.methods import Method
 from pipeline.report.compare import DEFAULT_REFERENCE, Comparison, RunPredictions, SeedRun, compare
-from pipeline.report.stats import PairedDifference
+from pipeline.report.sets import SetScore, SetsSummary, read_metrics, read_sets, summarise_sets
+from pipeline.report.stats import PairedDifference, Stat
 from pipeline.training import LOG_FILE
 
 _STUDENT_NAME = re.compile(r"^(?P<variant>.+)-s(?P<seed>\d+)$")
@@ -55,6 +57,7 @@ class Evaluation:
     agreements: tuple[Agreement, ...]  # one per method compared
     predictions: RunPredictions | None = None  # per dev example (absent in reports of older egkd versions)
     one_class: OneClass | None = None  # its predictions fall (almost) all into one class
+    sets: dict[str, SetScore] = field(default_factory=dict)  # its scores on the evaluation sets, by name
 
 
 @dataclass(frozen=True)
@@ -75,27 +78,7 @@ class StudentRun:
     losses: tuple[LossPoint, ...] = ()
     predictions: RunPredictions | None = None
     one_class: OneClass | None = None
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean and sample standard deviation (0 for a single run) of ``n`` values."""
-
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat | None:
-        values = [v for v in values if v is not None and math.isfinite(v)]
-        if not values:
-            return None
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-        return cls(mean, math.sqrt(var), len(values))
-
-    def to_json(self) -> dict[str, float]:
-        return {"mean": round(self.mean, 6), "std": round(self.std, 6)}
+    sets: dict[str, SetScore] = field(default_factory=dict)  # by evaluation set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +128,7 @@ class ExperimentSummary:
     variants: tuple[VariantSummary, ...]
     teacher: TeacherSummary | None
     reference: str = DEFAULT_REFERENCE
+    sets: SetsSummary | None = None  # every variant on every evaluation set (None: none was scored)
 
     def to_json(self) -> dict:
         """Everything aggregated (``metrics/summary.json``): per variant the dev metric over seeds, the paired
@@ -152,7 +136,8 @@ class ExperimentSummary:
         the dev predictions (``mcnemar_vs_kd``: pooled over the seeds, and per seed), for a variant guided by a
         family the paired difference in Spearman agreement with that family's maps (``agreement_vs_kd``: method,
         mean, ci95_low, ci95_high, seeds), runs that predict one class, and every explanation measure against
-        every family."""
+        every family; with evaluation sets, per variant and set (``sets``) the metrics, the retention of the
+        teacher's and the paired differences to the reference and to KD on random views (``random_variant``)."""
         students = {}
         for v in self.variants:
             entry: dict = {"runs": len(v.runs), self.main_name: v.main.to_json()}
@@ -176,17 +161,25 @@ class ExperimentSummary:
             ):
                 if stats:
                     entry[name] = {method: stat.to_json() for method, stat in stats.items()}
+            if self.sets is not None and self.sets.of(v.variant):
+                entry["sets"] = self.sets.student_json(v.variant)
             students[v.variant] = entry
         out: dict = {"students": students}
-        if self.teacher is not None:
-            out["teacher"] = {self.teacher.main_name: round(self.teacher.main, 6)}
+        teacher: dict = {} if self.teacher is None else {self.teacher.main_name: round(self.teacher.main, 6)}
+        if self.sets is not None and self.sets.teacher:
+            teacher["sets"] = self.sets.teacher_json()
+        if teacher:
+            out["teacher"] = teacher
+        if self.sets is not None and self.sets.random is not None:
+            out["random_variant"] = self.sets.random
         return out
 
     def headline(self) -> dict[str, dict[str, float]]:
         """The figures compared across experiments, per variant (and ``teacher``): the dev metric's mean and
         std over seeds, the agreement (Spearman) with the teacher on its own family, and the paired difference
-        to the reference with its 95 % interval (``vs_kd``, ``vs_kd_lo``, ``vs_kd_up``). DVC sorts a file's
-        keys, and these names sort in that reading order; the figures are rounded to 4 decimals."""
+        to the reference with its 95 % interval (``vs_kd``, ``vs_kd_lo``, ``vs_kd_up``); per evaluation set the same
+        two (``mpqa_accuracy``, ``mpqa_vs_kd``...). DVC sorts a file's keys, and these names sort in that reading
+        order; the figures are rounded to 4 decimals."""
         main = self.main_name
         out: dict[str, dict[str, float]] = {}
         for v in self.variants:
@@ -199,9 +192,13 @@ class ExperimentSummary:
                 entry[key] = d.mean
                 if d.low is not None and d.high is not None:
                     entry[f"{key}_lo"], entry[f"{key}_up"] = d.low, d.high
+            if self.sets is not None:
+                entry.update(self.sets.headline(v.variant))
             out[v.variant] = {k: round(x, 4) + 0.0 for k, x in entry.items()}
-        if self.teacher is not None:
-            out["teacher"] = {main: round(self.teacher.main, 4)}
+        teacher = {} if self.teacher is None else {main: self.teacher.main}
+        teacher.update(self.sets.teacher_headline() if self.sets is not None else {})
+        if teacher:
+            out["teacher"] = {k: round(x, 4) + 0.0 for k, x in teacher.items()}
         return out
 
     def rows(self) -> list[tuple[VariantSummary, str | None]]:
@@ -240,8 +237,7 @@ def read_evaluation(path: Path) -> Evaluation:
                 tuple(map(int, recorded["labels"])),
             )
         )
-        flag = metrics.get("one_class")
-        one_class = None if flag is None else OneClass(int(flag["label"]), float(flag["share"]))
+        main = read_metrics(metrics)
         scores = tuple(
             Agreement(
                 e["agreement"]["method"],
@@ -256,12 +252,13 @@ def read_evaluation(path: Path) -> Evaluation:
             path=path,
             model=raw["model"],
             task=raw["task"],
-            main_name=metrics["main_name"],
-            main=float(metrics["main"]),
-            count=int(metrics["count"]),
+            main_name=main.main_name,
+            main=main.main,
+            count=main.count,
             agreements=scores,
             predictions=predictions,
-            one_class=one_class,
+            one_class=main.one_class,
+            sets=read_sets(raw.get("sets")),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise EgkdError(f"{path}: not an egkd evaluation report (missing or bad field {err})") from None
@@ -322,6 +319,7 @@ def student_runs(evaluations: Sequence[Evaluation]) -> list[StudentRun]:
                 losses=read_losses(path),
                 predictions=predictions,
                 one_class=first.one_class,
+                sets=next((e.sets for e in group if e.sets), {}),
             )
         )
     return runs
@@ -334,12 +332,16 @@ def summarise(
     teacher: TeacherSummary | None = None,
     reference: str = DEFAULT_REFERENCE,
     families: Mapping[str, str] | None = None,
+    random: str | None = None,
+    teacher_sets: Mapping[str, SetScore] | None = None,
 ) -> ExperimentSummary:
     """Aggregate runs by variant; variants named in ``order`` come first, in that order.
 
     Every variant but ``reference`` is compared with it, paired by seed (none when no run of ``reference``
     is given). ``families`` maps a variant to the explanation family it trains on (its distill method);
-    a variant it does not name and that is named like a family is taken to train on that family.
+    a variant it does not name and that is named like a family is taken to train on that family. On the evaluation
+    sets every variant is also compared with ``random`` (KD on random views), and with ``teacher_sets`` (the teacher's
+    scores on them) retains a share of the teacher's metric.
     """
     variants: dict[str, list[StudentRun]] = {}
     for run in sorted(runs, key=lambda r: (r.variant, r.seed if r.seed is not None else -1)):
@@ -385,8 +387,15 @@ def summarise(
         for name, group in ((n, variants[n]) for n in names)
     )
     main_name = runs[0].main_name if runs else "accuracy"
+    sets = summarise_sets({name: variants[name] for name in names}, reference, random, teacher_sets)
     return ExperimentSummary(
-        task=task, main_name=main_name, methods=methods, variants=summaries, teacher=teacher, reference=reference
+        task=task,
+        main_name=main_name,
+        methods=methods,
+        variants=summaries,
+        teacher=teacher,
+        reference=reference,
+        sets=sets,
     )
 
 

@@ -1,7 +1,8 @@
 """The report as one self-contained HTML page: inline CSS and inline SVG, no script, no CDN.
 
 Sections: the comparison table (mean ± std over seeds, and each variant's paired difference
-to vanilla KD with its 95 % interval and McNemar's test), the dev metric as bars,
+to vanilla KD with its 95 % interval and McNemar's test), the dev metric as bars, with
+evaluation sets their table and the retention of the teacher's metric per set and variant,
 the training-loss curves, and explanation heatmaps of a few dev sentences, the
 teacher's map above each student's own. In a heatmap a token's colour is the
 sign of its score (red: for the explained class, blue: against) and its
@@ -14,9 +15,12 @@ from collections.abc import Sequence
 from html import escape
 
 from pipeline.methods import Method
-from pipeline.report.data import ExperimentSummary, Stat, StudentRun, VariantSummary
+from pipeline.report.compare import Comparison
+from pipeline.report.data import ExperimentSummary, StudentRun
 from pipeline.report.heatmaps import HeatRow, SentenceHeatmaps, TokenScore
 from pipeline.report.plots import smoothed
+from pipeline.report.sets import SetsSummary
+from pipeline.report.stats import PairedDifference, Stat
 from pipeline.report.svg import Bar, Series, bar_chart, line_chart
 
 METHOD_TITLES = {m.value: m.label for m in Method}
@@ -60,19 +64,23 @@ def _best(values: dict[int, Stat | None], lower: bool = False) -> int | None:
     return max(present)[1] if len(present) > 1 else None
 
 
-def _versus(v: VariantSummary, digits: int = 4) -> str:
-    """The paired difference to the reference: mean, and its 95 % interval below it in small print."""
-    if v.versus is None:
+def _interval(d: PairedDifference | None, digits: int = 4, sign: str = "+") -> str:
+    """A mean, and its 95 % interval beside it in small print."""
+    if d is None:
         return "–"
-    d = v.versus.difference
-    interval = "" if d.low is None or d.high is None else f"[{d.low:+.{digits}f}, {d.high:+.{digits}f}]"
-    return f'{d.mean:+.{digits}f} <span class="pm">{interval}</span>'
+    interval = "" if d.low is None or d.high is None else f"[{d.low:{sign}.{digits}f}, {d.high:{sign}.{digits}f}]"
+    return f'{d.mean:{sign}.{digits}f} <span class="pm">{interval}</span>'
 
 
-def _mcnemar(v: VariantSummary) -> str:
-    if v.versus is None or v.versus.mcnemar is None:
+def _versus(comparison: Comparison | None, digits: int = 4) -> str:
+    """The paired difference to another variant: mean, and its 95 % interval in small print."""
+    return _interval(None if comparison is None else comparison.difference, digits)
+
+
+def _mcnemar(comparison: Comparison | None) -> str:
+    if comparison is None or comparison.mcnemar is None:
         return "–"
-    pooled = v.versus.mcnemar.pooled
+    pooled = comparison.mcnemar.pooled
     return f'{pooled.p_value:.3g} <span class="pm">({pooled.b}/{pooled.c})</span>'
 
 
@@ -103,7 +111,7 @@ def comparison_table(summary: ExperimentSummary) -> str:
             cells += (
                 f'<td rowspan="{span}">{escape(v.variant)}{flag}</td><td rowspan="{span}">{len(v.runs)}</td>'
                 f'<td rowspan="{span}"{main_class}>{_stat(v.main)}</td>'
-                f'<td rowspan="{span}">{_versus(v)}</td><td rowspan="{span}">{_mcnemar(v)}</td>'
+                f'<td rowspan="{span}">{_versus(v.versus)}</td><td rowspan="{span}">{_mcnemar(v.versus)}</td>'
             )
         stats = v.measures(method) if method else (None,) * len(MEASURES)
         cells += f'<td class="name">{escape(METHOD_TITLES.get(method, method)) if method else "–"}</td>'
@@ -135,6 +143,72 @@ def accuracy_bars(summary: ExperimentSummary) -> str:
         teacher.main if teacher else None,
         "teacher" if teacher else "",
     )
+
+
+def sets_table(sets: SetsSummary) -> str:
+    """One row per evaluation set and variant, the teacher's first; bold: the best main metric of each set."""
+    random = escape(sets.random or "random views")
+    head = (
+        "<tr><th>set</th><th>variant</th><th>runs</th><th>metric</th><th>retention [95% CI]</th>"
+        f"<th>vs {escape(sets.reference)} [95% CI]</th><th>McNemar p (b/c)</th><th>vs {random} [95% CI]</th>"
+        "<th>McNemar p (b/c)</th></tr>"
+    )
+    body = []
+    for name in sets.names:
+        rows = [row for row in sets.rows if row.set == name]
+        best = _best({i: row.main for i, row in enumerate(rows)})
+        teacher = sets.teacher.get(name)
+        if teacher is not None:
+            body.append(
+                f'<tr class="teacher"><td>{escape(name)}</td><td>teacher</td><td>1</td>'
+                f"<td>{escape(teacher.main_name)} {teacher.main:.4f}</td>" + "<td></td>" * 5 + "</tr>"
+            )
+        for i, row in enumerate(rows):
+            flag = ' <span class="pm">(one class!)</span>' if row.one_class else ""
+            body.append(
+                f"<tr><td>{escape(name)}</td><td>{escape(row.variant)}{flag}</td><td>{row.runs}</td>"
+                f"<td{BEST if best == i else ''}>{escape(row.main_name)} {_stat(row.main)}</td>"
+                f"<td>{_interval(row.retention, sign='')}</td><td>{_versus(row.versus)}</td>"
+                f"<td>{_mcnemar(row.versus)}</td><td>{_versus(row.versus_random)}</td>"
+                f"<td>{_mcnemar(row.versus_random)}</td></tr>"
+            )
+    return f'<table class="cmp">{head}{"".join(body)}</table>'
+
+
+def retention_bars(sets: SetsSummary, variants: Sequence[str]) -> str:
+    """The retention of the teacher's metric per set and variant, with its 95 % interval; colour by variant."""
+    rank = {name: i for i, name in enumerate(variants)}
+    bars = [
+        Bar(
+            f"{row.set} · {row.variant}",
+            row.retention.mean,
+            0.0 if row.retention.high is None else row.retention.high - row.retention.mean,
+            rank.get(row.variant),
+        )
+        for row in sets.rows
+        if row.retention is not None
+    ]
+    if not bars:
+        return '<p class="note">No teacher evaluation (egkd report --teacher-eval): no retention.</p>'
+    title = "retention of the teacher's metric (student / teacher; mean over seeds, 95% interval)"
+    return bar_chart(bars, title, 1.0, "teacher")
+
+
+def sets_section(summary: ExperimentSummary) -> str:
+    sets = summary.sets
+    if sets is None:
+        return ""
+    return f"""<h2>Held-out and shifted data</h2>
+<p class="note">Every student and the teacher scored on each evaluation set (experiment.eval_sets: forwards only;
+explanation agreement and AOPC stay on the dev sentences). Metric: mean ± sample standard deviation over seeds.
+Retention: the student's metric over the teacher's on the same set, mean and 95% Student-t interval over the seeds.
+vs {escape(sets.reference)} and vs {escape(sets.random or "random views")}: the mean paired difference to that
+variant's run of the same seed with its 95% interval, and McNemar's exact test on the set's predictions pooled over
+the seeds. {escape(sets.random or "KD on random views")} is KD with the augmentation and without an explanation:
+what a guided variant gains over it is the explanation's share.</p>
+{sets_table(sets)}
+{retention_bars(sets, [v.variant for v in summary.variants])}
+"""
 
 
 def loss_curves(runs: Sequence[StudentRun], groups: Sequence[str]) -> str:
@@ -244,7 +318,7 @@ tokens among the teacher's (for feature selection, among its selected tokens). B
 sentences explained in stage one, each method with its own explainer. Best value per column in bold.</p>
 {comparison_table(summary)}
 {accuracy_bars(summary)}
-<h2>Training loss</h2>
+{sets_section(summary)}<h2>Training loss</h2>
 <p class="note">Total loss per step (trailing mean over 10 steps); one line per student, colour by variant,
 dash pattern by seed.</p>
 {loss_curves(runs, groups)}

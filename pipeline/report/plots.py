@@ -1,8 +1,10 @@
-"""The CSV files behind ``dvc plots``: training-loss curves and the variant comparison.
+"""The CSV files behind ``dvc plots``: training-loss curves, the variant comparison and the retention per set.
 
 ``dvc plots show`` renders them with the templates in ``.dvc/plots/``: the loss
 curves one line per student, coloured by variant; the comparison one bar per
-variant and measure, with the standard deviation over seeds as an error bar.
+variant and measure, with the standard deviation over seeds as an error bar; the
+retention of the teacher's metric one bar per evaluation set and variant, with its
+95 % interval over the seeds.
 """
 
 from __future__ import annotations
@@ -67,8 +69,34 @@ def comparison_rows(summary: ExperimentSummary) -> list[dict[str, object]]:
 
 
 def write_comparison_csv(summary: ExperimentSummary, path: Path) -> None:
+    _write_rows(path, ["variant", "measure", "mean", "std", "n"], comparison_rows(summary))
+
+
+def retention_rows(summary: ExperimentSummary) -> list[dict[str, object]]:
+    """One row per evaluation set and variant with a retention: its mean and 95 % interval (empty for one seed)."""
+    rows: list[dict[str, object]] = []
+    for row in summary.sets.rows if summary.sets is not None else ():
+        if row.retention is not None:
+            low, high = row.retention.low, row.retention.high
+            rows.append(
+                {
+                    "set": row.set,
+                    "variant": row.variant,
+                    "retention": round(row.retention.mean, 6),
+                    "ci95_low": "" if low is None else round(low, 6),
+                    "ci95_high": "" if high is None else round(high, 6),
+                }
+            )
+    return rows
+
+
+def write_retention_csv(summary: ExperimentSummary, path: Path) -> None:
+    _write_rows(path, ["set", "variant", "retention", "ci95_low", "ci95_high"], retention_rows(summary))
+
+
+def _write_rows(path: Path, fields: list[str], rows: list[dict[str, object]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["variant", "measure", "mean", "std", "n"])
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(comparison_rows(summary))
+        writer.writerows(rows)

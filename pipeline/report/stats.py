@@ -4,6 +4,8 @@
   variant, with a Student-t confidence interval and a two-sided paired t-test.
 * :func:`mcnemar`: exact McNemar test on the per-example correctness of two models on the same examples.
 * :func:`pooled_mcnemar`: McNemar over several seeds, the discordant counts summed over seeds.
+* :class:`Stat`: mean and sample standard deviation over seeds; :func:`mean_interval`: a mean with its Student-t
+  interval (a retention over seeds).
 
 Sign convention everywhere: ``values - reference`` (``a`` against ``b``), so a positive difference means the
 variant under test did better than the reference.
@@ -17,7 +19,37 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["McNemarResult", "PairedDifference", "PooledMcNemar", "mcnemar", "paired_difference", "pooled_mcnemar"]
+__all__ = [
+    "McNemarResult",
+    "PairedDifference",
+    "PooledMcNemar",
+    "Stat",
+    "mcnemar",
+    "mean_interval",
+    "paired_difference",
+    "pooled_mcnemar",
+]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (0 for a single run) of ``n`` values."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> Stat | None:
+        present = [v for v in values if v is not None and math.isfinite(v)]
+        if not present:
+            return None
+        mean = sum(present) / len(present)
+        var = sum((v - mean) ** 2 for v in present) / (len(present) - 1) if len(present) > 1 else 0.0
+        return cls(mean, math.sqrt(var), len(present))
+
+    def to_json(self) -> dict[str, float]:
+        return {"mean": round(self.mean, 6), "std": round(self.std, 6)}
 
 
 def _rounded(x: float | None) -> float | None:
@@ -106,6 +138,11 @@ def paired_difference(
     return PairedDifference(
         mean=mean, std=std, n=n, t=t, low=mean - half, high=mean + half, p_value=p, confidence=confidence
     )
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """The mean of ``values`` with its Student-t interval (as :func:`paired_difference` gives it against zero)."""
+    return paired_difference(values, [0.0] * len(values), confidence)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Inline SVG charts for the HTML report: loss curves and a bar chart with error bars.
+"""Inline SVG charts for the HTML report: loss curves and a bar chart with error bars (or intervals).
 
 Plain SVG markup, no script: the page renders offline in any browser.
 """
@@ -27,6 +27,7 @@ class Bar:
     label: str
     value: float
     error: float  # half-width of the error bar
+    colour: int | None = None  # the palette's colour (by variant); None: the bar's position
 
 
 def colour(index: int) -> str:
@@ -124,7 +125,7 @@ def bar_chart(
     """Horizontal bars with error bars; an optional dashed reference line (e.g. the teacher)."""
     if not bars:
         return ""
-    left, right, top, row = 150, 30, 10, 26
+    left, right, top, row = max(150, 7 * max(len(b.label) for b in bars) + 16), 30, 10, 26  # room for the labels
     height = top + row * len(bars) + 46
     plot_w = width - left - right
     values = [b.value - b.error for b in bars] + [b.value + b.error for b in bars]
@@ -150,11 +151,12 @@ def bar_chart(
         y = top + i * row
         mid = y + row / 2
         lo, hi = sx(bar.value - bar.error), sx(bar.value + bar.error)
+        fill = colour(i if bar.colour is None else bar.colour)
         parts.append(
             f'<text x="{left - 8}" y="{mid + 4:.1f}" class="legend" text-anchor="end">'
             f"{escape(bar.label)}</text>"
             f'<rect x="{left}" y="{y + 4}" width="{max(0.0, sx(bar.value) - left):.1f}" height="{row - 8}" '
-            f'fill="{colour(i)}" fill-opacity="0.85"><title>{escape(bar.label)}: {bar.value:.4f} '
+            f'fill="{fill}" fill-opacity="0.85"><title>{escape(bar.label)}: {bar.value:.4f} '
             f"± {bar.error:.4f}</title></rect>"
             f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{mid:.1f}" y2="{mid:.1f}" class="whisker"/>'
             f'<line x1="{lo:.1f}" x2="{lo:.1f}" y1="{mid - 5:.1f}" y2="{mid + 5:.1f}" class="whisker"/>'
