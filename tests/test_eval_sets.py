@@ -97,7 +97,7 @@ def test_a_sets_labels_are_the_tasks_by_name_in_the_tasks_order(tmp_path):
             "three",
             "text,label\ngood,1\nbad,2\n",
             "sst2",
-            "three/test.csv:3: label '2' is not in the sst2 task's labels",
+            "eval set 'three': {folder}/three/test.csv:3: label '2' is not in the sst2 task's labels ['0', '1']",
         ),
         ("words", "text,label\ngood,positive\nbad,negative\n", "sst2", "label 'positive' is not in the sst2 task"),
         ("blank", "text,label\ngood,1\nbad,0\nfine,\n", "sst2", "blank/test.csv: example test-2 has no label"),
@@ -105,7 +105,7 @@ def test_a_sets_labels_are_the_tasks_by_name_in_the_tasks_order(tmp_path):
     ],
 )
 def test_a_bad_set_is_a_one_line_error_naming_the_file_and_row(tmp_path, name, text, task, message):
-    with pytest.raises(EgkdError, match=re.escape(message)) as caught:
+    with pytest.raises(EgkdError, match=re.escape(message.format(folder=tmp_path))) as caught:
         _labels(tmp_path, name, text, task)
     assert "\n" not in str(caught.value)
 
@@ -120,6 +120,9 @@ def test_a_set_needs_its_folder_and_examples_after_the_skip(tmp_path):
     beyond = open_set("late", EvalSetParams(split="dev", skip=872), source, params, None)
     with pytest.raises(EgkdError, match=r"eval set 'late': .*dev.tsv has 872 examples, none after skipping 872"):
         beyond.load()
+    missing = open_set("test", EvalSetParams(split="test"), source, params, None)
+    with pytest.raises(EgkdError, match=r"^eval set 'test': sst2 test file not found: "):
+        missing.load()
     # dev_limit caps the task's dev split, the skipped examples included; the set's own limit counts after them
     capped = open_set("dev", EvalSetParams(split="dev", skip=3, limit=10), source, DataParams(dev_limit=8), None)
     assert [e.example_id for e in capped.load().examples] == [f"dev-{i}" for i in range(3, 8)]

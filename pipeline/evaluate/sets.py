@@ -46,7 +46,10 @@ class EvalSet:
 
     def load(self) -> Dataset:
         """The set's labelled examples, in the split's order."""
-        dataset = self.source.load(self.split, self.end)
+        try:
+            dataset = self.source.load(self.split, self.end)
+        except EgkdError as err:  # a missing split, a bad row: name the set too
+            raise EgkdError(f"eval set {self.name!r}: {err}") from None
         examples = dataset.examples[self.skip :]
         if not examples:
             raise EgkdError(
