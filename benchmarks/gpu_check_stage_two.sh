@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check of stage two, fine-tuning and evaluation (benchmarks/gpu_check_stage_two.md): the stage-two
-# benchmark, then the GPU profile (params-gpu.yaml) through benchmarks.repro, on one CUDA GPU, offline.
+# benchmark, then the GPU profile (`egkd profile gpu`) with plain `dvc repro`, on one CUDA GPU, offline.
 #
 #   bash benchmarks/gpu_check_stage_two.sh MODEL_DIR OUT_DIR [GLUE_DIR]
 #
 # MODEL_DIR: a local copy of the MiniLM-L6 encoder (config.json, *.safetensors in any dtype, tokenizer files),
 # used in place of builtin:minilm-l6; OUT_DIR: where the results go; GLUE_DIR: the GLUE TSV folder (default:
-# ../shared/data/glue, the path dvc.yaml names; for another folder, this copy's dvc.yaml is pointed at it).
-# Run it in the repository root of a copy made for the check: it replaces params.yaml and the pipeline's
-# outputs (models/, data/cache/, metrics/, reports/, plots/).
-# REPRO_JOBS=N runs N independent stages at once (the students and evaluations share the GPU; their process
-# start-ups overlap); default 5, which ran the profile in 296 s on an H200 (one at a time, as dvc repro runs
-# them, does not fit in one device call).
-# To try the plumbing on a CPU: CHECK_DEVICE=cpu CHECK_PARAMS=<a small params file> (default: cuda, params-gpu.yaml).
+# ../shared/data/glue; added as data/sets/sst2 with `egkd data add` where the copy lacks it).
+# Run it in the repository root of a copy made for the check, with dvc installed: it replaces params.yaml and the
+# pipeline's outputs (models/, data/cache/, metrics/, reports/, plots/).
+# To try the plumbing on a CPU: CHECK_DEVICE=cpu CHECK_PROFILE=<a small profile> (default: cuda, gpu).
 set -euo pipefail
 MODEL=$(realpath "$1")
 OUT=$(realpath -m "$2")
@@ -29,10 +26,7 @@ for line in sys.stdin:
     print(f"{time.time() - start:7.1f}s {line}", end="", flush=True)' "$START"
 }
 
-# dvc.yaml names the GLUE folder once (vars: glue); point this copy at the given one.
 test -f "$GLUE/SST-2/train.tsv" && test -f "$GLUE/SST-2/dev.tsv"
-sed -i "s|^  - glue: ../shared/data/glue |  - glue: $GLUE |" dvc.yaml
-grep -q "^  - glue: $GLUE " dvc.yaml
 # The stages call `egkd`: where it is not installed, a shim runs this checkout's CLI with this interpreter.
 if ! command -v egkd > /dev/null; then
   mkdir -p /tmp/egkd-bin
@@ -46,14 +40,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 timeout 120 "$PYTHON" -u -m benchmarks.stage_two --device "${CHECK_DEVICE:-cuda}" --quick --teacher "$MODEL" \
   --data "$GLUE" --out "$OUT" --machine gpu 2>&1 | stamp | tee "$OUT/stage-two.log" || true
 
-# 2. The GPU profile: params-gpu.yaml as params.yaml, its teacher the local MiniLM copy. It gets what is left of
-# 585 s (one device call may run 600 s); the stamped log keeps each stage's start if it is cut short.
-cp "${CHECK_PARAMS:-params-gpu.yaml}" params.yaml
+# 2. The GPU profile, its teacher the local MiniLM copy, through plain `dvc repro` (one stage at a time). It gets
+# what is left of 585 s (one device call may run 600 s); the stamped log keeps each stage's start if it is cut short.
+[ -d data/sets/sst2 ] || egkd data add "$GLUE" --task sst2 --out data/sets/sst2 --replace
+[ -d data/sets/mpqa ] || egkd data add "$(dirname "$GLUE")/text-classification/mpqa" --out data/sets/mpqa --replace
+egkd profile "${CHECK_PROFILE:-gpu}"
 sed -i "s|^  model: builtin:minilm-l6\$|  model: $MODEL|" params.yaml
 grep -q "^  model: $MODEL\$" params.yaml
 rm -rf models data/cache metrics/eval reports plots metrics/summary.json
-timeout "${PROFILE_TIMEOUT:-$((585 - SECONDS))}" "$PYTHON" -u -m benchmarks.repro --jobs "${REPRO_JOBS:-5}" --timings "$OUT/gpu-profile-timings.json" 2>&1 \
-  | stamp | tee "$OUT/gpu-profile.log" || true
+timeout "${PROFILE_TIMEOUT:-$((585 - SECONDS))}" dvc repro 2>&1 | stamp | tee "$OUT/gpu-profile.log" || true
 cp -r metrics reports plots "$OUT/" 2> /dev/null || true
 for model in models/teacher models/students/*; do
   if [ -f "$model/metrics.json" ]; then

@@ -181,10 +181,9 @@ def _in_dvc_repo() -> bool:
 
 def _dvc_add(out: Path) -> Path:
     """``dvc add out``: the data goes to DVC's cache, ``out.dvc`` (to commit) records its hash."""
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "add", "--quiet", str(out)], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run([sys.executable, "-m", "dvc", "add", str(out)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        said = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}").splitlines()[-1]
-        raise EgkdError(f"dvc add {out} failed (the data is copied; run `dvc add {out}` yourself): {said}")
+        said = [line for line in (done.stderr + done.stdout).splitlines() if line.startswith("ERROR")]
+        reason = said[0].removeprefix("ERROR:").strip() if said else f"exit code {done.returncode}"
+        raise EgkdError(f"dvc add {out} failed (the data is copied; run `dvc add {out}` yourself): {reason}")
     return out.with_name(out.name + ".dvc")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Params
+from pipeline.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "research").glob("*.md"))]
@@ -105,19 +105,16 @@ def test_readme_keeps_one_command_each_for_set_up_the_experiment_and_the_tests()
 
 
 def test_the_readmes_own_data_example_runs_egkd_on_the_shared_files():
-    """Issue 36: "Your own data" shows a CSV run from end to end: every line an egkd command on files that exist."""
+    """Issue 36: "Your own data" shows a CSV run from end to end: the data added under DVC from files that exist,
+    then the pipeline on a profile that names it."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Your own data", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
-    assert [c.split()[:2] for c in commands] == [
-        ["egkd", "finetune"],
-        ["egkd", "explain"],
-        ["egkd", "distill"],
-        ["egkd", "evaluate"],
-    ]
-    for path in re.findall(r"--data (\S+)", block):
-        assert (REPO / path).exists(), path
+    assert [c.split()[:3] for c in commands] == [["egkd", "data", "add"], ["egkd", "profile", "trec"]]
+    source, out = commands[0].split()[3], re.findall(r"--out (\S+)", commands[0])[0]
+    assert (REPO / source / "train.csv").exists() and (REPO / f"{out}.dvc").exists()
+    assert load_params(REPO / "profiles" / "trec.yaml").data.task == Path(out).name
     assert "## Layout" in readme and all(f"`pipeline/{p}/`" in readme for p in PACKAGES)
 
 

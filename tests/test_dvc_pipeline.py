@@ -80,10 +80,10 @@ def tiny_experiment(repo: Path, sets: dict[str, Path], base: Path) -> dict:
     for template in (REPO / ".dvc" / "plots").glob("*.json"):
         (repo / ".dvc" / "plots").mkdir(exist_ok=True)
         shutil.copy(template, repo / ".dvc" / "plots" / template.name)
+    params = tiny_params(base)
+    write_params(repo, params)  # dvc add reads dvc.yaml, whose paths need the params
     sh(BIN / "egkd", "data", "add", sets["sst2"], "--task", "sst2", "--out", "data/sets/sst2", cwd=repo)
     sh(BIN / "egkd", "data", "add", sets["mpqa"], "--out", "data/sets/mpqa", cwd=repo)
-    params = tiny_params(base)
-    write_params(repo, params)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-q", "-m", "tiny experiment", cwd=repo)
     return params
