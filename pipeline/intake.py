@@ -111,15 +111,15 @@ def _copy(source: DataSource | tuple[SplitSource, ...], where: str, staging: Pat
     assert own is not None
     if own.kind is SourceKind.HUB:
         written = []
-        for split in (TRAIN, DEV, TEST):
-            location = own.split_source(split).location
+        for name in (TRAIN, DEV, TEST):
+            location = own.split_source(name).location
             try:
                 table = read_hub(own.spec.source, own.spec.dataset_config, location)
             except EgkdError:
-                if split == TRAIN:
+                if name == TRAIN:
                     raise
                 continue  # a dataset without this split
-            written.append(_write_parquet(table, staging / f"{split}.parquet"))
+            written.append(_write_parquet(table, staging / f"{name}.parquet"))
         return tuple(Path(p.name) for p in written)
     copied = []
     for split in own.splits:
@@ -169,7 +169,7 @@ def _write_parquet(table: Table, path: Path) -> Path:
     for index, column in enumerate(table.columns):
         values = [row.values[index] for row in table.rows]
         if column in names:
-            values = [None if v is None else names[column][v] for v in values]
+            values = [names[column][v] if isinstance(v, int) else v for v in values]
         columns[column] = values
     pq.write_table(pa.table(columns), path)
     return path
