@@ -32,6 +32,7 @@ import torch
 from pipeline.config import Compile, ExplainParams, TokenBudget
 from pipeline.encoding import TokenBatch
 from pipeline.models import Classifier, token_type_inputs
+from pipeline.precision import resolve_precision
 
 LENGTH_MULTIPLE = {"cuda": 8}  # chunks padded to a multiple of this many tokens (tensor-core tiles); 1 elsewhere
 
@@ -67,13 +68,6 @@ class Runtime:
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
-
-
-def resolve_precision(precision: str, device_type: str) -> str:
-    """``auto`` is bf16 autocast on CUDA and fp32 elsewhere; ``fp32`` and ``bf16`` are taken as they are."""
-    if precision == "auto":
-        return "bf16" if device_type == "cuda" else "fp32"
-    return precision
 
 
 # --- the model call -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import hashlib
 import inspect
 import json
 from dataclasses import asdict, dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -267,19 +267,50 @@ def token_type_inputs(model: Any, token_type_ids: Any) -> dict[str, Any]:
     return {"token_type_ids": token_type_ids} if takes_token_types(model) else {}
 
 
+def _weight_files(location: Path) -> list[Path]:
+    """The files :func:`weights_hash` covers: the safetensors weights, else the pickle ones."""
+    return sorted(location.glob("*.safetensors")) or sorted(
+        location / n for n in _PICKLE_WEIGHTS if (location / n).exists()
+    )
+
+
 def weights_hash(ref: str) -> str:
     """sha256 over a local model's weight files; for a hub model, ``hub:<id>@<commit>``, its resolved revision."""
     location = Path(resolve(ref))
     if not location.is_dir():
         return f"hub:{ref}@{hub_revision(ref)}"
     digest = hashlib.sha256()
-    files = sorted(location.glob("*.safetensors")) or sorted(
-        location / n for n in _PICKLE_WEIGHTS if (location / n).exists()
-    )
-    for path in files:
+    for path in _weight_files(location):
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(chunk)
+    return digest.hexdigest()
+
+
+# The libraries that read a tokenizer's files: their versions are part of tokenizer_files_hash.
+_TOKENIZER_LIBRARIES = ("transformers", "tokenizers", "sentencepiece", "tiktoken", "protobuf")
+
+
+def tokenizer_files_hash(ref: str) -> str | None:
+    """sha256 over the files of a local model folder that :func:`load_tokenizer` may read (every file in it but the
+    weights :func:`weights_hash` covers: names and bytes) and the versions of the libraries that read them; None for
+    a hub model. Equal hashes load the same tokenizer, so its :func:`tokenizer_hash` need not be computed again,
+    which imports transformers and loads it (a second)."""
+    location = Path(resolve(ref))
+    if not location.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for name in _TOKENIZER_LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "-"
+        digest.update(f"{name}=={version};".encode())
+    weights = set(_weight_files(location))
+    for path in sorted(p for p in location.iterdir() if p.is_file() and p not in weights):
+        content = path.read_bytes()
+        digest.update(f"{path.name};{len(content)};".encode())
+        digest.update(content)
     return digest.hexdigest()
 
 

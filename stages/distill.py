@@ -9,7 +9,6 @@ import typer
 
 from pipeline.cache.store import family_cache, is_cache
 from pipeline.config import DistillParams
-from pipeline.distill.job import DistillRequest, distill
 from stages.common import (
     AllowPickleOption,
     DeviceOption,
@@ -66,6 +65,8 @@ def command(
 
     Every setting of the params' distill section is an option (train's by their own names: --lr, --epochs).
     """
+    from pipeline.distill.job import DistillRequest, distill  # torch: imported when the command runs, not for --help
+
     params = read_params(params_file)
     d = params.distill
     if variant is not None:

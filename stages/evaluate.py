@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DataParams
-from pipeline.evaluate.run import EvaluateRequest, run_evaluation
 from pipeline.evaluate.sets import open_sets, training_notes
 from pipeline.sources import open_source
 from stages.common import (
@@ -64,6 +63,8 @@ def command(
 ) -> None:
     """Evaluate a model on a split of the data (--split test reads test.csv...), on the held-out and shifted sets of
     experiment.eval_sets (--sets-root), and its explanations against the teacher's in explanation caches."""
+    from pipeline.evaluate.run import EvaluateRequest, run_evaluation  # torch: imported when the command runs
+
     params = read_params(params_file)
     chosen_data = data_params(params, data_chosen)
     split = split or "dev"

@@ -10,7 +10,8 @@ import typer
 
 from pipeline.config import DataParams, override
 from pipeline.data import HUB, TRANSFER
-from pipeline.explain.run import ExplainRequest, run_explain
+from pipeline.errors import EgkdError
+from pipeline.explain.run import ExplainRequest, run_explain_splits
 from pipeline.methods import Method
 from stages.common import (
     DATA_OPTIONS_SKIPPED,
@@ -38,7 +39,12 @@ def command(
         str | None, typer.Option("--method", help=f"{', '.join(m.value for m in Method)} (default: explain.method).")
     ] = None,
     split: Annotated[
-        str | None, typer.Option("--split", help="Split to explain: train, dev, ..., or transfer (with --text).")
+        list[str] | None,
+        typer.Option(
+            "--split",
+            help="Split to explain: train, dev, ..., or transfer (with --text). Repeat it to explain several in one "
+            "process, in order (--split train --split dev): each as if alone, without paying the start-up twice.",
+        ),
     ] = None,
     text: Annotated[
         Path | None,
@@ -49,8 +55,12 @@ def command(
         ),
     ] = None,
     limit: Annotated[
-        int | None,
-        typer.Option("--limit", help="Explain the first N examples only (default: data.train_limit / dev_limit)."),
+        list[int] | None,
+        typer.Option(
+            "--limit",
+            help="Explain the first N examples only (default: data.train_limit / dev_limit). With several --split, "
+            "none or one per split, paired by position (--split train --limit 500 --split dev --limit 100).",
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Local dask worker processes; 0 runs in this process.")
@@ -81,37 +91,47 @@ def command(
     """Compute the teacher's explanations part by part; rerunning resumes, computing only missing parts."""
     params = read_params(params_file)
     chosen_data = data_params(params, data_chosen)
-    if text is not None and split is None:
-        split = TRANSFER
-    explain = override(
-        params.explain,
-        method=method,
-        split=split,
-        batch_size=batch_size,
-        partition_size=partition_size,
-        workers=workers,
-        precision=precision,
-    )
-    if limit is None:
-        limit = {"train": chosen_data.train_limit, "dev": chosen_data.dev_limit}.get(explain.split)
-    request = ExplainRequest(
-        method=explain.method,
-        teacher=teacher,
-        data=HUB if chosen_data.source == HUB else data,
-        task=chosen_data.task,
-        split=explain.split,
-        out=out,
-        limit=limit,
-        max_length=chosen_data.max_length,
-        params=explain,
-        scheduler=scheduler,
-        overwrite=overwrite,
-        progress=progress_enabled(),
-        allow_pickle=allow_pickle,
-        allow_new_head=allow_new_head,
-        verify=verify,
-        text=text,
-        data_params=chosen_data,
-    )
-    for line in run_explain(request).lines():
-        typer.echo(line)
+    splits: list[str | None] = [*split] if split else [TRANSFER if text is not None else None]  # None: explain.split
+    limits: list[int | None] = [*limit] if limit else [None] * len(splits)
+    if len(limits) != len(splits):
+        raise EgkdError(
+            f"--limit is given {len(limits)} times for {len(splits)} splits: give none, or one per --split "
+            "(paired by position)"
+        )
+    requests = []
+    for one_split, one_limit in zip(splits, limits, strict=True):
+        explain = override(
+            params.explain,
+            method=method,
+            split=one_split,
+            batch_size=batch_size,
+            partition_size=partition_size,
+            workers=workers,
+            precision=precision,
+        )
+        if one_limit is None:
+            one_limit = {"train": chosen_data.train_limit, "dev": chosen_data.dev_limit}.get(explain.split)
+        requests.append(
+            ExplainRequest(
+                method=explain.method,
+                teacher=teacher,
+                data=HUB if chosen_data.source == HUB else data,
+                task=chosen_data.task,
+                split=explain.split,
+                out=out,
+                limit=one_limit,
+                max_length=chosen_data.max_length,
+                params=explain,
+                scheduler=scheduler,
+                overwrite=overwrite,
+                progress=progress_enabled(),
+                allow_pickle=allow_pickle,
+                allow_new_head=allow_new_head,
+                verify=verify,
+                text=text,
+                data_params=chosen_data,
+            )
+        )
+    for summary in run_explain_splits(requests):
+        for line in summary.lines():
+            typer.echo(line)

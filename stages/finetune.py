@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DataParams, FinetuneParams, override
-from pipeline.finetune import finetune
 from pipeline.sources import open_source
 from stages.common import (
     DATA_OPTIONS_SKIPPED,
@@ -45,6 +44,8 @@ def command(
 
     Every setting of the params' finetune and data sections is an option (train's by their own names: --lr).
     """
+    from pipeline.finetune import finetune  # torch: imported when the command runs, not for --help
+
     params = read_params(params_file)
     compute = compute_params(params, device, precision)
     chosen_data = override(data_params(params, data_chosen), train_limit=limit, dev_limit=dev_limit)

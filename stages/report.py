@@ -9,7 +9,6 @@ import typer
 
 from pipeline.config import override
 from pipeline.methods import NO_METHOD
-from pipeline.report.build import ReportRequest, build_report, format_table
 from pipeline.report.sets import random_views
 from stages.common import ParamsOption, read_params, user_errors
 
@@ -100,6 +99,8 @@ def command(
 ) -> None:
     """Compare the students (mean ± std, and the paired difference to vanilla KD with its 95% interval), plot
     their training, show their explanations."""
+    from pipeline.report.build import ReportRequest, build_report, format_table  # torch (the training log's name)
+
     params = read_params(params_file)
     experiment = override(params.experiment, reference=reference)
     request = ReportRequest(

@@ -155,10 +155,10 @@ def test_every_variant_option_is_a_distill_option():
 
 def test_distill_options_reach_the_settings(tmp_path, monkeypatch):
     """Options given win over params.yaml, nested train options included; options not given leave it as it is."""
-    import stages.distill
+    import pipeline.distill.job
 
     seen = []
-    monkeypatch.setattr(stages.distill, "distill", lambda request: seen.append(request.params) or 1 / 0)
+    monkeypatch.setattr(pipeline.distill.job, "distill", lambda request: seen.append(request.params) or 1 / 0)
     params = tmp_path / "params.yaml"
     params.write_text("distill:\n  beta: 0.3\n  train:\n    epochs: 7\n", encoding="utf-8")
     args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", str(params)]

@@ -18,8 +18,9 @@ from pipeline.data import Example
 from pipeline.draws import below, example_keys, random_bits, stream_id
 from pipeline.encoding import TokenBatch, collate, encode
 from pipeline.explain import REGISTRY, explainer_class, make_explainer
-from pipeline.forwards import Runtime, plan_chunks, resolve_precision
+from pipeline.forwards import Runtime, plan_chunks
 from pipeline.methods import Method
+from pipeline.precision import resolve_precision
 
 SINGLES = [
     "the film is good",

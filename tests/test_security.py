@@ -18,7 +18,7 @@ from test_cli import _one_line_error
 from test_reliability import cache, cache_copy, distill_params_file, rewrite_meta, teacher  # noqa: F401
 from typer.testing import CliRunner
 
-from pipeline.cache.format import META_KEY, PART_KEY
+from pipeline.cache.format import META_KEY, PART_KEY, TEACHER_FILES_KEY
 from pipeline.cache.store import cache_info, part_path, read_cache, read_part
 from pipeline.cache.verify import verify_cache
 from pipeline.checkpoint import last_dir
@@ -204,11 +204,12 @@ def test_cache_parts_hold_json_metadata_only(cache):
     assert len(parts) == 5
     for path in parts:
         metadata = pq.ParquetFile(path).metadata.metadata
-        assert set(metadata) == {META_KEY, PART_KEY, b"ARROW:schema"}, path
+        assert set(metadata) == {META_KEY, PART_KEY, TEACHER_FILES_KEY, b"ARROW:schema"}, path
         for value in metadata.values():
             assert not value.startswith((b"\x80\x04", b"\x80\x05", b"\x80\x03", b"\x80\x02")), path
         for key in (META_KEY, PART_KEY):
             assert isinstance(json.loads(metadata[key]), dict)
+        assert re.fullmatch(rb"[0-9a-f]{64}", metadata[TEACHER_FILES_KEY])  # a sha256, nothing else
 
 
 def test_reading_a_cache_never_unpickles(cache, monkeypatch):

@@ -9,7 +9,9 @@ the dataclass.
 
 The same classes carry every form of the data: batched tensors out of an
 explainer (a leading batch axis), one cached row's numpy arrays, and a padded
-student batch's tensors.
+student batch's tensors. Only :func:`stack`, which makes those tensors, imports
+torch: reading a cache (``egkd cache info``, a rerun of stage one with nothing to
+compute) does not.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, TypeVar
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Axis(Enum):
@@ -210,7 +215,7 @@ def with_view_shapes(
     An empty list of lists decodes as ``(0, 0)``: it says nothing of the inner axes. They are ``(0, tokens)``
     and ``(0, classes)``, so re-projection and batching see the row's real axes. ``tokens``: each row's.
     """
-    if Axis.VIEW not in spec.axes:
+    if Axis.VIEW not in spec.axes or all(map(attrgetter("size"), arrays)):
         return arrays
     sizes = {Axis.TOKEN: 0, Axis.CLASS: classes, Axis.VIEW: 0}
     out = []
@@ -241,6 +246,8 @@ def project(extras: Extras, overlap: np.ndarray) -> Extras:
 
 def stack(rows: Sequence[Extras], length: int) -> Extras:
     """Host rows -> padded ``(B, ...)`` tensors; token axes padded to ``length`` (False / 0)."""
+    import torch
+
     if not rows:
         return Extras()
     kinds = rows[0].kinds

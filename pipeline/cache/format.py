@@ -8,25 +8,30 @@ pickled, and nothing read from a file is ever executed or used as a path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.cache.extras import Axis, Extras, extra_types, with_view_shapes
 from pipeline.cache.schema import CachedExample, CacheMetadata
 from pipeline.data import Example
-from pipeline.encoding import EncodedExample
+
+if TYPE_CHECKING:
+    from pipeline.encoding import EncodedExample  # torch: imported where batches are explained, not to read a cache
 
 META_KEY = b"egkd"  # schema-metadata key of the run's CacheMetadata (JSON)
 PART_KEY = b"egkd.part"  # schema-metadata key of this part's PartInfo (JSON)
+# schema-metadata key of the teacher's tokenizer files when the part was made (pipeline.models.tokenizer_files_hash):
+# not part of the metadata nor the digest, only what lets a rerun take the metadata's tokenizer hash as its own
+TEACHER_FILES_KEY = b"egkd.teacher_files"
 
 CORE = pa.schema(
     [
@@ -120,12 +125,39 @@ def _rows_of(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def _numpy(array: pa.Array) -> np.ndarray:
+    """The values of a primitive Arrow array as numpy, a read-only view of its buffer (booleans unpacked from their
+    bits); nulls are not looked at. Not ``to_numpy``, whose first call imports pandas: 0.2 s of a process."""
+    start, count = array.offset, len(array)
+    dtype = np.dtype(array.type.to_pandas_dtype())
+    if not count:
+        return np.empty(0, dtype=dtype)
+    if pa.types.is_boolean(array.type):
+        bits = np.unpackbits(np.frombuffer(array.buffers()[1], dtype=np.uint8), count=start + count, bitorder="little")
+        return bits[start:].view(np.bool_)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=start + count)[start:]
+
+
+def _bounds(array: pa.Array) -> np.ndarray:
+    """The offsets of a list or string array without nulls (``array.offsets``, without its call's overhead): row
+    ``i`` spans ``[bounds[i], bounds[i + 1])`` of its values."""
+    if not len(array):
+        return np.zeros(1, dtype=np.int32)
+    return np.frombuffer(array.buffers()[1], dtype=np.int32, count=array.offset + len(array) + 1)[array.offset :]
+
+
+def _owned(array: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """The values of a primitive Arrow array as a writable numpy array of ``dtype`` that the rows own (a view of the
+    Arrow buffer is read-only; booleans are unpacked into a new array already)."""
+    values = _numpy(array)
+    return values.astype(dtype, copy=not pa.types.is_boolean(array.type))
+
+
 def _unnested(array: pa.ListArray, rank: int, dtype: np.dtype) -> list[np.ndarray]:
     """A list column of ``rank`` -> per-row arrays of that rank (views of one array per column)."""
-    offsets = np.asarray(array.offsets)
+    offsets = _bounds(array)
     if rank == 1:
-        values = array.values.to_numpy(zero_copy_only=False).astype(dtype, copy=True)
-        return _rows_of(values, offsets)
+        return _rows_of(_owned(array.values, dtype), offsets)
     if rank == 2 and (rows := _matrices(array, offsets, dtype)) is not None:
         return rows
     inner = _unnested(array.values, rank - 1, dtype)
@@ -143,13 +175,13 @@ def _matrices(array: pa.ListArray, offsets: np.ndarray, dtype: np.dtype) -> list
 
     The same arrays as stacking each row's inner lists, without a copy per row: 5-8x faster on the views.
     """
-    inner = np.asarray(array.values.offsets)
+    inner = _bounds(array.values)
     widths, counts = np.diff(inner), np.diff(offsets)
     width = np.zeros(len(counts), dtype=np.int64)
     width[counts > 0] = widths[offsets[:-1][counts > 0]]
     if not np.array_equal(widths, np.repeat(width, counts)):
         return None
-    values = array.values.values.to_numpy(zero_copy_only=False).astype(dtype, copy=True)
+    values = _owned(array.values.values, dtype)
     starts = inner[offsets[:-1]]
     return [
         values[start : start + n * m].reshape(n, m) if n else np.empty((0, 0), dtype=dtype)
@@ -242,10 +274,10 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
         labels = [None if label is None else int(label) for label in labels]
     core = {name: arrays(name, 1, dtype) for name, dtype in _CORE_ARRAYS.items()}
     starts, ends = column("offset_start"), column("offset_end")
-    if not np.array_equal(np.asarray(starts.offsets), np.asarray(ends.offsets)):
+    if not np.array_equal(_bounds(starts), _bounds(ends)):
         raise ValueError("columns offset_start and offset_end disagree on the number of tokens")
-    spans = np.stack([starts.values.to_numpy().astype(np.int32), ends.values.to_numpy().astype(np.int32)], axis=1)
-    offsets = _rows_of(spans, np.asarray(starts.offsets))
+    spans = np.stack([_numpy(starts.values).astype(np.int32), _numpy(ends.values).astype(np.int32)], axis=1)
+    offsets = _rows_of(spans, _bounds(starts))
     kinds = extra_types(meta.extras)
     if kinds:
         lengths = [len(ids) for ids in core["input_ids"]]
@@ -255,8 +287,8 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
                 with_view_shapes(spec, arrays(spec.name, len(spec.axes), spec.dtype), lengths, meta.num_labels)
                 for spec in kind.columns()
             ]
-            per_kind.append([kind(*values) for values in zip(*fields, strict=True)])
-        extras = [Extras(items) for items in zip(*per_kind, strict=True)]
+            per_kind.append(list(map(kind, *fields)))
+        extras = list(map(Extras, zip(*per_kind, strict=True)))
     else:
         extras = [Extras()] * table.num_rows  # immutable: one shared empty value
     return [
@@ -311,6 +343,7 @@ def table_to_rows(table: pa.Table, meta: CacheMetadata) -> list[CachedExample]:
 # --- metadata JSON ----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)  # the parts of a run share one: each part's digest starts with it
 def metadata_json(meta: CacheMetadata) -> bytes:
     """The metadata as stored (and digested); a field added later with a default is left out while it holds that
     default, so parts written before the field existed keep their digests."""
@@ -336,12 +369,18 @@ def _check_type(name: str, value: Any, hint: object) -> Any:
     raise ValueError(f"metadata field {name!r} has an unexpected value {value!r}")
 
 
+@functools.cache
+def _hints(record: type) -> dict[str, Any]:
+    """The field types of a record (evaluated once: a cache's parts are many, and each footer holds two records)."""
+    return typing.get_type_hints(record)
+
+
 def parse_metadata(raw: bytes) -> CacheMetadata:
     """Decode and type-check a CacheMetadata JSON; ``ValueError`` on anything unexpected."""
     data = json.loads(raw.decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError("metadata is not a JSON object")
-    hints = typing.get_type_hints(CacheMetadata)
+    hints = _hints(CacheMetadata)
     optional = {f.name for f in dataclasses.fields(CacheMetadata) if f.default is not dataclasses.MISSING}
     differ = set(data) ^ set(hints)
     if differ - optional or set(data) - set(hints):  # a field with a default may be absent (an older writer)
@@ -355,7 +394,7 @@ def part_info_json(info: PartInfo) -> bytes:
 
 def parse_part_info(raw: bytes) -> PartInfo:
     data = json.loads(raw.decode("utf-8"))
-    hints = typing.get_type_hints(PartInfo)
+    hints = _hints(PartInfo)
     if not isinstance(data, dict) or set(data) != set(hints):
         raise ValueError("part info fields are not the expected ones")
     return PartInfo(**{name: _check_type(name, data[name], hint) for name, hint in hints.items()})
@@ -384,22 +423,21 @@ def part_digest(meta: CacheMetadata, index: int, table: pa.Table) -> str:
 def _feed(digest: Any, array: pa.Array) -> None:
     digest.update(b"N%d;" % array.null_count)
     if array.null_count:
-        digest.update(np.packbits(array.is_valid().to_numpy(zero_copy_only=False)).tobytes())
+        digest.update(np.packbits(_numpy(array.is_valid())).tobytes())
         array = array.drop_null()
     if pa.types.is_list(array.type):
-        lengths = pc.list_value_length(array).to_numpy().astype("<i8")
+        bounds = _bounds(array)
         digest.update(b"L%d;" % len(array))
-        digest.update(lengths.tobytes())
-        _feed(digest, array.flatten())
+        digest.update(np.diff(bounds).astype("<i8").tobytes())  # each list's length
+        _feed(digest, array.values.slice(int(bounds[0]), int(bounds[-1] - bounds[0])))  # every value of them
     elif pa.types.is_string(array.type):
-        lengths = pc.binary_length(array).to_numpy().astype("<i8")
+        bounds = _bounds(array)
         digest.update(b"S%d;" % len(array))
-        digest.update(lengths.tobytes())
+        digest.update(np.diff(bounds).astype("<i8").tobytes())
         if len(array):
-            bounds = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + len(array) + 1]
             digest.update(memoryview(array.buffers()[2])[int(bounds[0]) : int(bounds[-1])])
     else:
-        values = array.to_numpy(zero_copy_only=False)
+        values = _numpy(array)
         values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
         digest.update(b"P%s%d;" % (values.dtype.str.encode(), len(values)))
-        digest.update(values.tobytes())
+        digest.update(values.view(np.uint8) if values.size else b"")

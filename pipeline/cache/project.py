@@ -110,7 +110,7 @@ def to_student_examples(rows: Sequence[CachedExample], tokenizer=None, max_lengt
                 input_ids=r.input_ids,
                 token_type_ids=r.token_type_ids,
                 special_mask=r.special_mask,
-                attribution=r.attribution.astype(np.float32),
+                attribution=r.attribution.astype(np.float32, copy=False),  # the cache's are float32 already
                 teacher_logits=r.teacher_logits,
                 extras=r.extras,
             )

@@ -18,11 +18,13 @@ Stage two uses :func:`read_cache`, :func:`list_partitions` and
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from pipeline.atomic import fsync
 from pipeline.cache.format import (
     META_KEY,
     PART_KEY,
+    TEACHER_FILES_KEY,
     PartInfo,
     metadata_json,
     parse_metadata,
@@ -59,6 +62,7 @@ __all__ = [
     "sync_folder",
     "read_part",
     "read_part_header",
+    "read_teacher_files",
     "read_cache",
     "list_partitions",
     "check_compatible",
@@ -121,24 +125,43 @@ def write_part(path: Path, meta: CacheMetadata, index: int, rows: Sequence[Cache
 
 
 def write_table(
-    path: Path, meta: CacheMetadata, index: int, table: pa.Table, truncated: int, fsync_folder: bool = True
+    path: Path,
+    meta: CacheMetadata,
+    index: int,
+    table: pa.Table,
+    truncated: int,
+    fsync_folder: bool = True,
+    teacher_files: str | None = None,
 ) -> PartInfo:
     """Write one part atomically: a temporary file in the same folder, fsync, then rename over ``path``.
 
     ``table`` holds the part's rows in :func:`~pipeline.cache.format.schema_for` ``(meta.extras)``. The file is
     on disk before the rename, so a part is whole or absent even after a power loss; ``fsync_folder`` then
     syncs the folder too, which makes the rename durable (a writer of many parts syncs it once, after the
-    last: :func:`sync_folder`).
+    last: :func:`sync_folder`). ``teacher_files``: the teacher's tokenizer files the metadata's tokenizer hash was
+    computed from (:func:`read_teacher_files`).
     """
     if not table.schema.equals(schema_for(meta.extras), check_metadata=False):
         raise ValueError(f"part {index}: columns differ from the cache schema")
     info = PartInfo(index=index, rows=table.num_rows, truncated=truncated, digest=part_digest(meta, index, table))
-    table = table.replace_schema_metadata({META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)})
+    footer = {META_KEY: metadata_json(meta), PART_KEY: part_info_json(info)}
+    if teacher_files is not None:
+        footer[TEACHER_FILES_KEY] = teacher_files.encode("ascii")
+    table = table.replace_schema_metadata(footer)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # A path, not a Python file object: Arrow writes natively, without holding the interpreter lock.
-        pq.write_table(table, str(temp), compression="zstd", write_statistics=False, write_page_checksum=True)
+        # A path, not a Python file object: Arrow writes natively, without holding the interpreter lock. Snappy and
+        # no dictionaries (the columns are numbers and unique ids): a part decodes in half the time zstd with
+        # dictionaries took, at the same size, and stage two reads every part of a cache (benchmarks/fixed_costs.py).
+        pq.write_table(
+            table,
+            str(temp),
+            compression="snappy",
+            use_dictionary=False,
+            write_statistics=False,
+            write_page_checksum=True,
+        )
         fsync(temp)
         os.replace(temp, path)
     finally:
@@ -188,8 +211,24 @@ def read_part_header(path: Path) -> tuple[CacheMetadata, PartInfo]:
     return _header(schema.metadata, path)
 
 
+def read_teacher_files(path: Path) -> str | None:
+    """The hash of the teacher's tokenizer files a part records (:func:`pipeline.models.tokenizer_files_hash`); None
+    when it records none (a hub teacher, a part written before it was recorded) or cannot be read."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(TEACHER_FILES_KEY)
+        return None if raw is None else raw.decode("ascii")
+    except (OSError, pa.ArrowException, UnicodeDecodeError):
+        return None
+
+
 def read_part(path: Path) -> Part:
     """Read and check one part: page checksums, schema, part index, row count and content digest."""
+    table, meta, info = _checked_table(path)
+    return Part(path, meta, info, _rows(table, meta, path))
+
+
+def _checked_table(path: Path) -> tuple[pa.Table, CacheMetadata, PartInfo]:
+    """One part's table after every check but its rows': page checksums, schema, index, row count and digest."""
     try:
         table = pq.ParquetFile(path, page_checksum_verification=True).read()
     except (OSError, pa.ArrowException) as err:
@@ -208,11 +247,14 @@ def read_part(path: Path) -> Part:
         raise EgkdError(f"{path}: {table.num_rows} rows, its metadata says {info.rows}")
     if part_digest(meta, info.index, table) != info.digest:
         raise EgkdError(f"{path}: content does not match its digest (corrupt part)")
+    return table, meta, info
+
+
+def _rows(table: pa.Table, meta: CacheMetadata, path: Path) -> list[CachedExample]:
     try:
-        rows = table_to_rows(table, meta)
+        return table_to_rows(table, meta)
     except ValueError as err:
         raise EgkdError(f"{path}: corrupt rows ({err})") from None
-    return Part(path, meta, info, rows)
 
 
 # --- whole partitions -----------------------------------------------------------------------------
@@ -235,7 +277,12 @@ def _finish_hint(method: str, split: str) -> str:
 
 
 def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list[CachedExample]]:
-    """Every row of one (method, split) partition in dataset order, after checking all its parts."""
+    """Every row of one (method, split) partition in dataset order, after checking all its parts.
+
+    The parts are checked one by one (page checksums, schema, index, rows, digest), then made into rows at once,
+    with the cycle collector off: a conversion per part and a collector scanning the growing heap were two thirds of
+    the time a large partition took to read.
+    """
     directory = partition_dir(root, method, split)
     files = (
         sorted(p for p in directory.glob("part-*.parquet") if part_index(p) is not None) if directory.is_dir() else []
@@ -243,24 +290,24 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
     if not files:
         available = ", ".join(f"{m}/{s}" for m, s in list_partitions(root)) or "none"
         raise EgkdError(f"no cache for method={method} split={split} in {root} (available: {available})")
-    parts = []
+    parts: list[tuple[Path, pa.Table, CacheMetadata, PartInfo]] = []
     for path in files:
         try:
-            parts.append(read_part(path))
+            parts.append((path, *_checked_table(path)))
         except SchemaVersionError:
             raise
         except EgkdError as err:
             raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
-    meta = parts[0].meta
-    for part in parts[1:]:
-        check_compatible(part.meta, meta, context=str(part.path))
+    meta = parts[0][2]
+    for path, _, part_meta, _ in parts[1:]:
+        check_compatible(part_meta, meta, context=str(path))
     check_compatible(
         meta,
         CacheExpectation(method=method, split=split),
         context=str(files[0]),
         hint=f"the folder {directory.relative_to(root)} holds another partition's parts",
     )
-    present = {part.info.index for part in parts}
+    present = {info.index for *_, info in parts}
     missing = [i for i in range(meta.num_parts) if i not in present]
     if missing:
         names = ", ".join(f"part-{i:05d}" for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -270,10 +317,35 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
         )
     if max(present) >= meta.num_parts:
         raise EgkdError(f"{directory}: part {max(present)} is beyond the {meta.num_parts} parts of this run")
-    rows = [row for part in sorted(parts, key=lambda p: p.info.index) for row in part.rows]
-    if len(rows) != meta.num_examples:
-        raise EgkdError(f"cache {directory} holds {len(rows)} rows, its metadata says {meta.num_examples}")
+    if sum(info.rows for *_, info in parts) != meta.num_examples:
+        total = sum(info.rows for *_, info in parts)
+        raise EgkdError(f"cache {directory} holds {total} rows, its metadata says {meta.num_examples}")
+    ordered = sorted(parts, key=lambda part: part[3].index)
+    with _no_cycle_collection():
+        try:  # one table of the checked parts in dataset order, made into rows at once: not a part at a time
+            rows = table_to_rows(pa.concat_tables([table.replace_schema_metadata() for _, table, *_ in ordered]), meta)
+        except ValueError:  # name the part
+            try:
+                rows = [row for path, table, *_ in ordered for row in _rows(table, meta, path)]
+            except EgkdError as err:
+                raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
     return meta, rows
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off while a partition's rows are made, then as it was.
+
+    A training partition is a million small objects (each row, its extras and their arrays), none in a cycle; made
+    with the collector on, it scans the growing heap again and again: 0.7 of the 2 s that 67,349 rows took.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def find_caches(paths: Sequence[Path]) -> list[Path]:

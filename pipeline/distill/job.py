@@ -19,7 +19,7 @@ from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CacheMetadata
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.device import Compute, resolve_compute
-from pipeline.distill.inputs import DistillInputs, load_inputs, student_source
+from pipeline.distill.inputs import DistillInputs, loaded_inputs, student_source
 from pipeline.distill.objectives import ObjectiveSettings, make_objective
 from pipeline.distill.trainer import first_explained_step, train
 from pipeline.distill.view_term import ViewTerm
@@ -89,10 +89,15 @@ def build_student(
 
 
 def distill(request: DistillRequest) -> DistillReport:
-    params, notes = request.params, []
     compute = resolve_compute(request.compute)
+    params = request.params
+    with loaded_inputs(request.cache, params, request.view_cache, params.explanation) as inputs:
+        return _distill(request, inputs, compute)
+
+
+def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -> DistillReport:
+    params, notes = request.params, []
     method = params.explanation
-    inputs = load_inputs(request.cache, params, request.view_cache, method)
     meta, train_rows, dev_rows = inputs.meta, inputs.train_rows, inputs.dev_rows
     if inputs.views_from is not None:
         notes.append(f"the view term's views: {inputs.views_from}")

@@ -109,8 +109,9 @@ def register(cls: type[Explainer]) -> type[Explainer]:
 
 
 def explainer_class(method: Method) -> type[Explainer]:
-    import pipeline.explain  # noqa: F401  (importing the package registers every method)
+    from pipeline.explain import register_families
 
+    register_families()
     return REGISTRY[method]
 
 

@@ -67,6 +67,9 @@ class PartJob:
     params: ExplainParams
     torch_threads: int | None  # None: leave torch's thread count alone
     allow_pickle: bool = False  # the teacher may load from pickle weights
+    # the hash of the teacher's tokenizer files meta.tokenizer_hash was computed from (models.tokenizer_files_hash),
+    # recorded in the part's footer: what lets a rerun take that tokenizer hash without loading the tokenizer
+    teacher_files: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,7 +352,7 @@ def _write(slot: _Slot, seconds: float) -> PartResult:
             f"(first {bad[0]!r}); nothing was written for this part"
         )
     truncated = sum(e.truncated for e in slot.encoded)
-    write_table(job.path, job.meta, job.index, table, truncated, fsync_folder=False)
+    write_table(job.path, job.meta, job.index, table, truncated, fsync_folder=False, teacher_files=job.teacher_files)
     return PartResult(job.index, table.num_rows, truncated, seconds)
 
 

@@ -1,9 +1,9 @@
 """How a cache records the way it was explained, and the parameters read back from that record.
 
 Stage one writes :func:`method_params_json` into the cache metadata (the method's
-parameters, the seed and the views' parameters); evaluation and the report explain a
-student exactly as the teacher was explained by reading it back with
-:func:`explain_params_from_cache`.
+parameters, the seed and the views' parameters) and :func:`cached_kinds` (the extras its
+rows carry); evaluation and the report explain a student exactly as the teacher was
+explained by reading the parameters back with :func:`explain_params_from_cache`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,25 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from pipeline.cache.extras import VIEW_KINDS, Extra, Magnitude, Selection, Views
 from pipeline.config import ExplainParams, PerturbationParams, section_from_dict
 from pipeline.errors import EgkdError
 from pipeline.methods import Method
+
+# Each family's own extras, as its explainer declares them (Explainer.extras), read here without importing the
+# explainers (torch): a rerun with nothing to compute rebuilds the metadata from them (explain.resume). A test holds
+# the two equal for every family.
+_OWN_EXTRAS: dict[Method, tuple[type[Extra], ...]] = {
+    Method.GRADIENT: (Magnitude,),
+    Method.PERTURBATION: (Views,),
+    Method.FEATURE_SELECTION: (Selection,),
+}
+
+
+def cached_kinds(method: Method) -> tuple[str, ...]:
+    """The kinds of extras every row of ``method``'s cache carries (``CacheMetadata.extras``): the family's own,
+    then the views every family caches (:meth:`Explainer.cached_extras`)."""
+    return tuple(kind.kind for kind in (*_OWN_EXTRAS[method], *VIEW_KINDS))
 
 
 def method_params_json(method: Method, params: ExplainParams) -> str:

@@ -1,16 +1,23 @@
-"""Stage one: a teacher's explanations of one dataset split, computed part by part into the cache.
+"""Stage one: a teacher's explanations of dataset splits, computed part by part into the cache.
 
-:func:`run_explain` loads the split, cuts it into parts of ``partition_size``
+:func:`run_explain` loads a split, cuts it into parts of ``partition_size``
 examples in dataset order, and keeps every part already in the cache that is
 whole and was made by the same run (same teacher weights, tokenizer, data,
-method parameters, precision...). That check reads each part's footer only
-(its metadata, index and row count), so a rerun with nothing to compute takes
-seconds; ``verify`` reads every part in full first (checksums and digest), as
-``egkd cache verify`` does. A part made by a different run is refused, naming
-the differing field, unless ``overwrite`` clears the partition first. Missing
-or corrupt parts are computed by :func:`pipeline.explain.part.stream_parts`:
-encode, explain in token-budget batches, put rows back in dataset order, write
-each part atomically.
+method parameters, precision...: :mod:`pipeline.explain.resume`). That check
+reads each part's footer only (its metadata, index and row count), and a rerun
+whose every part is there decides so without torch or the teacher's model
+(about a second); ``verify`` reads every part in full first (checksums and
+digest), as ``egkd cache verify`` does. A part made by a different run is
+refused, naming the differing field, unless ``overwrite`` clears the partition
+first. Missing or corrupt parts are computed by
+:func:`pipeline.explain.part.stream_parts`: encode, explain in token-budget
+batches, put rows back in dataset order, write each part atomically.
+
+:func:`run_explain_splits` runs several splits of one teacher and method
+(``egkd explain --split train --split dev``) in one process, one after the
+other, each exactly as :func:`run_explain` runs it alone (the same parts, the
+same rows), sharing the fixed costs: the imports, the data source, the
+teacher's tokenizer and model, the dask cluster.
 
 ``precision: auto`` is resolved here, once, for the devices the parts will be
 computed on (bf16 where they are CUDA GPUs, fp32 elsewhere), and recorded in
@@ -31,33 +38,31 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pipeline import __version__, versions
-from pipeline.cache.schema import SCHEMA_VERSION, CacheMetadata
-from pipeline.cache.store import (
-    SchemaVersionError,
-    check_compatible,
-    part_index,
-    part_path,
-    partition_dir,
-    read_part,
-    read_part_header,
-    temp_files,
-)
+from pipeline.cache.store import part_path, partition_dir, temp_files
 from pipeline.config import DataParams, ExplainParams
 from pipeline.data import TRANSFER, Dataset, load_text
 from pipeline.errors import EgkdError
-from pipeline.explain.base import explainer_class
-from pipeline.explain.part import PartJob, PartResult, compute_parts, keep_teacher, stream_parts, warm_teacher
-from pipeline.explain.record import method_params_json
-from pipeline.forwards import resolve_precision
+from pipeline.explain.resume import (
+    TeacherFacts,
+    existing_parts,
+    head_known_trained,
+    kept_run,
+    part_files,
+    run_metadata,
+)
 from pipeline.methods import Method
+from pipeline.precision import local_device_type, resolve_precision
 from pipeline.sources import DataSource, open_source
 from pipeline.tasks import TaskSpec, get_task
+
+if TYPE_CHECKING:  # the part module imports torch: only a run that computes parts needs it
+    from pipeline.explain.part import PartJob, PartResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,18 +127,73 @@ class RunSummary:
 
 
 def run_explain(request: ExplainRequest) -> RunSummary:
+    """One split of the data (or the transfer split's text file) explained into the cache."""
+    return run_explain_splits([request])[0]
+
+
+@dataclass(frozen=True)
+class _Split:
+    request: ExplainRequest
+    dataset: Dataset
+    directory: Path
+
+
+def run_explain_splits(requests: Sequence[ExplainRequest]) -> list[RunSummary]:
+    """Several splits of one teacher and method, in this order, in one process; each as :func:`run_explain` runs it
+    alone. The requests differ in ``split`` and ``limit`` only. Every split's data is read before anything runs."""
     started = time.perf_counter()
-    source = (
-        None if request.data is None else open_source(request.data, replace(request.data_params, task=request.task))
-    )
-    task = get_task(request.task) if source is None else source.task
-    dataset = _load(request, task, source)
-    size = request.params.partition_size
-    directory = partition_dir(request.out, request.method.value, request.split)
-    with _Workers(request) as workers:
-        if workers.dask and (request.overwrite or _part_files(directory) < -(-len(dataset.examples) // size)):
+    first = requests[0]
+    for request in requests[1:]:
+        params = replace(request.params, split=first.params.split)
+        if replace(request, split=first.split, limit=first.limit, params=params) != first:
+            raise ValueError("the splits of one run differ in more than split and limit")  # a caller's bug
+    splits = [r.split for r in requests]
+    twice = sorted({s for s in splits if splits.count(s) > 1})
+    if twice:
+        raise EgkdError(f"split {twice[0]} is given twice (--split); each split is explained once")
+    source = None if first.data is None else open_source(first.data, replace(first.data_params, task=first.task))
+    task = get_task(first.task) if source is None else source.task
+    runs = [
+        _Split(r, _load(r, task, source), partition_dir(r.out, r.method.value, r.split)) for r in requests
+    ]  # data errors before anything runs
+    kept = [kept_run(run.request, task, run.dataset, run.directory) for run in runs]
+    summaries: list[RunSummary] = []
+    if all(k is not None for k in kept):  # nothing to compute: no torch, no teacher, no workers
+        for run, parts in zip(runs, kept, strict=True):
+            assert parts is not None
+            summaries.append(_kept_summary(run, parts, started))
+            started = time.perf_counter()
+        return summaries
+    teacher = _Teacher(first)
+    with _Workers(first) as workers:
+        size = first.params.partition_size
+        if workers.dask and any(
+            r.overwrite or part_files(run.directory) < -(-len(run.dataset.examples) // size)
+            for r, run in zip(requests, runs, strict=True)
+        ):
             workers.start(task.num_labels)  # parts are missing: start workers while the driver prepares
-        return _run(request, task, dataset, directory, workers, started)
+        for run, parts in zip(runs, kept, strict=True):
+            if parts is not None:
+                summaries.append(_kept_summary(run, parts, started))
+            else:
+                summaries.append(_run(run.request, task, run.dataset, run.directory, workers, teacher, started))
+            started = time.perf_counter()
+    return summaries
+
+
+def _kept_summary(run: _Split, parts: dict[int, int], started: float) -> RunSummary:
+    """The summary of a run whose every part was already in the cache (:func:`pipeline.explain.resume.kept_run`)."""
+    return RunSummary(
+        partition=run.directory,
+        parts_total=len(parts),
+        computed=(),
+        skipped=len(parts),
+        corrupt=(),
+        rows=len(run.dataset.examples),
+        truncated=sum(parts.values()),
+        seconds=time.perf_counter() - started,
+        seed=run.request.params.seed,
+    )
 
 
 def _load(request: ExplainRequest, task: TaskSpec, source: DataSource | None) -> Dataset:
@@ -149,68 +209,94 @@ def _load(request: ExplainRequest, task: TaskSpec, source: DataSource | None) ->
     return source.load(request.split, request.limit)
 
 
-def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Workers, started: float) -> RunSummary:
-    from pipeline.models import (
-        NewHead,
-        base_model_of,
-        load_tokenizer,
-        load_trained_classifier,
-        read_info,
-        tokenizer_hash,
-        weights_hash,
-    )
+class _Teacher:
+    """The teacher as the splits of one call use it, each thing read once: its weight hash, the hash of its
+    tokenizer files, its tokenizer and, where a split needs it, its model (and the head weights drawn for it)."""
+
+    def __init__(self, request: ExplainRequest) -> None:
+        self.request = request
+        self._weights: str | None = None
+        self._files: tuple[str | None] | None = None
+        self._tokenizer: Any = None
+        self._model: tuple[Any, tuple[str, ...]] | None = None
+
+    def weights(self) -> str:
+        from pipeline.models import weights_hash
+
+        if self._weights is None:
+            self._weights = weights_hash(self.request.teacher)
+        return self._weights
+
+    def files(self) -> str | None:
+        from pipeline.models import tokenizer_files_hash
+
+        if self._files is None:
+            self._files = (tokenizer_files_hash(self.request.teacher),)  # before the tokenizer is read from them
+        return self._files[0]
+
+    def tokenizer(self) -> Any:
+        from pipeline.models import load_tokenizer
+
+        if self._tokenizer is None:
+            self.files()
+            self._tokenizer = load_tokenizer(self.request.teacher)
+        return self._tokenizer
+
+    def model(self, num_labels: int) -> tuple[Any, tuple[str, ...]]:
+        from pipeline.models import NewHead, load_trained_classifier
+
+        if self._model is None:
+            request = self.request
+            head = NewHead(request.allow_new_head, request.params.seed, "teacher")
+            self._model = load_trained_classifier(request.teacher, num_labels, head, request.allow_pickle)
+        return self._model
+
+
+def _run(
+    request: ExplainRequest,
+    task: TaskSpec,
+    dataset: Dataset,
+    directory: Path,
+    workers: _Workers,
+    teacher: _Teacher,
+    started: float,
+) -> RunSummary:
+    from pipeline.explain.base import explainer_class
+    from pipeline.explain.part import PartJob, keep_teacher
+    from pipeline.models import base_model_of, read_info, tokenizer_hash
 
     info = read_info(request.teacher)
     if info is not None and info.task != task.name:
         raise EgkdError(f"teacher {request.teacher} was fine-tuned on {info.task}, not {task.name}")
-    tokenizer = load_tokenizer(request.teacher)
+    tokenizer = teacher.tokenizer()
     if tokenizer.mask_token_id is None:
         raise EgkdError(f"the tokenizer of {request.teacher} has no mask token")
-    weights = weights_hash(request.teacher)
+    weights = teacher.weights()
     model = None
     new_head: tuple[str, ...] = ()
-    if not _head_known_trained(directory, weights, task.name, task.num_labels):
-        head = NewHead(request.allow_new_head, request.params.seed, "teacher")
-        model, new_head = load_trained_classifier(request.teacher, task.num_labels, head, request.allow_pickle)
-    size = request.params.partition_size
-    examples = dataset.examples
-    meta = CacheMetadata(
-        schema_version=SCHEMA_VERSION,
-        egkd_version=__version__,
-        task=task.name,
-        split=request.split,
-        method=request.method.value,
-        method_params=method_params_json(request.method, request.params),
-        precision=resolve_precision(request.params.precision, workers.device_type()),
-        extras=tuple(kind.kind for kind in explainer_class(request.method).cached_extras()),
-        teacher=request.teacher,
-        teacher_base=base_model_of(request.teacher),
-        teacher_weights_hash=weights,
+    if not head_known_trained(directory, weights, task.name, task.num_labels):
+        model, new_head = teacher.model(task.num_labels)
+    facts = TeacherFacts(
+        weights_hash=weights,
         tokenizer_hash=tokenizer_hash(tokenizer),
-        dataset_fingerprint=dataset.fingerprint,
-        dataset_source=dataset.source,
-        limit=request.limit,
-        max_length=request.max_length,
-        num_labels=task.num_labels,
-        label_names=task.labels,
-        partition_size=size,
-        num_parts=-(-len(examples) // size),
-        num_examples=len(examples),
-        teacher_head_seed=request.params.seed if new_head else None,
-        libraries=versions.current().pinned(),
-        text_columns=() if task.is_glue else task.tsv.text_columns,
+        base=base_model_of(request.teacher),
+        head_seed=request.params.seed if new_head else None,
     )
+    precision = resolve_precision(request.params.precision, workers.device_type())
+    extras = tuple(kind.kind for kind in explainer_class(request.method).cached_extras())
+    meta = run_metadata(request, task, dataset, facts, precision, extras)
     if request.overwrite and directory.exists():
         shutil.rmtree(directory)
     for stale in temp_files(directory):
         stale.unlink(missing_ok=True)
-    kept, corrupt = _existing_parts(directory, meta, request.verify)
+    kept, corrupt = existing_parts(directory, meta, request.verify)
     threads = _threads_per_worker(request)
+    size = meta.partition_size
     jobs = [
         PartJob(
             index=i,
             path=part_path(request.out, meta.method, meta.split, i),
-            examples=examples[i * size : (i + 1) * size],
+            examples=dataset.examples[i * size : (i + 1) * size],
             meta=meta,
             teacher=request.teacher,
             weights_hash=meta.teacher_weights_hash,
@@ -218,6 +304,7 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
             params=request.params,
             torch_threads=threads,
             allow_pickle=request.allow_pickle,
+            teacher_files=teacher.files(),
         )
         for i in range(meta.num_parts)
         if i not in kept
@@ -241,84 +328,12 @@ def _run(request: ExplainRequest, task, dataset, directory: Path, workers: _Work
         computed=tuple(sorted(computed, key=lambda r: r.index)),
         skipped=len(kept),
         corrupt=tuple(corrupt),
-        rows=len(examples),
+        rows=len(dataset.examples),
         truncated=truncated,
         seconds=time.perf_counter() - started,
         new_head=new_head,
         seed=request.params.seed,
     )
-
-
-def _head_known_trained(directory: Path, weights: str, task: str, num_labels: int) -> bool:
-    """Whether a part already in ``directory`` shows that this teacher's checkpoint holds its trained head.
-
-    A part made from the same weight files (same hash) for the same task and label count, with no head seed
-    recorded, was made by a teacher whose checkpoint held its whole head; the same files still do. Then a rerun
-    need not load the model to check it (only missing parts do, where they are computed). Any doubt (no such
-    part, an unreadable one, a head drawn from a seed): False, and the caller loads the model.
-    """
-    if not directory.is_dir():
-        return False
-    for path in sorted(p for p in directory.iterdir() if part_index(p) is not None):
-        try:
-            meta, _ = read_part_header(path)
-        except EgkdError:
-            continue
-        return (
-            meta.teacher_weights_hash == weights
-            and meta.task == task
-            and meta.num_labels == num_labels
-            and meta.teacher_head_seed is None
-        )
-    return False
-
-
-def _existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[dict[int, int], list[str]]:
-    """Valid parts of this run (index -> truncated count) and corrupt part files (to recompute).
-
-    A part is valid when its footer parses, holds this run's metadata, its own index and the row count
-    its index implies; ``verify`` also reads its rows and checks page checksums and digest. Refuses,
-    before anything is computed, when a valid part was made by a different run.
-    """
-    kept: dict[int, int] = {}
-    corrupt: list[str] = []
-    if not directory.is_dir():
-        return kept, corrupt
-    hint = f"pass --overwrite to delete {directory} and recompute it"
-    for path in sorted(p for p in directory.iterdir() if part_index(p) is not None):
-        try:
-            if verify:
-                part = read_part(path)
-                part_meta, info = part.meta, part.info
-            else:
-                part_meta, info = read_part_header(path)
-        except SchemaVersionError as err:  # whole, but another egkd's: never overwritten silently
-            raise EgkdError(f"{err}; {hint}") from None
-        except EgkdError:
-            corrupt.append(path.name)
-            continue
-        check_compatible(part_meta, meta, context=str(path), hint=hint)
-        index = part_index(path)
-        assert index is not None
-        expected_rows = min(meta.partition_size, meta.num_examples - index * meta.partition_size)
-        if info.index != index or info.rows != expected_rows:
-            corrupt.append(path.name)
-            continue
-        kept[index] = info.truncated
-    beyond = [name for name in corrupt if (part_index(Path(name)) or 0) >= meta.num_parts]
-    if beyond:
-        raise EgkdError(f"{directory / beyond[0]}: corrupt part beyond this run's {meta.num_parts} parts; {hint}")
-    return kept, corrupt
-
-
-def _part_files(directory: Path) -> int:
-    return sum(1 for p in directory.iterdir() if part_index(p) is not None) if directory.is_dir() else 0
-
-
-def _worker_device_type() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _cpu_count() -> int:
@@ -369,6 +384,8 @@ class _Workers:
             self._thread.start()
 
     def _connect(self, num_labels: int | None) -> None:
+        from pipeline.explain.part import warm_teacher
+
         try:
             client = self._stack.enter_context(_dask_client(self.request))
             if self.request.scheduler is None:
@@ -403,8 +420,8 @@ class _Workers:
     def device_type(self) -> str:
         """``cuda`` when the parts will be computed on CUDA GPUs (this machine's, or every worker's)."""
         if self.request.scheduler is None:
-            return _worker_device_type()
-        found = set(self.client().run(_worker_device_type).values())
+            return local_device_type()
+        found = set(self.client().run(local_device_type).values())
         return "cuda" if found == {"cuda"} else "cpu"
 
 
@@ -413,6 +430,8 @@ MAX_TASK_EXAMPLES = 16384
 
 
 def _execute(jobs: list[PartJob], request: ExplainRequest, workers: _Workers) -> Iterator[PartResult]:
+    from pipeline.explain.part import compute_parts, stream_parts
+
     if not workers.dask:
         yield from stream_parts(jobs)
         return
