@@ -212,7 +212,7 @@ def test_two_splits_in_one_call_write_what_two_calls_write(tiny_model_dir, glue_
     dev = request(tiny_model_dir, glue_dir, tmp_path / "together")
     train = dataclasses.replace(dev, split="train", limit=16)
     part._TEACHERS.clear()
-    together = run_explain_splits([train, dev])
+    together = list(run_explain_splits([train, dev]))
     assert [s.rows for s in together] == [16, LIMIT] and loads == [str(tiny_model_dir)]  # the teacher loaded once
     for one in (train, dev):
         part._TEACHERS.clear()  # each alone, as a new process
@@ -221,10 +221,10 @@ def test_two_splits_in_one_call_write_what_two_calls_write(tiny_model_dir, glue_
         for i in range(parts):
             a, b = (pq.read_table(part_path(tmp_path / where, "gradient", split, i)) for where in ("together", "apart"))
             assert a.equals(b, check_metadata=True), (split, i)  # rows, metadata, digests: the same parts
-    again = run_explain_splits([train, dev])
+    again = list(run_explain_splits([train, dev]))
     assert [(s.skipped, s.computed) for s in again] == [(2, ()), (3, ())]
     with pytest.raises(EgkdError, match="split dev is given twice"):
-        run_explain_splits([dev, dev])
+        list(run_explain_splits([dev, dev]))
 
 
 def test_the_cli_pairs_each_split_with_its_limit(tiny_model_dir, glue_dir, tmp_path, monkeypatch):
@@ -235,6 +235,10 @@ def test_the_cli_pairs_each_split_with_its_limit(tiny_model_dir, glue_dir, tmp_p
     assert result.exit_code == 0, result.output
     assert "8 of 8 rows" in result.output and "16 of 16 rows" in result.output
     assert result.output.index("split=train") < result.output.index("split=dev")
+    result = CliRunner().invoke(app, [*base, "--split", "train", "--limit", "8", "--split", "dev", "--limit", "12"])
+    assert result.exit_code == 2  # each split says its own outcome as it ends: train's before dev's refusal
+    assert result.output.index("nothing to compute: all 1 parts (8 rows)") < result.output.index("error: ")
+    assert "cache field 'limit' differs: cache has 16, expected 12" in result.output
     result = CliRunner().invoke(app, [*base, "--split", "train", "--split", "dev", "--limit", "8"])
     assert result.exit_code == 2
     assert result.output.strip() == (

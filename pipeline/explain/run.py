@@ -128,7 +128,8 @@ class RunSummary:
 
 def run_explain(request: ExplainRequest) -> RunSummary:
     """One split of the data (or the transfer split's text file) explained into the cache."""
-    return run_explain_splits([request])[0]
+    (summary,) = run_explain_splits([request])
+    return summary
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,10 @@ class _Split:
     directory: Path
 
 
-def run_explain_splits(requests: Sequence[ExplainRequest]) -> list[RunSummary]:
+def run_explain_splits(requests: Sequence[ExplainRequest]) -> Iterator[RunSummary]:
     """Several splits of one teacher and method, in this order, in one process; each as :func:`run_explain` runs it
-    alone. The requests differ in ``split`` and ``limit`` only. Every split's data is read before anything runs."""
+    alone, its summary yielded once it is done. The requests differ in ``split`` and ``limit`` only. Every split's
+    data is read before anything runs."""
     started = time.perf_counter()
     first = requests[0]
     for request in requests[1:]:
@@ -157,13 +159,12 @@ def run_explain_splits(requests: Sequence[ExplainRequest]) -> list[RunSummary]:
         _Split(r, _load(r, task, source), partition_dir(r.out, r.method.value, r.split)) for r in requests
     ]  # data errors before anything runs
     kept = [kept_run(run.request, task, run.dataset, run.directory) for run in runs]
-    summaries: list[RunSummary] = []
     if all(k is not None for k in kept):  # nothing to compute: no torch, no teacher, no workers
         for run, parts in zip(runs, kept, strict=True):
             assert parts is not None
-            summaries.append(_kept_summary(run, parts, started))
+            yield _kept_summary(run, parts, started)
             started = time.perf_counter()
-        return summaries
+        return
     teacher = _Teacher(first)
     with _Workers(first) as workers:
         size = first.params.partition_size
@@ -174,11 +175,10 @@ def run_explain_splits(requests: Sequence[ExplainRequest]) -> list[RunSummary]:
             workers.start(task.num_labels)  # parts are missing: start workers while the driver prepares
         for run, parts in zip(runs, kept, strict=True):
             if parts is not None:
-                summaries.append(_kept_summary(run, parts, started))
+                yield _kept_summary(run, parts, started)
             else:
-                summaries.append(_run(run.request, task, run.dataset, run.directory, workers, teacher, started))
+                yield _run(run.request, task, run.dataset, run.directory, workers, teacher, started)
             started = time.perf_counter()
-    return summaries
 
 
 def _kept_summary(run: _Split, parts: dict[int, int], started: float) -> RunSummary:
