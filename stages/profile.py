@@ -16,7 +16,8 @@ def command(
     name: Annotated[
         str,
         typer.Argument(
-            help=f"{DEFAULT} (the packaged defaults), a profile in profiles/ (medium, trec, sst5, gpu, full) or a profile file."
+            help=f"{DEFAULT} (the packaged defaults), a profile in profiles/ (medium, trec, sst5, gpu, full) or a "
+            "profile file."
         ),
     ] = DEFAULT,
     out: Annotated[Path, typer.Option("--out", help="The params file to write.")] = Path("params.yaml"),

@@ -39,6 +39,14 @@ def command(
             "(the DVC metrics).",
         ),
     ] = None,
+    set_metrics: Annotated[
+        Path | None,
+        typer.Option(
+            "--set-metrics",
+            help="Write each evaluation set's figures to a folder of this one, one <variant>.json each and "
+            "teacher.json (the DVC metrics per set: mean, std, retention, vs_kd, vs_random).",
+        ),
+    ] = None,
     loss_csv: Annotated[
         Path | None,
         typer.Option("--loss-csv", help="Write every student's training loss per step to this CSV (for dvc plots)."),
@@ -108,6 +116,7 @@ def command(
         out=out,
         summary=summary,
         headline=headline,
+        set_metrics=set_metrics,
         loss_csv=loss_csv,
         comparison_csv=comparison_csv,
         caches=tuple(cache or ()),

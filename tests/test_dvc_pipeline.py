@@ -64,11 +64,12 @@ def init_repo(path: Path) -> None:
 
 
 def tiny_sets(root: Path, glue_dir: Path, text_classification: Path) -> dict[str, Path]:
-    """The data sets the tiny experiment adds: a tiny SST-2 and the first 30 MPQA phrases."""
+    """The data sets the tiny experiment adds: a tiny SST-2 and MPQA's first 15 positive and 15 negative phrases."""
     mpqa = root / "shared" / "mpqa"
     mpqa.mkdir(parents=True)
-    lines = (text_classification / "mpqa" / "test.csv").read_text(encoding="utf-8").splitlines()[:31]
-    (mpqa / "test.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    header, *rows = (text_classification / "mpqa" / "test.csv").read_text(encoding="utf-8").splitlines()
+    kept = [r for r in rows if r.endswith(",1")][:15] + [r for r in rows if r.endswith(",0")][:15]
+    (mpqa / "test.csv").write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
     return {"sst2": tiny_glue(root, glue_dir), "mpqa": mpqa}
 
 
@@ -93,6 +94,7 @@ def write_params(repo: Path, params: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
+HEADLINES = ("headline", "sets/dev", "sets/heldout", "sets/mpqa")
 GUIDED = "gradient-occl-contrastive"  # the gradient objective with the occlusion maps' views: two caches per student
 
 
@@ -293,18 +295,28 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     assert guided["views_from"] == "the perturbation family's, from data/cache/sst2-perturbation.parquet"
     kd_log = (repo / "models" / "students" / "kd-s0" / "train_log.jsonl").read_text().splitlines()
     assert all(json.loads(line)["views"] is None for line in kd_log)
-    # the DVC metrics are the headline figures only, one file (one row of `dvc metrics show`) per variant
+    # the DVC metrics are the headline figures only, one file (one row of `dvc metrics show`) per variant, for dev
+    # and for each evaluation set
     metrics = json.loads(sh(BIN / "dvc", "metrics", "show", "--json", cwd=repo))
     files = metrics[""]["data"]
-    assert set(files) == {f"metrics/headline/{name}.json" for name in ("kd", "kd-random", GUIDED, "teacher")}
-    assert set(files[f"metrics/headline/{GUIDED}.json"]["data"]) == {
+    names = ("kd", "kd-random", GUIDED, "teacher")
+    assert set(files) == {f"metrics/{folder}/{name}.json" for folder in HEADLINES for name in names}
+    assert set(files[f"metrics/headline/{GUIDED}.json"]["data"]) == {"accuracy", "accuracy_std", "agreement", "vs_kd"}
+    assert set(files[f"metrics/sets/mpqa/{GUIDED}.json"]["data"]) == {
         "accuracy",
         "accuracy_std",
-        "agreement",
+        "retention",
         "vs_kd",
+        "vs_random",
     }
-    table = sh(BIN / "dvc", "metrics", "show", cwd=repo)
-    assert max(len(line) for line in table.splitlines()) <= 120, table
+    # every student and the teacher scored on each evaluation set
+    for name in ("dev", "heldout", "mpqa"):
+        assert set(summary["students"]["kd"]["sets"][name]["accuracy"]) == {"mean", "std"}
+        assert set(summary["students"][GUIDED]["sets"][name]["accuracy_vs_random"]) >= {"mean", "seeds"}
+    assert json.loads((repo / "metrics" / "teacher.json").read_text())["sets"].keys() == {"dev", "heldout", "mpqa"}
+    for folder in ("metrics/headline", "metrics/sets"):
+        table = sh(BIN / "dvc", "metrics", "show", folder, cwd=repo)
+        assert max(len(line) for line in table.splitlines()) <= 120, table
     sh(BIN / "dvc", "plots", "show", "-q", cwd=repo)
     plots_page = (repo / "dvc_plots" / "index.html").read_text()
     assert "loss_smoothed" in plots_page and "variant" in plots_page

@@ -88,6 +88,7 @@ def _request(folder: Path, **changes) -> ReportRequest:
         "out": folder / "report.html",
         "summary": folder / "summary.json",
         "headline": folder / "headline",
+        "set_metrics": folder / "sets",
         "retention_csv": folder / "retention.csv",
         "variant_order": ("kd", RANDOM, GUIDED),
         "teacher_eval": folder / "eval" / "teacher.json",
@@ -159,17 +160,19 @@ def test_every_variant_on_every_set_exactly(tmp_path):
         "vs_kd": 0.1667,
         "vs_kd_lo": 0.0232,
         "vs_kd_up": 0.3101,
-        "dev_accuracy": 0.7667,
-        "dev_vs_kd": 0.1667,
-        "dev_vs_kd_lo": 0.0232,
-        "dev_vs_kd_up": 0.3101,
-        "mpqa_accuracy": 0.7917,
-        "mpqa_vs_kd": 0.25,
-        "mpqa_vs_kd_lo": -0.0605,
-        "mpqa_vs_kd_up": 0.5605,
     }
-    assert headline["kd"] == {"accuracy": 0.6, "accuracy_std": 0.1, "dev_accuracy": 0.6, "mpqa_accuracy": 0.5417}
-    assert headline["teacher"] == {"dev_accuracy": 0.9, "mpqa_accuracy": 0.875}
+    # each set's DVC metrics: a folder of one file per variant and the teacher's, with the dev headline's names
+    sets = {(p.parent.name, p.stem): json.loads(p.read_text()) for p in (tmp_path / "sets").glob("*/*.json")}
+    assert sets[("mpqa", GUIDED)] == {
+        "accuracy": 0.7917,
+        "accuracy_std": 0.0722,
+        "retention": 0.9048,
+        "vs_kd": 0.25,
+        "vs_random": 0.125,
+    }
+    assert sets[("mpqa", "kd")] == {"accuracy": 0.5417, "accuracy_std": 0.0722, "retention": 0.619, "vs_random": -0.125}
+    assert sets[("dev", "teacher")] == {"accuracy": 0.9} and sets[("mpqa", "teacher")] == {"accuracy": 0.875}
+    assert sets[("dev", GUIDED)]["accuracy"] == headline[GUIDED]["accuracy"]
 
     with (tmp_path / "retention.csv").open() as handle:
         rows = list(csv.DictReader(handle))

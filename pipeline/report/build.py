@@ -52,6 +52,7 @@ class ReportRequest:
     out: Path  # the HTML page
     summary: Path | None = None  # aggregated metrics JSON
     headline: Path | None = None  # folder of one small JSON per variant: the DVC metrics
+    set_metrics: Path | None = None  # folder of one folder per evaluation set, one small JSON per variant in each
     loss_csv: Path | None = None
     comparison_csv: Path | None = None
     caches: tuple[Path, ...] = ()  # caches whose dev partitions give the heatmaps' teacher maps
@@ -153,7 +154,10 @@ def build_report(request: ReportRequest) -> ReportResult:
         request.summary.write_text(json.dumps(recorded, indent=2) + "\n", encoding="utf-8")
         written.append(request.summary)
     if request.headline is not None:
-        written += write_headline(summary, request.headline)
+        written += write_headline(summary.headline(), request.headline, summary)
+    if request.set_metrics is not None:
+        for name, figures in summary.set_headlines().items():
+            written += write_headline(figures, request.set_metrics / name, summary)
     if request.loss_csv is not None:
         write_loss_csv(runs, request.loss_csv)
         written.append(request.loss_csv)
@@ -189,10 +193,9 @@ def report_notes(summary: ExperimentSummary) -> list[str]:
     return notes
 
 
-def write_headline(summary: ExperimentSummary, folder: Path) -> list[Path]:
+def write_headline(figures: dict[str, dict[str, float]], folder: Path, summary: ExperimentSummary) -> list[Path]:
     """One ``<variant>.json`` per variant and ``teacher.json`` in ``folder`` (``dvc repro`` empties the folder,
     an output of the report stage, before the stage runs)."""
-    figures = summary.headline()
     if "teacher" in {v.variant for v in summary.variants}:
         raise EgkdError("a variant is named 'teacher', which the headline folder keeps for the teacher")
     folder.mkdir(parents=True, exist_ok=True)

@@ -177,9 +177,9 @@ class ExperimentSummary:
     def headline(self) -> dict[str, dict[str, float]]:
         """The figures compared across experiments, per variant (and ``teacher``): the dev metric's mean and
         std over seeds, the agreement (Spearman) with the teacher on its own family, and the paired difference
-        to the reference with its 95 % interval (``vs_kd``, ``vs_kd_lo``, ``vs_kd_up``); per evaluation set the same
-        two (``mpqa_accuracy``, ``mpqa_vs_kd``...). DVC sorts a file's keys, and these names sort in that reading
-        order; the figures are rounded to 4 decimals."""
+        to the reference with its 95 % interval (``vs_kd``, ``vs_kd_lo``, ``vs_kd_up``). DVC sorts a file's keys,
+        and these names sort in that reading order; the figures are rounded to 4 decimals. The evaluation sets'
+        figures are :meth:`set_headlines`."""
         main = self.main_name
         out: dict[str, dict[str, float]] = {}
         for v in self.variants:
@@ -192,14 +192,17 @@ class ExperimentSummary:
                 entry[key] = d.mean
                 if d.low is not None and d.high is not None:
                     entry[f"{key}_lo"], entry[f"{key}_up"] = d.low, d.high
-            if self.sets is not None:
-                entry.update(self.sets.headline(v.variant))
-            out[v.variant] = {k: round(x, 4) + 0.0 for k, x in entry.items()}
-        teacher = {} if self.teacher is None else {main: self.teacher.main}
-        teacher.update(self.sets.teacher_headline() if self.sets is not None else {})
-        if teacher:
-            out["teacher"] = {k: round(x, 4) + 0.0 for k, x in teacher.items()}
+            out[v.variant] = _rounded(entry)
+        if self.teacher is not None:
+            out["teacher"] = _rounded({main: self.teacher.main})
         return out
+
+    def set_headlines(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per evaluation set, per variant (and ``teacher``) its DVC metrics (``SetVariant.headline``), rounded to 4
+        decimals; empty without evaluation sets."""
+        if self.sets is None:
+            return {}
+        return {name: {v: _rounded(f) for v, f in rows.items()} for name, rows in self.sets.headlines().items()}
 
     def rows(self) -> list[tuple[VariantSummary, str | None]]:
         """The comparison table's rows: one per variant and agreement method (one row without any)."""
@@ -415,3 +418,7 @@ def read_teacher(model: Path) -> TeacherSummary | None:
         return TeacherSummary(raw["dev"]["main_name"], float(raw["dev"]["main"]), raw.get("train_examples"))
     except (KeyError, TypeError, ValueError):
         raise EgkdError(f"{path}: not the metrics.json of egkd finetune") from None
+
+
+def _rounded(figures: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 4) + 0.0 for key, value in figures.items()}

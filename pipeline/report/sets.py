@@ -86,13 +86,15 @@ class SetVariant:
         return entry
 
     def headline(self, reference: str) -> dict[str, float]:
-        """``<set>_<metric>`` (the mean) and the paired difference to the reference with its interval."""
-        entry = {f"{self.set}_{self.main_name}": self.main.mean}
-        if self.versus is not None:
-            d, key = self.versus.difference, f"{self.set}_vs_{reference}"
-            entry[key] = d.mean
-            if d.low is not None and d.high is not None:
-                entry[f"{key}_lo"], entry[f"{key}_up"] = d.low, d.high
+        """The set's DVC metrics of this variant: the main metric's mean and std over seeds (the names of the dev
+        headline's), its retention of the teacher's, and the paired differences to the reference (``vs_kd``) and to
+        KD on random views (``vs_random``); the intervals are in ``summary.json``."""
+        entry = {self.main_name: self.main.mean, f"{self.main_name}_std": self.main.std}
+        if self.retention is not None:
+            entry["retention"] = self.retention.mean
+        for name, comparison in ((reference, self.versus), (RANDOM, self.versus_random)):
+            if comparison is not None:
+                entry[f"vs_{name}"] = comparison.difference.mean
         return entry
 
 
@@ -112,8 +114,14 @@ class SetsSummary:
     def student_json(self, variant: str) -> dict[str, Any]:
         return {row.set: row.to_json(self.reference) for row in self.of(variant)}
 
-    def headline(self, variant: str) -> dict[str, float]:
-        return {key: value for row in self.of(variant) for key, value in row.headline(self.reference).items()}
+    def headlines(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Per set, the DVC metrics of every variant (:meth:`SetVariant.headline`) and of the teacher."""
+        out: dict[str, dict[str, dict[str, float]]] = {name: {} for name in self.names}
+        for row in self.rows:
+            out[row.set][row.variant] = row.headline(self.reference)
+        for name, metrics in self.teacher.items():
+            out.setdefault(name, {})["teacher"] = {metrics.main_name: metrics.main}
+        return out
 
     def teacher_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -124,9 +132,6 @@ class SetsSummary:
                 entry["one_class"] = round(metrics.one_class.share, 6)
             out[name] = entry
         return out
-
-    def teacher_headline(self) -> dict[str, float]:
-        return {f"{name}_{metrics.main_name}": metrics.main for name, metrics in self.teacher.items()}
 
 
 def random_views(variants: Iterable[VariantParams], distill: DistillParams) -> str | None:
