@@ -332,8 +332,21 @@ def test_listed_only_leaves_out_the_variants_and_seeds_the_experiment_does_not_l
     left = sorted(f"{v}-s{s}" for v, s in CORRECT if v not in ("kd", "gradient") or s not in (0, 1))
     assert result.notes[-1] == f"Left out, not listed by the experiment's variants and seeds: {', '.join(left)}."
     assert result.students == 4
-    with pytest.raises(EgkdError, match=r"none of the \d+ evaluations is of a variant and seed that the experiment"):
+    with pytest.raises(EgkdError, match=r"none of the \d+ evaluated models is of a variant and seed that the"):
         build_report(dataclasses.replace(request, variant_order=("other",)))
+    # another experiment's evaluations in the folder (another task's, as a profile run in the same workspace leaves
+    # them) are left out before the tasks are compared
+    other = tmp_path / "eval" / "old-s0.json"
+    other.write_text(
+        json.dumps(
+            {
+                **json.loads((tmp_path / "eval" / "kd-s0.json").read_text()),
+                "task": "trec",
+                "model": "models/students/old-s0",
+            }
+        )
+    )
+    assert build_report(request).notes[-1].endswith(f"{', '.join(sorted([*left, 'old-s0']))}.")
 
 
 def test_report_errors_are_one_line(experiment, tmp_path):

@@ -31,11 +31,13 @@ from pipeline.config import ExplainParams
 from pipeline.errors import EgkdError
 from pipeline.report.compare import DEFAULT_REFERENCE, Comparison
 from pipeline.report.data import (
+    Evaluation,
     ExperimentSummary,
     StudentRun,
     evaluation_files,
     read_evaluation,
     read_teacher,
+    split_name,
     student_runs,
     summarise,
 )
@@ -92,30 +94,37 @@ def representatives(runs: list[StudentRun], order: list[str]) -> list[HeatmapStu
     return chosen
 
 
-def listed(runs: list[StudentRun], request: ReportRequest) -> tuple[list[StudentRun], list[str]]:
-    """With ``listed_only``, the runs of the listed variants and seeds, and the names of the rest."""
+def listed(evaluations: list[Evaluation], request: ReportRequest) -> tuple[list[Evaluation], list[str]]:
+    """With ``listed_only``, the evaluations of the listed variants and seeds, and the names of the rest's models
+    (an experiment folder may hold another experiment's evaluations: another task's, left out before any check)."""
     if not request.listed_only:
-        return runs, []
-    keep = [r for r in runs if r.variant in request.variant_order and r.seed in request.seeds]
-    kept = {r.name for r in keep}
+        return evaluations, []
+    names = {e.model: Path(e.model).name for e in evaluations}
+    keep = [e for e in evaluations if _is_listed(names[e.model], request)]
     if not keep:
         raise EgkdError(
-            f"none of the {len(runs)} evaluations is of a variant and seed that the experiment lists "
+            f"none of the {len(set(names))} evaluated models is of a variant and seed that the experiment lists "
             f"(variants {', '.join(request.variant_order)}; seeds {', '.join(map(str, request.seeds))})"
         )
-    return keep, sorted(r.name for r in runs if r.name not in kept)
+    kept = {e.model for e in keep}
+    return keep, sorted({name for model, name in names.items() if model not in kept})
+
+
+def _is_listed(name: str, request: ReportRequest) -> bool:
+    variant, seed = split_name(name)
+    return variant in request.variant_order and seed in request.seeds
 
 
 def build_report(request: ReportRequest) -> ReportResult:
     teacher_eval = None if request.teacher_eval is None else read_evaluation(request.teacher_eval)
     files = [p for p in evaluation_files(request.evals) if teacher_eval is None or not p.samefile(teacher_eval.path)]
-    evaluations = [read_evaluation(path) for path in files]
+    evaluations, left_out = listed([read_evaluation(path) for path in files], request)
     tasks = sorted({e.task for e in evaluations} | ({teacher_eval.task} if teacher_eval else set()))
     if len(tasks) > 1:
         raise EgkdError(f"the evaluations are of different tasks ({', '.join(tasks)}); report one task at a time")
     if not evaluations:
         raise EgkdError(f"no student evaluations in {', '.join(map(str, request.evals))}, only the teacher's")
-    runs, left_out = listed(student_runs(evaluations), request)
+    runs = student_runs(evaluations)
     teacher = read_teacher(request.teacher) if request.teacher is not None else None
     summary = summarise(
         runs,
