@@ -163,9 +163,13 @@ def bar_chart(
             f'<line x1="{hi:.1f}" x2="{hi:.1f}" y1="{mid - 5:.1f}" y2="{mid + 5:.1f}" class="whisker"/>'
         )
     if reference is not None:
+        x = sx(reference)
+        # the label right of the line, or left of it where it would run off the chart (a reference at the axis' end)
+        fits = x + 4 + 7 * len(reference_label) <= width
+        anchor = f'x="{x + 4:.1f}"' if fits else f'x="{x - 4:.1f}" text-anchor="end"'
         parts.append(
-            f'<line x1="{sx(reference):.1f}" x2="{sx(reference):.1f}" y1="{top - 4}" y2="{bottom}" '
-            f'class="reference"/><text x="{sx(reference) + 4:.1f}" y="{top + 8}" class="tick">'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top - 4}" y2="{bottom}" '
+            f'class="reference"/><text {anchor} y="{top + 8}" class="tick">'
             f"{escape(reference_label)}</text>"
         )
     parts.append(
