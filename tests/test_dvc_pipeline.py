@@ -125,11 +125,13 @@ def tiny_params(base_model: Path) -> dict:
 def test_dvc_yaml_resolves_with_the_repository_params():
     """Every stage calls egkd with params.yaml; paths only in dvc.yaml; one stage per variant and seed."""
     from dvc.repo import Repo
+    from dvc.stage import PipelineStage
 
     from pipeline.config import load_params
 
     params = load_params(REPO / "params.yaml")
-    stages = {stage.name: stage for stage in Repo(str(REPO)).index.stages}
+    # the pipeline's stages (data/sets/*.dvc are stages too, without a name)
+    stages = {s.name: s for s in Repo(str(REPO)).index.stages if isinstance(s, PipelineStage)}
     runs = len(params.experiment.variants) * len(params.experiment.seeds)
     assert len([n for n in stages if n.startswith("distill@")]) == runs
     assert len([n for n in stages if n.startswith("evaluate@")]) == runs
