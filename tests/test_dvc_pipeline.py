@@ -205,7 +205,7 @@ def _view_variants(params) -> dict[str, tuple]:
 @pytest.mark.parametrize("profile", ["params.yaml", "profiles/medium.yaml"])
 def test_the_view_variants_and_their_fair_baseline(profile):
     """finetune and kd see no views; kd-random trains on random views, as many as the guided variants; a
-    `<method>-views` variant is its family's objective with guided views, beside the same without (medium); a
+    `<method>-views` variant is its family's objective with guided views; a
     `kd-<kind>` variant is KD on guided views of that kind; `<method>-<family>-<kind>` (or `kd-<family>-<kind>`) an
     objective with another family's views of that kind, the family as grad, occl or fs."""
     from pipeline.config import load_params
@@ -225,20 +225,28 @@ def test_the_view_variants_and_their_fair_baseline(profile):
             assert name == f"{'kd' if method == 'none' else method}-{short[borrowed]}-{kind}"
         else:
             assert name == (f"kd-{kind}" if method == "none" else f"{method}-views")
-        if profile == "profiles/medium.yaml":
-            assert variants[method] == (method, *no_views)  # every family with and without its views
 
 
-def test_the_medium_profile_is_low_resource_with_five_seeds(glue_dir):
+def test_the_medium_profile_is_the_evaluation_set_study(glue_dir):
+    """Five seeds of 3-layer students cut from a stronger teacher, on 2,000 sentences; KD, KD on random views and
+    KD on views each family's map chooses, preserving and contrastive, and a guided objective; every student scored
+    on dev, on SST-2 training sentences no stage reads, and on MPQA."""
     from pipeline.config import load_params
+    from pipeline.methods import Method
 
     params = load_params(REPO / "profiles" / "medium.yaml")
-    assert params.experiment.train_examples <= 2000 and params.experiment.seeds == (0, 1, 2, 3, 4)
+    assert params.experiment.train_examples == 2000 and params.experiment.seeds == (0, 1, 2, 3, 4)
     assert params.data.train_limit is not None and params.data.train_limit > 4000  # a stronger teacher
+    assert params.distill.student == "teacher" and params.distill.layers == 3
     assert [m.value for m in params.experiment.methods] == ["gradient", "perturbation", "feature_selection"]
-    assert {"finetune", "kd", "kd-random"} | {
-        f"{m}{s}" for m in ("gradient", "perturbation", "feature_selection") for s in ("", "-views")
-    } == {v.name for v in params.experiment.variants}
+    variants = _view_variants(params)
+    assert {"kd", "kd-random", "kd-preserving", "kd-contrastive", "gradient-occl-contrastive"} <= set(variants)
+    kd_views = [v for v in params.experiment.variants if variants[v.name][0] == "none" and variants[v.name][2]]
+    assert {v.family(params.distill) for v in kd_views} == {None, *Method}  # random, and each family's map choosing
+    sets = params.experiment.eval_sets
+    assert list(sets) == ["dev", "heldout", "mpqa"] and sets["mpqa"].data == "mpqa"
+    heldout = sets["heldout"]
+    assert heldout.split == "train" and heldout.skip >= params.data.train_limit and heldout.data is None
 
 
 def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
