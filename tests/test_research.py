@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.errors import EgkdError
@@ -172,3 +173,27 @@ def test_word_views_cli_writes_a_glue_folder(tmp_path, tiny_model_dir, glue_dir)
     with pytest.raises(SystemExit, match="error: --limit, --views and --neighbours must be positive"):
         word_views.main(["--data", str(glue_dir), "--teacher", str(tiny_model_dir), "--limit", "0",
                          "--mode", "mask", "--out", str(out)])  # fmt: skip
+
+
+def test_by_length_exact_on_hand_made_hits():
+    """Four examples of 1, 2, 3 and 6 words, two seeds: each bucket's reference accuracy and paired differences in
+    points, and the row over all examples."""
+    from research.by_length import by_length
+
+    words = np.array([1, 2, 3, 6])
+    hits = {
+        "ref": [np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool)],
+        "a": [np.array([1, 1, 1, 0], bool), np.array([1, 1, 0, 1], bool)],
+    }
+    rows = by_length(words, hits, "ref")
+    assert [(b.label, b.count, b.reference_accuracy) for b in rows] == [
+        ("1", 1, 1.0),
+        ("2", 1, 0.5),
+        ("3-4", 1, 0.0),
+        ("5-9", 1, 0.0),
+        ("all", 4, 0.375),
+    ]
+    diffs = [b.differences["a"] for b in rows]
+    assert [d.mean for d in diffs] == [0.0, 50.0, 50.0, 50.0, 37.5]
+    assert (diffs[0].low, diffs[0].high) == (0.0, 0.0)  # the same on both seeds: no spread
+    assert diffs[4].std == pytest.approx(17.677669529663689)  # differences 25 and 50 points
