@@ -7,6 +7,8 @@ same statistic the report gives for the whole set. Used for the medium profile's
 (docs/results.md):
 
     python -m research.by_length RUN_DIR --set mpqa --reference kd-random
+    egkd profile medium --out /tmp/medium.yaml && python -m research.by_length . --params /tmp/medium.yaml \
+        --evals metrics/medium/eval --set mpqa   # the committed medium run
 """
 
 from __future__ import annotations
@@ -61,11 +63,14 @@ def by_length(words: np.ndarray, hits: Mapping[str, Sequence[np.ndarray]], refer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run's folder (params.yaml, metrics/eval/, data/sets/)")
+    parser.add_argument("--params", type=Path, help="its params file (default: RUN/params.yaml)")
+    parser.add_argument("--evals", type=Path, help="its evaluations (default: RUN/metrics/eval)")
     parser.add_argument("--set", dest="set_name", required=True)
     parser.add_argument("--reference", default="kd-random")
     args = parser.parse_args()
 
-    params = load_params(args.run / "params.yaml")
+    params = load_params(args.params or args.run / "params.yaml")
+    evals = args.evals or args.run / "metrics" / "eval"
     data = open_source(args.run / "data" / "sets" / params.data.task, params.data)
     chosen = params.experiment.eval_sets[args.set_name]
     examples = open_set(args.set_name, chosen, data, params.data, args.run / "data" / "sets").load().examples
@@ -73,7 +78,7 @@ def main() -> None:
     words = np.array([len(e.text_a.split()) + len((e.text_b or "").split()) for e in examples])
 
     def correct(variant: str, seed: int) -> np.ndarray:
-        record = json.loads((args.run / "metrics" / "eval" / f"{variant}-s{seed}.json").read_text())
+        record = json.loads((evals / f"{variant}-s{seed}.json").read_text())
         classes = np.array(record["sets"][args.set_name]["predictions"]["classes"])
         if classes.shape != labels.shape:
             raise SystemExit(f"{variant}-s{seed}: {classes.size} predictions for {labels.size} examples")
