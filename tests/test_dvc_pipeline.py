@@ -249,6 +249,24 @@ def test_the_medium_profile_is_the_evaluation_set_study(glue_dir):
     assert heldout.split == "train" and heldout.skip >= params.data.train_limit and heldout.data is None
 
 
+def test_the_fraction_study_is_the_medium_profile_with_wider_views():
+    """research/profiles/medium-fraction.yaml: the medium profile's teacher, students and sets (so DVC's run cache
+    gives it the medium teacher), views masking 40% of the tokens, KD and the view variants of the occlusion cache."""
+    from pipeline.config import load_params
+    from pipeline.profiles import profile_params
+
+    medium = load_params(REPO / "profiles" / "medium.yaml")
+    study = profile_params(str(REPO / "research" / "profiles" / "medium-fraction.yaml"))
+    assert (study.data, study.finetune, study.distill) == (medium.data, medium.finetune, medium.distill)
+    assert study.explain.views.fraction == 0.4 and medium.explain.views.fraction == 0.2
+    same = ("seeds", "train_examples", "agreement_examples", "eval_sets")
+    assert all(getattr(study.experiment, key) == getattr(medium.experiment, key) for key in same)
+    names = ["kd", "kd-random", "kd-preserving", "kd-contrastive"]
+    assert [v.name for v in study.experiment.variants] == names
+    assert all(study.experiment.variant(n).options == medium.experiment.variant(n).options for n in names)
+    assert {v.cache.value for v in study.experiment.variants} == {"perturbation"}
+
+
 def test_gpu_profile_is_the_whole_of_sst2_offline(glue_dir):
     """profiles/gpu.yaml: every SST-2 training sentence through stage one and the students, the whole dev set,
     the packaged MiniLM-L6 (no hub), 5 variants x 3 seeds of 3-layer students on the GPU."""
