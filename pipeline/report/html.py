@@ -30,7 +30,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24p
 color:#222;padding:0 16px;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 .meta{color:#555}.note{color:#666;font-size:.9em}
-table.cmp{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.6em 0}
+table.cmp{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:.6em 0;display:block;overflow-x:auto;
+max-width:100%}
 table.cmp th,table.cmp td{border:1px solid #ddd;padding:5px 10px;text-align:right;white-space:nowrap}
 table.cmp th{background:#f4f5f7}table.cmp td:first-child,table.cmp th:first-child,table.cmp .name{text-align:left}
 table.cmp td.best{font-weight:700;background:#eef6ee}table.cmp tr.teacher td{color:#555;font-style:italic}
