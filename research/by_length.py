@@ -14,7 +14,6 @@ same statistic the report gives for the whole set. Used for the medium profile's
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from pipeline.config import load_params
 from pipeline.evaluate.sets import open_set
+from pipeline.report.data import read_evaluation
 from pipeline.report.stats import PairedDifference, paired_difference
 from pipeline.sources import open_source
 
@@ -74,20 +74,18 @@ def main() -> None:
     data = open_source(args.run / "data" / "sets" / params.data.task, params.data)
     chosen = params.experiment.eval_sets[args.set_name]
     examples = open_set(args.set_name, chosen, data, params.data, args.run / "data" / "sets").load().examples
-    labels = np.array([e.label for e in examples])
     words = np.array([len(e.text_a.split()) + len((e.text_b or "").split()) for e in examples])
 
     def correct(variant: str, seed: int) -> np.ndarray:
-        record = json.loads((evals / f"{variant}-s{seed}.json").read_text())
-        classes = np.array(record["sets"][args.set_name]["predictions"]["classes"])
-        if classes.shape != labels.shape:
-            raise SystemExit(f"{variant}-s{seed}: {classes.size} predictions for {labels.size} examples")
-        return classes == labels
+        predictions = read_evaluation(evals / f"{variant}-s{seed}.json").sets[args.set_name].predictions
+        if predictions is None or len(predictions.classes) != words.size:
+            raise SystemExit(f"{variant}-s{seed}: no predictions for the {words.size} examples of {args.set_name}")
+        return predictions.correct()
 
     seeds = params.experiment.seeds
     names = [v.name for v in params.experiment.variants]
     buckets = by_length(words, {v: [correct(v, s) for s in seeds] for v in names}, args.reference)
-    print(f"{args.set_name}: {labels.size} examples; paired differences to {args.reference}, points [95% CI]")
+    print(f"{args.set_name}: {words.size} examples; paired differences to {args.reference}, points [95% CI]")
     others = [v for v in names if v != args.reference]
     header = ["words", "examples", f"{args.reference} accuracy", *others]
     print("| " + " | ".join(header) + " |")
