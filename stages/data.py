@@ -60,3 +60,25 @@ def add(
     )
     for line in add_data(request).lines():
         typer.echo(line)
+
+
+@app.command("digest")
+@user_errors
+def digest(
+    data: Annotated[Path, typer.Option("--data", help="The task's data folder (data/sets/<task> in dvc.yaml).")],
+    sets_root: Annotated[
+        Path, typer.Option("--sets-root", help="The folder that holds the evaluation sets' data folders.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write: {folder: sha256}.")],
+    params_file: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Write the sha256 of every data folder the evaluations read: the task's and each of experiment.eval_sets'.
+
+    dvc.yaml's evaluations depend on this file rather than on all of data/sets, so that adding or changing a data
+    set they do not read reruns none of them.
+    """
+    from pipeline.data_digest import evaluation_digest, write_digest
+
+    folders = evaluation_digest(data, read_params(params_file).experiment.eval_sets, sets_root)
+    write_digest(folders, out)
+    typer.echo(f"{out}: the digest of {len(folders)} data folder(s): {', '.join(folders)}")
