@@ -33,7 +33,10 @@ def test_a_folder_digest_is_its_files_paths_sizes_and_bytes(tmp_path):
     root = make_sets(tmp_path)
     expected = hashlib.sha256(b"SST-2/dev.tsv\x0022\x00sentence\tlabel\ngood\t1\n").hexdigest()
     assert folder_digest(root / "sst2") == expected
-    assert folder_digest(root / "mpqa" / "test.csv") == hashlib.sha256(b"test.csv\x0018\x00text,label\nfine,1\n").hexdigest()
+    assert (
+        folder_digest(root / "mpqa" / "test.csv")
+        == hashlib.sha256(b"test.csv\x0018\x00text,label\nfine,1\n").hexdigest()
+    )
     (root / "sst2" / "empty").mkdir()  # an empty folder counts nothing
     assert folder_digest(root / "sst2") == expected
     (root / "sst2" / "SST-2" / "dev.tsv").rename(root / "sst2" / "SST-2" / "dev2.tsv")  # a renamed file does
