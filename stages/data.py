@@ -1,4 +1,5 @@
-"""``egkd data add``: bring a data set into the workspace (copied under a folder dvc.yaml reads, tracked by DVC)."""
+"""``egkd data add``: bring a data set into the workspace (copied under a folder dvc.yaml reads, tracked by DVC);
+``egkd data digest``: the sha256 of the folders the evaluations read (the file their DVC stages depend on)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pipeline.config import DataParams
 from stages.common import DATA_OPTIONS_SKIPPED, ParamsOption, data_params, read_params, user_errors
 from stages.settings import NOTHING_CHOSEN, Chosen, section_options
 
-app = typer.Typer(help="Bring a data set into the workspace.", no_args_is_help=True)
+app = typer.Typer(
+    help="The data sets in the workspace: bring one in, or digest those the evaluations read.", no_args_is_help=True
+)
 
 
 @app.command("add")
