@@ -469,6 +469,11 @@ class EvalSetParams:
     )
     label_column_name: str = setting("label", "Own data: the label column.")
 
+    def folder(self, sets_root: Path) -> Path | None:
+        """The set's data folder under ``sets_root`` (what ``egkd evaluate --sets-root`` names); None for the task's
+        own data."""
+        return None if self.data is None else sets_root / self.data
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExperimentParams:

@@ -40,9 +40,9 @@ def evaluation_folders(data: Path, sets: Mapping[str, EvalSetParams], sets_root:
     """The task's data and the folder of every set that reads another (``<sets_root>/<set's data>``), once each."""
     folders = [data]
     for name, chosen in sets.items():
-        if chosen.data is None:
+        folder = chosen.folder(sets_root)  # the folder `egkd evaluate --sets-root` opens for the set
+        if folder is None:
             continue
-        folder = sets_root / chosen.data
         if not folder.exists():
             raise EgkdError(f"eval set {name!r}: data folder not found: {folder} (add it with `egkd data add`)")
         if folder not in folders:

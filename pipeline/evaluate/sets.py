@@ -72,13 +72,13 @@ def open_sets(
 
 def open_set(name: str, chosen: EvalSetParams, data: DataSource, params: DataParams, root: Path | None) -> EvalSet:
     end = None if chosen.limit is None else chosen.skip + chosen.limit
+    folder = chosen.folder(root) if root is not None else None
     if chosen.data is None:
         if chosen.split == DEV and params.dev_limit is not None:  # the dev evaluation's examples, as it reads them
             end = params.dev_limit if end is None else min(end, params.dev_limit)
         return EvalSet(name=name, source=data, split=chosen.split, skip=chosen.skip, end=end)
-    if root is None:
+    if folder is None:
         raise EgkdError(f"eval set {name!r} reads the data folder {chosen.data!r}: name the folder that holds it")
-    folder = root / chosen.data
     if not folder.exists():
         raise EgkdError(f"eval set {name!r}: data folder not found: {folder}")
     return EvalSet(
