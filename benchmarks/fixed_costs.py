@@ -7,7 +7,10 @@
 * reading the training cache of SST-2's 67,349 rows into the student's inputs, in process:
   :func:`pipeline.distill.inputs.load_inputs` (every part read, checksummed and digested) and
   :func:`pipeline.cache.project.to_student_examples` (target: 1 s for both); and, for scale, padding every batch of
-  one epoch (:func:`pipeline.cache.project.collate_students`, batches of 32).
+  one epoch (:func:`pipeline.cache.project.collate_students`, batches of 32);
+* with ``--process-only``, what every computing stage pays before its work, as fresh processes: starting Python,
+  importing torch and transformers' model stack, and creating the device's context (``--device cuda``: the CUDA
+  context). The first run is reported apart, since a freshly started machine reads the libraries from a cold disk.
 
 The cache read is synthetic, written with the real writer (:func:`pipeline.cache.format.explained_table`,
 :func:`pipeline.cache.store.write_table`): the gradient family's rows (the map, its magnitude, the 3 x 4 views every
@@ -17,6 +20,7 @@ whatever the values. Every figure is the fastest of ``--repeats`` runs; on a sha
 
     python -m benchmarks.fixed_costs                   # about 2 minutes on 2 cores (the explained split: 80 s)
     python -m benchmarks.fixed_costs --rows 4000 --explain-rows 4000 --repeats 3
+    python -m benchmarks.fixed_costs --process-only --device cuda --repeats 4   # a few seconds a run
 """
 
 from __future__ import annotations
@@ -160,6 +164,40 @@ def fresh(args: list[str], cwd: Path, repeats: int) -> float:
     return best
 
 
+# A computing process's start: the seconds of its imports and of its first operation on the device, printed as JSON.
+PROCESS_START = """
+import json, sys, time
+start = time.perf_counter()
+import torch
+from transformers import BertForSequenceClassification  # the model stack itself (the Auto classes are lazy)
+imported = time.perf_counter()
+torch.zeros(1, device=sys.argv[1]).add(1).sum().item()
+print(json.dumps([imported - start, time.perf_counter() - imported]))
+"""
+
+
+def process_start(device: str, repeats: int) -> dict[str, float]:
+    """A computing stage's start as ``repeats`` fresh processes: the first run's seconds, then the fastest other run's
+    (wall time, of which the imports, of which the device context)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = []
+    for _ in range(max(repeats, 2)):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", PROCESS_START, device], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"a process on {device} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+        imports, context = json.loads(done.stdout.strip().splitlines()[-1])
+        runs.append((wall, imports, context))
+    first, best = runs[0], min(runs[1:])
+    results = {}
+    for name, run in (("first run", first), ("fastest of the others", best)):
+        results[f"process start on {device}, {name}: wall"] = run[0]
+        results[f"process start on {device}, {name}: imports"] = run[1]
+        results[f"process start on {device}, {name}: device context"] = run[2]
+    return results
+
+
 def fastest(run: Callable[[], object], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
@@ -200,8 +238,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GLUE folder holding SST-2")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    parser.add_argument("--process-only", action="store_true", help="only a computing process's start")
+    parser.add_argument("--device", default="cpu", help="the device of --process-only (cpu, cuda)")
     args = parser.parse_args()
-    results = run(args.rows, args.explain_rows, args.data.resolve(), args.repeats)
+    if args.process_only:
+        results = process_start(args.device, args.repeats)
+    else:
+        results = run(args.rows, args.explain_rows, args.data.resolve(), args.repeats)
     print("| what | seconds | target |")
     print("|---|---:|---:|")
     for name, seconds in results.items():

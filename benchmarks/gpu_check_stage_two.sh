@@ -15,7 +15,7 @@
 #   DVC_WHEELS=DIR       where `dvc` is missing, install it from the wheels in DIR (benchmarks/dvc-repro-wheels.txt)
 #   CHECK_BENCHMARK=0    skip the stage-two benchmark (the profile then has the whole budget)
 #   CHECK_PROFILE=NAME   the profile to run (default gpu; a name in profiles/ or a path)
-#   CHECK_DEVICE=cpu     run the benchmark on the CPU (to try the plumbing without a GPU)
+#   CHECK_DEVICE=cpu     run the benchmarks on the CPU (default: cuda where torch sees it)
 #   PROFILE_TIMEOUT=S    the profile's limit in seconds (default: what is left of 585 s)
 #   CHECK_RESUME=1       keep the outputs of an earlier call on this machine: `dvc repro` runs only what is left
 set -euo pipefail
@@ -54,10 +54,14 @@ elif ! git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || true
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())' >> "$OUT/gpu.txt"
+DEVICE=${CHECK_DEVICE:-$("$PYTHON" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
+# What every computing stage pays before its work (Python, torch and transformers' imports, the device context), as
+# four fresh processes: the first on a cold disk, then the fastest of three (a few seconds each).
+timeout 90 "$PYTHON" -m benchmarks.fixed_costs --process-only --device "$DEVICE" --repeats 4 >> "$OUT/gpu.txt" 2>&1 || true
 
 # 1. The stage-two benchmark (about a minute): plain, vanilla KD and every objective, cached and online.
 if [ "${CHECK_BENCHMARK:-1}" != 0 ]; then
-  timeout 120 "$PYTHON" -u -m benchmarks.stage_two --device "${CHECK_DEVICE:-cuda}" --quick --teacher "$MODEL" \
+  timeout 120 "$PYTHON" -u -m benchmarks.stage_two --device "$DEVICE" --quick --teacher "$MODEL" \
     --data "$DATA/glue" --out "$OUT" --machine gpu 2>&1 | stamp | tee "$OUT/stage-two.log" || true
 fi
 

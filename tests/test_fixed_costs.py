@@ -252,3 +252,16 @@ def test_the_benchmark_times_every_fixed_cost(glue_dir):
     found = run(rows=300, explain_rows=16, data=glue_dir, repeats=1, dev_rows=8)
     assert len(found) == 9 and all(0 < seconds < 300 for seconds in found.values()), found
     assert any(name.startswith("load: load_inputs (300 rows)") for name in found)
+
+
+def test_the_benchmark_times_a_computing_process_start():
+    from benchmarks.fixed_costs import process_start
+
+    found = process_start("cpu", repeats=2)
+    assert len(found) == 6 and all(0 < seconds < 300 for seconds in found.values()), found
+    for run in ("first run", "fastest of the others"):
+        wall, imports, context = (found[f"process start on cpu, {run}: {part}"] for part in
+                                  ("wall", "imports", "device context"))  # fmt: skip
+        assert wall > imports + context
+    with pytest.raises(RuntimeError, match="a process on nosuch failed"):
+        process_start("nosuch", repeats=2)

@@ -113,6 +113,8 @@ def test_the_check_script_runs_a_tiny_profile_on_the_cpu(glue_dir, tmp_path):
         "gpu-profile.log",
         "gpu.txt",
     ]
+    machine = (out / "gpu.txt").read_text(encoding="utf-8")
+    assert "| process start on cpu, fastest of the others: imports |" in machine, machine
     times = json.loads((out / "gpu-profile-timings.json").read_text(encoding="utf-8"))
     students = [f"distill@{name}-0" for name in params["experiment"]["variants"]]
     assert {"finetune", "evaluate_teacher", "report", *students} <= set(times["stages"])
