@@ -28,6 +28,7 @@ from pathlib import Path
 from pipeline.config import DataParams
 from pipeline.data import HUB, tsv_path
 from pipeline.errors import EgkdError
+from pipeline.intake_check import changed_settings, read_back
 from pipeline.own_data import DEV, TEST, TRAIN, SourceKind, SplitSource, find_splits, source_kind
 from pipeline.sources import DataSource, is_glue_folder, open_source, own_spec
 from pipeline.tables import Table, read_hub, read_table
@@ -47,15 +48,21 @@ class AddRequest:
 @dataclass(frozen=True, kw_only=True)
 class AddedData:
     out: Path
-    task: str
     files: tuple[Path, ...]  # what was written, relative to ``out``
+    found: tuple[str, ...]  # what the stages will read: the columns, the labels, each split's rows; and notes
+    settings: tuple[str, ...]  # the ``data`` settings it was read with that are not the defaults (``key: value``)
     tracked_by: Path | None  # the ``.dvc`` file, or None when not tracked
+    track_skipped: bool = False  # tracking was asked for, but the working directory is no DVC repository
 
     def lines(self) -> list[str]:
         files = ", ".join(str(f) for f in self.files)
-        said = [f"added {self.task} data to {self.out}: {files}"]
+        said = [f"added {self.out}: {files}", *self.found]
+        if self.settings:
+            said.append(f"the stages read it with these data settings (params.yaml): {', '.join(self.settings)}")
         if self.tracked_by is not None:
             said.append(f"tracked by {self.tracked_by}: commit it with git (`git add {self.tracked_by}`)")
+        elif self.track_skipped:
+            said.append("not tracked: this folder is not a DVC repository's root (run `dvc add` from there)")
         return said
 
 
@@ -64,25 +71,64 @@ def add_data(request: AddRequest) -> AddedData:
     if str(request.source) == HUB or request.params.source == HUB:
         raise EgkdError("GLUE on the hub is read directly (data.source: hub); add another hub dataset by its name")
     out = Path(request.out)
-    if out.exists() and not request.replace:
-        raise EgkdError(f"{out} exists: add the data under another folder, or pass --replace")
+    track = request.track and _in_dvc_repo()
+    _check_destination(out, request.replace, track)
     source = _checked(request.source, request.params)
     staging = out.with_name(f".{out.name}.adding")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise EgkdError(f"cannot write {out}: {err.strerror} ({err.filename})") from None
     try:
         files = _copy(source, request.source, staging)
         if request.dev_size is not None:
             files = _hold_out_dev(source, staging, files, request.dev_size, request.seed)
+        found = read_back(staging, request.params, _shown_as(request, staging, files))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
-    tracked = _dvc_add(out) if request.track and _in_dvc_repo() else None
-    name = source.task.name if isinstance(source, DataSource) else out.name
-    return AddedData(out=out, task=name, files=files, tracked_by=tracked)
+    tracked = _dvc_add(out) if track else None
+    return AddedData(
+        out=out,
+        files=files,
+        found=found,
+        settings=changed_settings(request.params, out),
+        tracked_by=tracked,
+        track_skipped=request.track and not track,
+    )
+
+
+def _shown_as(request: AddRequest, staging: Path, files: tuple[Path, ...]) -> dict[str, str]:
+    """How the read-back's errors name the copies: by the user's files they were copied from, where they are copied
+    as they are, else (a held-out dev split, a hub dataset's Parquet) by the folder they are added to."""
+    out = str(request.out)
+    if request.dev_size is not None or source_kind(request.source) is SourceKind.HUB:
+        return {str(staging): out}
+    if source_kind(request.source) is SourceKind.FILE:
+        return {str(staging / files[0]): request.source, str(staging): out}
+    return {str(staging): request.source.rstrip("/")}
+
+
+def _check_destination(out: Path, replace: bool, track: bool) -> None:
+    """Refuse, before anything is written, a folder that would replace a data set unasked, or that DVC cannot track."""
+    tracked_by = out.with_name(out.name + ".dvc")
+    if not replace:
+        if out.exists():
+            raise EgkdError(f"{out} exists: add the data under another folder, or pass --replace")
+        if tracked_by.exists():
+            raise EgkdError(
+                f"{tracked_by} exists (a tracked data set, not checked out: `dvc checkout {tracked_by}`): add the "
+                "data under another folder, or pass --replace"
+            )
+    if track and not out.resolve().is_relative_to(Path.cwd().resolve()):
+        raise EgkdError(
+            f"{out} is outside the workspace, where DVC cannot track it: name a folder inside it (data/sets/<name>), "
+            "or pass --no-dvc"
+        )
 
 
 def _checked(where: str, params: DataParams) -> DataSource | tuple[SplitSource, ...]:

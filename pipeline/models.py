@@ -74,6 +74,37 @@ def read_info(ref: str) -> ModelInfo | None:
     return ModelInfo(**json.loads(info.read_text(encoding="utf-8")))
 
 
+def config_label_names(ref: str) -> tuple[str, ...] | None:
+    """The class names a local model's ``config.json`` gives its outputs (``id2label``), in output order; None for a
+    hub id or a config without them."""
+    config = Path(resolve(ref)) / "config.json"
+    if not config.is_file():
+        return None
+    id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label")
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        return tuple(str(id2label[key]) for key in sorted(id2label, key=int))
+    except ValueError:
+        return None
+
+
+def check_label_order(ref: str, labels: tuple[str, ...] | None, role: str) -> None:
+    """Refuse a model whose outputs are the data's classes ``labels`` in another order: its predictions would be read
+    as the wrong labels, silently. Only a model whose config names the same classes (ignoring case) is compared; a
+    checkpoint's ``LABEL_0``... or other names say nothing of the data's."""
+    names = config_label_names(ref)
+    if labels is None or names is None or len(names) != len(labels):
+        return
+    ours, theirs = [n.lower() for n in names], [n.lower() for n in labels]
+    if ours != theirs and sorted(ours) == sorted(theirs):
+        raise EgkdError(
+            f"{role} {ref} outputs its labels in the order {list(names)}, the data's order is {list(labels)}: its "
+            f"predictions would be read as the wrong labels; give the {role}'s order (data.label_names: "
+            f"{json.dumps(list(names))})"
+        )
+
+
 def base_model_of(ref: str) -> str:
     """The pretrained model a fine-tuned egkd model started from (itself if unknown)."""
     info = read_info(ref)
@@ -146,9 +177,16 @@ def load_trained_classifier(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(new_head.seed)  # anything not re-initialised below is seeded too
-        model, missing = _load(ref, num_labels, None, allow_pickle)
+        model, missing, mismatched = _load(ref, num_labels, None, allow_pickle)
     if not missing:
         return model, ()
+    if mismatched and not new_head.allow:
+        names = config_label_names(ref)
+        classes = f"{len(names)} labels ({', '.join(names)})" if names else "another number of labels"
+        raise EgkdError(
+            f"{new_head.role} {ref} was trained for {classes}, the data has {num_labels}: it is a model of another "
+            "task; give it its own task's data, or fine-tune a model on this one (egkd finetune)"
+        )
     if not new_head.allow:
         raise EgkdError(
             f"{new_head.role} {ref} has no trained classification head for {num_labels} labels: "
@@ -170,8 +208,11 @@ def load_trained_classifier(
     return model, missing
 
 
-def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool) -> tuple[Classifier, tuple[str, ...]]:
-    """The classifier and, sorted, the weights its checkpoint lacked (transformers initialised them at random).
+def _load(
+    ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool
+) -> tuple[Classifier, tuple[str, ...], tuple[str, ...]]:
+    """The classifier; sorted, the weights its checkpoint lacked (transformers initialised them at random); and of
+    those, the ones it holds in another shape (a head for another number of classes).
 
     The weights are always fp32, whatever the checkpoint's dtype (an fp16 copy of a model loads as fp32):
     they are the master weights that training updates and that bf16 autocast reads.
@@ -217,8 +258,8 @@ def _load(ref: str, num_labels: int, num_layers: int | None, allow_pickle: bool)
             model, info = load(None)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
-    mismatched = (key for key, *_ in info.get("mismatched_keys", ()))
-    return model, tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
+    mismatched = tuple(sorted(key for key, *_ in info.get("mismatched_keys", ())))
+    return model, tuple(sorted({*info.get("missing_keys", ()), *mismatched})), mismatched
 
 
 # Config attributes that hold one entry per layer (ModernBERT's attention kinds): cut with the layers.

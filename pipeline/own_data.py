@@ -38,7 +38,7 @@ from pipeline.tasks import TaskSpec, make_task
 
 TRAIN, DEV, TEST = "train", "dev", "test"
 _ALIASES = {"validation": DEV}  # file stems read as another split
-_DETECTED_TEXT = (("sentence1", "sentence2"), ("text",), ("sentence",))  # tried in this order
+DETECTED_TEXT_COLUMNS = (("sentence1", "sentence2"), ("text",), ("sentence",))  # tried in this order
 
 
 class SourceKind(str, Enum):
@@ -254,7 +254,7 @@ def _text_columns(spec: DataSpec, table: Table) -> tuple[str, ...]:
     if spec.text_columns:
         return spec.text_columns
     others = [c for c in table.columns if c not in (spec.label_column, spec.id_column)]
-    for candidate in _DETECTED_TEXT:
+    for candidate in DETECTED_TEXT_COLUMNS:
         if all(c in others for c in candidate):
             return candidate
     strings = [c for c in others if _is_text_column(table.column_values(c))]

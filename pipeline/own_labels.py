@@ -74,6 +74,7 @@ def resolve_labels(
     for where, raw in rows:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             raise EgkdError(f"{where}: no label in column {column!r}")
+    _one_type(rows, column)
     if regression is None and label_names is None and _floats(raw for _, raw in rows):
         return LabelSet(None, "regression")
     keys = [(where, _key(raw, where)) for where, raw in rows]
@@ -93,6 +94,28 @@ def resolve_labels(
     if len(distinct) == 1:
         raise EgkdError(single_class_error(train.source, distinct.pop()))
     return labels
+
+
+def _kind(raw: object) -> str | None:
+    """A label's type as a message names it; None for a value that is no label at all (``_key`` refuses it)."""
+    if isinstance(raw, bool):
+        return "a boolean"
+    return "a number" if isinstance(raw, (int, float)) else "a string" if isinstance(raw, str) else None
+
+
+def _one_type(rows: list[tuple[str, object]], column: str) -> None:
+    """Refuse a label column of a typed file (JSON, Parquet) that mixes booleans, numbers and strings: ``1`` and
+    ``"1"`` would be one class, ``true`` and ``1`` two. (A CSV or TSV file's labels are all strings.)"""
+    typed = [(where, raw) for where, raw in rows if _kind(raw) is not None]
+    if not typed:
+        return
+    first_where, first = typed[0]
+    for where, raw in typed[1:]:
+        if _kind(raw) != _kind(first):
+            raise EgkdError(
+                f"{where}: label {raw!r} is {_kind(raw)}, but {first_where}'s label {first!r} is {_kind(first)}: "
+                f"one type of label per column ({column!r})"
+            )
 
 
 def _floats(values: object) -> bool:

@@ -43,13 +43,21 @@ def _choices(hint: Any) -> list[str]:
     return [str(value) for value in choices_of(hint) or ()]
 
 
-def _option_type(hint: Any) -> type:
-    """The type typer parses the option as (choices and enums as strings: the params' checks name the key)."""
+def _option_type(hint: Any) -> Any:
+    """The type typer parses the option as (choices and enums as strings: the params' checks name the key); a list
+    setting is the option repeated, once per entry."""
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     plain = [o for o in options if o is not type(None)]
     if len(plain) == 1 and plain[0] in (bool, int, float):
         return plain[0]
+    if len(plain) == 1 and typing.get_origin(plain[0]) is tuple:
+        entry = typing.get_args(plain[0])[0]
+        return list[int] if entry is int else list[float] if entry is float else list[str]
     return str
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != []  # a list option left out arrives as an empty list
 
 
 def _parameter(section: type, name: str, key: str) -> inspect.Parameter:
@@ -64,6 +72,8 @@ def _parameter(section: type, name: str, key: str) -> inspect.Parameter:
         names = [dashed] + ([underscored] if underscored != dashed else [])
     choices = _choices(hint)
     text = help_of(f) + (f" One of: {', '.join(choices)}." if choices and choices[0] not in help_of(f) else "")
+    if typing.get_origin(kind) is list:
+        text += " Repeat the option for each entry."
     option = typer.Option(*names, help=f"{text} (default: {'.'.join((name, *option_keys(section)[key]))})")
     return inspect.Parameter(
         key, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
@@ -89,7 +99,7 @@ def section_options(section: type, name: str, skip: Sequence[str] = (), prefix: 
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            given = tuple((k, kwargs.pop(k)) for k in keys if kwargs.get(k) is not None)
+            given = tuple((k, kwargs.pop(k)) for k in keys if _given(kwargs.get(k)))
             for k in keys:
                 kwargs.pop(k, None)
             return command(*args, **{target: Chosen(given)}, **kwargs)

@@ -38,7 +38,9 @@ def test_a_glue_folder_is_copied_and_tracked_by_dvc(tmp_path):
     result = add(str(DATA / "glue"), "--task", "sst2", "--out", "data/sets/sst2")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "added sst2 data to data/sets/sst2: SST-2/train.tsv, SST-2/dev.tsv",
+        "added data/sets/sst2: SST-2/train.tsv, SST-2/dev.tsv",
+        "text: 'sentence'; labels: 'label', 2 classes from the GLUE task sst2: 0, 1",
+        "rows: train 67,349, dev 872",
         "tracked by data/sets/sst2.dvc: commit it with git (`git add data/sets/sst2.dvc`)",
     ]
     for name in ("train.tsv", "dev.tsv"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from pipeline.models import (
     ModelInfo,
     NewHead,
     base_model_of,
+    check_label_order,
     load_classifier,
     load_tokenizer,
     load_trained_classifier,
@@ -128,3 +130,38 @@ def test_a_checkpoint_without_a_classification_head_is_named(tmp_path):
     assert first.classifier.bias.abs().sum() == 0 and 0.01 < first.classifier.weight.std() < 0.03
     _, none = load_trained_classifier(str(make_tiny_model_dir(tmp_path / "trained")), 2, NewHead())
     assert none == ()
+
+
+def named_labels(model: Path, names: list[str]) -> Path:
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = dict(enumerate(names))
+    config["label2id"] = {name: i for i, name in enumerate(names)}
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return model
+
+
+def test_a_model_whose_labels_are_the_data_s_in_another_order_is_refused(tmp_path):
+    model = str(named_labels(make_tiny_model_dir(tmp_path / "m"), ["positive", "negative"]))
+    with pytest.raises(EgkdError) as caught:
+        check_label_order(model, ("negative", "positive"), "teacher")
+    assert str(caught.value) == (
+        f"teacher {model} outputs its labels in the order ['positive', 'negative'], the data's order is ['negative', "
+        "'positive']: its predictions would be read as the wrong labels; give the teacher's order "
+        '(data.label_names: ["positive", "negative"])'
+    )
+    with pytest.raises(EgkdError, match="the data's order is"):
+        check_label_order(model, ("Negative", "Positive"), "model")  # names compared ignoring case
+    check_label_order(model, ("positive", "negative"), "model")  # the same order
+    check_label_order(model, ("0", "1"), "model")  # other names: nothing to compare
+    check_label_order(model, None, "model")  # a regression task
+    check_label_order(str(make_tiny_model_dir(tmp_path / "generic")), ("1", "0"), "model")  # LABEL_0, LABEL_1
+
+
+def test_a_model_of_another_task_is_named_so_not_sent_to_a_new_head(tmp_path):
+    model = str(named_labels(make_tiny_model_dir(tmp_path / "m"), ["negative", "positive"]))
+    with pytest.raises(EgkdError) as caught:
+        load_trained_classifier(model, 6, NewHead(role="model"))
+    assert str(caught.value) == (
+        f"model {model} was trained for 2 labels (negative, positive), the data has 6: it is a model of another "
+        "task; give it its own task's data, or fine-tune a model on this one (egkd finetune)"
+    )

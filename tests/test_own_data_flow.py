@@ -119,3 +119,18 @@ def test_a_cache_of_one_file_is_refused_for_another(trec_run, tmp_path) -> None:
         ],
     )
     assert result.exit_code == 2 and "cache field 'dataset_fingerprint' differs" in result.stderr
+
+
+def test_a_teacher_whose_labels_are_in_another_order_is_refused_before_it_runs(trec_run, tmp_path) -> None:
+    """The order a model outputs its classes in is its config's; data naming the same classes in another order
+    (here, given by data.label_names) would read its predictions as the wrong labels."""
+    order = ["NUM", "LOC", "HUM", "ENTY", "DESC", "ABBR"]
+    given = [arg for name in order for arg in ("--label-names", name)]
+    for command in (
+        ["explain", "--teacher", trec_run / "t", "--method", "gradient", "--limit", "8", "--out", tmp_path / "c"],
+        ["evaluate", "--model", trec_run / "t", "--split", "test", "--out", tmp_path / "e.json"],
+    ):
+        result = runner.invoke(app, [str(a) for a in [*command, "--data", TREC, *given]])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "outputs its labels in the order ['ABBR', 'DESC', 'ENTY', 'HUM', 'LOC', 'NUM']" in result.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "e.json").exists()

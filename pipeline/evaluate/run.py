@@ -332,9 +332,10 @@ def score(
 def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     """``egkd evaluate``: the task metric on the data and on every evaluation set; with caches, explanation agreement
     and AOPC."""
-    from pipeline.models import NewHead, load_tokenizer, load_trained_classifier
+    from pipeline.models import NewHead, check_label_order, load_tokenizer, load_trained_classifier
 
     task = request.source.task
+    check_label_order(request.model, task.labels, "model")
     pairs = comparisons(request.caches, request.methods, request.split)
     compute = resolve_compute(request.compute)
     head = NewHead(request.allow_new_head, request.explain.seed, "model")

@@ -57,6 +57,7 @@ from pipeline.explain.resume import (
     run_metadata,
 )
 from pipeline.methods import Method
+from pipeline.models import check_label_order
 from pipeline.precision import local_device_type, resolve_precision
 from pipeline.sources import DataSource, open_source
 from pipeline.tasks import TaskSpec, get_task
@@ -155,6 +156,7 @@ def run_explain_splits(requests: Sequence[ExplainRequest]) -> Iterator[RunSummar
         raise EgkdError(f"split {twice[0]} is given twice (--split); each split is explained once")
     source = None if first.data is None else open_source(first.data, replace(first.data_params, task=first.task))
     task = get_task(first.task) if source is None else source.task
+    check_label_order(first.teacher, task.labels, "teacher")
     runs = [
         _Split(r, _load(r, task, source), partition_dir(r.out, r.method.value, r.split)) for r in requests
     ]  # data errors before anything runs
