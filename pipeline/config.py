@@ -164,7 +164,11 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    model: str = "builtin:minilm-l6"
+    model: str = setting(
+        "builtin:minilm-l6",
+        "The pretrained model the teacher starts from: builtin:minilm-l6 (packaged), a local Hugging Face folder, or a "
+        "hub id.",
+    )
     train: TrainParams = field(default_factory=lambda: TrainParams(epochs=1, min_steps=0))
 
 

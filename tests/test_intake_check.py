@@ -159,3 +159,12 @@ def test_float_labels_are_said_to_make_a_regression_task(tmp_path):
     result = add(str(folder), "--out", "sets/pq", "--no-dvc")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1] == "text: 'text' (detected); labels: 'label', numbers: a regression task"
+
+
+def test_tracking_asked_for_outside_a_dvc_repository_is_said_not_done(tmp_path):
+    source = write(tmp_path / "in" / "train.csv", "text,label\na,x\nb,y\n")
+    result = add(str(source), "--out", "sets/y")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "not tracked: this folder is not a DVC repository's root (run `dvc add` from there)"
+    )
