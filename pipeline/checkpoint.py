@@ -45,6 +45,12 @@ def last_dir(out: Path) -> Path:
     return out / "checkpoints" / "last"
 
 
+def has_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a checkpoint :func:`load_checkpoint` would read."""
+    final = last_dir(out)
+    return (final / "state.pt").is_file() or (final.with_name(".last.old") / "state.pt").is_file()
+
+
 def save_checkpoint(
     out: Path, step: int, settings: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
 ) -> None:

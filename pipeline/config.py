@@ -15,6 +15,7 @@ evaluation) compute is the ``compute`` section (:class:`ComputeParams`, resolved
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -765,6 +766,8 @@ def _coerce(hint: Any, value: Any, key: str, label: str = "params key") -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise EgkdError(f"{label} '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise EgkdError(f"{label} '{key}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

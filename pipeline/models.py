@@ -134,9 +134,17 @@ def load_tokenizer(ref: str):
 
     location = resolve(ref)
     try:
-        return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise EgkdError(f"could not load the tokenizer of {ref}: {str(err).splitlines()[0]}") from None
+    config = Path(location) / "config.json"
+    vocab = json.loads(config.read_text(encoding="utf-8")).get("vocab_size") if config.is_file() else None
+    if isinstance(vocab, int) and len(tokenizer) < vocab // 2:  # transformers falls back to a few special tokens
+        raise EgkdError(
+            f"the tokenizer of {ref} has {len(tokenizer)} tokens for a model of {vocab}: its vocabulary files are "
+            "missing (tokenizer.json, vocab.txt...); copy them from the model it was trained from"
+        )
+    return tokenizer
 
 
 @dataclass(frozen=True)
@@ -256,7 +264,9 @@ def _load(
             if not any(name in str(err).lower() for name in ("sdpa", "scaled_dot_product_attention")):
                 raise
             model, info = load(None)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # a missing or unreadable file, a damaged safetensors file (SafetensorError)
+        if not isinstance(err, (OSError, ValueError)) and not type(err).__module__.startswith("safetensors"):
+            raise
         raise EgkdError(f"could not load model weights from {ref}: {str(err).splitlines()[0]}") from None
     mismatched = tuple(sorted(key for key, *_ in info.get("mismatched_keys", ())))
     return model, tuple(sorted({*info.get("missing_keys", ()), *mismatched})), mismatched

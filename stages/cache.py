@@ -58,7 +58,8 @@ def verify(path: CachePath) -> None:
             typer.echo(f"bad: {problem}", err=True)
         typer.echo(
             f"error: {len(report.problems)} problem(s) in {len(report.bad_parts)} part file(s); "
-            "rerun egkd explain with the same options to recompute bad or missing parts",
+            "rerun egkd explain with the same options to compute missing parts, and with --verify as well to "
+            "recompute corrupt ones",
             err=True,
         )
         raise typer.Exit(code=2)

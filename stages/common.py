@@ -82,8 +82,12 @@ def user_errors(func: F) -> F:
         except EgkdError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(code=2) from None
+        except OSError as err:  # a path that cannot be read or written (a file where a folder is meant...)
+            said = f"{err.strerror}: {err.filename}" if err.strerror and err.filename else str(err).splitlines()[0]
+            typer.echo(f"error: {said}", err=True)
+            raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted; finished work is kept (rerun the command to resume)", err=True)
+            typer.echo("interrupted; finished work is kept (rerun the command to continue)", err=True)
             raise typer.Exit(code=130) from None
 
     return wrapper  # type: ignore[return-value]

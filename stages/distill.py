@@ -65,7 +65,11 @@ def command(
 
     Every setting of the params' distill section is an option (train's by their own names: --lr, --epochs).
     """
-    from pipeline.distill.job import DistillRequest, distill  # torch: imported when the command runs, not for --help
+    from pipeline.distill.job import (
+        DistillRequest,
+        distill,
+        interrupted,
+    )  # torch: imported when the command runs, not for --help
 
     params = read_params(params_file)
     d = params.distill
@@ -88,7 +92,11 @@ def command(
         compute=compute,
         view_cache=view_cache,
     )
-    report = distill(request)
+    try:
+        report = distill(request)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; {interrupted(out, d.checkpoint_every)}", err=True)
+        raise typer.Exit(code=130) from None
     for note in report.notes:
         typer.echo(note, err=True)
     if report.training.resumed_from:

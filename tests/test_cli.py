@@ -177,3 +177,39 @@ def test_a_bad_distill_option_value_is_one_line(tmp_path):
         "option 'gradient_loss' must be one of ['cosine', 'adkd'], got 'mse'",
     )
     _one_line_error(runner.invoke(app, [*args, "--explain-every", "0"]), "explain_every must be positive")
+
+
+def test_paths_that_cannot_be_written_are_one_line(tmp_path, tiny_model_dir, glue_dir):
+    (tmp_path / "afile").write_text("a file, not a folder", encoding="utf-8")
+    _one_line_error(
+        runner.invoke(app, ["profile", "default", "--out", str(tmp_path / "afile" / "x.yaml")]),
+        f"error: Not a directory: {tmp_path / 'afile' / 'x.yaml'}",
+    )
+    explain = ["explain", "--teacher", str(tiny_model_dir), "--data", str(glue_dir), "--split", "dev", "--limit", "4"]
+    _one_line_error(
+        runner.invoke(app, [*explain, "--out", str(tmp_path / "afile" / "cache")]),
+        f"cannot write the cache to {tmp_path / 'afile' / 'cache'}: {tmp_path / 'afile'} is a file, not a folder",
+    )
+
+
+def test_an_infinite_number_is_refused_in_one_line(tmp_path):
+    args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "params.yaml"]
+    _one_line_error(runner.invoke(app, [*args, "--lr", "inf"]), "option 'lr' must be a finite number, got inf")
+    _one_line_error(
+        runner.invoke(app, [*args, "--temperature", "-inf"]), "option 'temperature' must be a finite number, got -inf"
+    )
+
+
+def test_an_interrupted_distill_says_what_it_leaves_to_continue_from(tmp_path, monkeypatch):
+    import pipeline.distill.job
+
+    def interrupted(request):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.distill.job, "distill", interrupted)
+    args = ["distill", "--cache", str(tmp_path), "--out", str(tmp_path / "s"), "--params", "params.yaml"]
+    result = runner.invoke(app, [*args, "--checkpoint-every", "25"])
+    assert result.exit_code == 130 and result.stderr == (
+        "interrupted; no checkpoint was written yet (one every 25 steps: distill.checkpoint_every); a rerun starts "
+        "over\n"
+    )

@@ -257,6 +257,29 @@ def test_resume_refuses_other_settings(cache, tmp_path):
         run(cache, tmp_path / "s", resume=True, method="none", epochs=1, alpha=0.9)
 
 
+def test_resume_refuses_a_checkpoint_trained_from_another_teacher_s_cache(cache, tmp_path, glue_dir):
+    other = build_cache(
+        tmp_path / "other", make_tiny_model_dir(tmp_path / "t5", seed=5), cache.parent / "base", glue_dir
+    )
+    run(cache, tmp_path / "s", method="none", epochs=1)
+    with pytest.raises(EgkdError, match="cannot resume: .* other settings \\(dataset_fingerprint|teacher_weights_hash"):
+        run(other, tmp_path / "s", resume=True, method="none", epochs=1)
+
+
+def test_an_interruption_says_what_is_left_to_continue_from(cache, tmp_path):
+    from pipeline.distill.job import interrupted
+
+    assert interrupted(tmp_path / "s", 25) == (
+        "no checkpoint was written yet (one every 25 steps: distill.checkpoint_every); a rerun starts over"
+    )
+    run(cache, tmp_path / "s", method="none", epochs=1)
+    assert interrupted(tmp_path / "s", 25) == (
+        f"the last checkpoint in {tmp_path / 's'} is kept: rerun with --resume to continue from it"
+    )
+    report = run(cache, tmp_path / "fresh", resume=True, method="none", epochs=1)
+    assert f"note: --resume: no checkpoint in {tmp_path / 'fresh'}: trained from the first step" in report.notes
+
+
 def _other_tokenizer_model(path: Path) -> Path:
     """A tiny student whose vocabulary differs (``films`` is one token), so its tokenizer hash differs."""
     vocab = [{"an": "films", "one": "movies"}.get(w, w) for w in VOCAB]

@@ -165,3 +165,23 @@ def test_a_model_of_another_task_is_named_so_not_sent_to_a_new_head(tmp_path):
         f"model {model} was trained for 2 labels (negative, positive), the data has 6: it is a model of another "
         "task; give it its own task's data, or fine-tune a model on this one (egkd finetune)"
     )
+
+
+def test_damaged_weights_and_missing_vocabulary_files_are_named(tmp_path):
+    damaged = make_tiny_model_dir(tmp_path / "damaged")
+    (damaged / "model.safetensors").write_bytes((damaged / "model.safetensors").read_bytes()[:50])
+    with pytest.raises(EgkdError, match=f"could not load model weights from {damaged}: .*header"):
+        load_classifier(str(damaged), 2)
+    # without its vocabulary files transformers falls back to a tokenizer of special tokens alone
+    source = Path(resolve("builtin:minilm-l6"))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(source / name, bare / name)
+    with pytest.raises(EgkdError) as caught:
+        load_tokenizer(str(bare))
+    assert str(caught.value).startswith(f"the tokenizer of {bare} has ")
+    assert str(caught.value).endswith(
+        "tokens for a model of 30522: its vocabulary files are missing (tokenizer.json, vocab.txt...); copy them "
+        "from the model it was trained from"
+    )

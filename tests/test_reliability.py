@@ -368,7 +368,7 @@ def test_distill_refuses_a_corrupt_part_naming_it(cache_copy, tmp_path, damage):
         flip_byte_in_column(path, "attribution")
     result = cli_distill(cache_copy, tmp_path / "s")
     _one_line_error(result, str(path))
-    assert "egkd explain" in result.stderr  # how to repair it
+    assert "egkd explain" in result.stderr and "--verify" in result.stderr  # how to repair it
     assert not (tmp_path / "s" / "model.safetensors").exists()
 
 

@@ -450,3 +450,11 @@ def test_a_guided_variant_is_compared_on_its_own_familys_agreement_over_the_seed
     assert (d.mean, d.low, d.high) == pytest.approx((0.133333, -0.010088, 0.276755), abs=1e-6)
     assert compare(mine, theirs, "kd").agreement is None  # a baseline: no family
     assert compare(mine, theirs, "kd", "perturbation").agreement is None  # no run has it
+
+
+def test_a_teacher_that_is_not_there_is_named(experiment, tmp_path):
+    request = ReportRequest(evals=(experiment / "eval",), out=tmp_path / "r.html", teacher=tmp_path / "nosuch")
+    with pytest.raises(EgkdError) as caught:
+        build_report(request)
+    assert str(caught.value) == f"teacher not found: {tmp_path / 'nosuch'} (the folder egkd finetune saved it to)"
+    assert not (tmp_path / "r.html").exists()

@@ -276,6 +276,13 @@ def _finish_hint(method: str, split: str) -> str:
     )
 
 
+def _repair_hint(method: str, split: str) -> str:
+    return (
+        f"recompute it by rerunning `egkd explain --method {method} --split {split} ...` with the same options and "
+        "--verify (every part read in full, a corrupt one computed again)"
+    )
+
+
 def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list[CachedExample]]:
     """Every row of one (method, split) partition in dataset order, after checking all its parts.
 
@@ -297,7 +304,7 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
         except SchemaVersionError:
             raise
         except EgkdError as err:
-            raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
+            raise EgkdError(f"{err}; {_repair_hint(method, split)}") from None
     meta = parts[0][2]
     for path, _, part_meta, _ in parts[1:]:
         check_compatible(part_meta, meta, context=str(path))
@@ -328,7 +335,7 @@ def read_cache(root: Path, method: str, split: str) -> tuple[CacheMetadata, list
             try:
                 rows = [row for path, table, *_ in ordered for row in _rows(table, meta, path)]
             except EgkdError as err:
-                raise EgkdError(f"{err}; {_finish_hint(method, split)} (corrupt parts are recomputed)") from None
+                raise EgkdError(f"{err}; {_repair_hint(method, split)}") from None
     return meta, rows
 
 

@@ -17,6 +17,7 @@ from pipeline import versions
 from pipeline.cache.extras import Extra
 from pipeline.cache.project import to_student_examples
 from pipeline.cache.schema import CacheMetadata
+from pipeline.checkpoint import has_checkpoint
 from pipeline.config import ComputeParams, DistillParams, EvaluateParams
 from pipeline.device import Compute, resolve_compute
 from pipeline.distill.inputs import DistillInputs, loaded_inputs, student_source
@@ -136,6 +137,8 @@ def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -
     if views is not None:
         _check_extras(inputs.view_meta, inputs.view_cache, views.requires, f"distill.view_kind {params.view_kind}")
     pad = tokenizer.pad_token_id or 0
+    if request.resume and not has_checkpoint(request.out):
+        notes.append(f"note: --resume: no checkpoint in {request.out}: trained from the first step")
     training = train(
         student,
         objective,
@@ -146,6 +149,12 @@ def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -
         resume=request.resume,
         progress=request.progress,
         compute=compute,
+        origin={
+            "teacher_weights_hash": meta.teacher_weights_hash,
+            "dataset_fingerprint": meta.dataset_fingerprint,
+            "views_teacher_weights_hash": inputs.view_meta.teacher_weights_hash,
+            "student": ref,
+        },
     )
     dev = None
     if dev_rows:
@@ -172,6 +181,14 @@ def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -
     )
     _write_outputs(request, meta, report)
     return report
+
+
+def interrupted(out: Path, checkpoint_every: int) -> str:
+    """What an interrupted ``egkd distill`` leaves to continue from, in words."""
+    if has_checkpoint(out):
+        return f"the last checkpoint in {out} is kept: rerun with --resume to continue from it"
+    every = f"one every {checkpoint_every} steps: distill.checkpoint_every"
+    return f"no checkpoint was written yet ({every}); a rerun starts over"
 
 
 def _write_outputs(request: DistillRequest, meta: CacheMetadata, report: DistillReport) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -97,10 +97,15 @@ class DistillLoss:
         return supervised, kd.mean(), ce_logged
 
 
-def run_settings(params: DistillParams, size: int, objective: Objective) -> str:
-    """What must not change between a run and its resumption, as JSON."""
+def run_settings(
+    params: DistillParams, size: int, objective: Objective, origin: Mapping[str, str] | None = None
+) -> str:
+    """What must not change between a run and its resumption, as JSON: the settings, and ``origin``, what the run
+    learns from (the teacher and data of its caches, the student's source), so that a checkpoint of another cache is
+    not resumed."""
     method = None if objective.method is None else objective.method.value
-    return json.dumps({**asdict(params), "train_examples": size, "objective": str(method)}, sort_keys=True, default=str)
+    run = {**asdict(params), "train_examples": size, "objective": str(method), **(origin or {})}
+    return json.dumps(run, sort_keys=True, default=str)
 
 
 def train(
@@ -113,8 +118,10 @@ def train(
     resume: bool = False,
     progress: bool = False,
     compute: Compute | None = None,
+    origin: Mapping[str, str] | None = None,
 ) -> TrainResult:
-    """Train ``student`` in place on ``examples`` on ``compute``'s device; checkpoints and the log go under ``out``."""
+    """Train ``student`` in place on ``examples`` on ``compute``'s device; checkpoints and the log go under ``out``
+    (a checkpoint resumes only a run of the same settings and ``origin``, :func:`run_settings`)."""
     if not examples:
         raise EgkdError("no training examples in the cache")
     transfer = any(e.label is None for e in examples)
@@ -126,5 +133,6 @@ def train(
         desc="distill",
         compute=compute,
     )
-    checkpointing = Checkpointing(params.checkpoint_every, run_settings(params, len(examples), objective), resume)
+    settings = run_settings(params, len(examples), objective, origin)
+    checkpointing = Checkpointing(params.checkpoint_every, settings, resume)
     return trainer.run(examples, out, checkpointing, progress)

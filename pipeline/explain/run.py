@@ -154,6 +154,9 @@ def run_explain_splits(requests: Sequence[ExplainRequest]) -> Iterator[RunSummar
     twice = sorted({s for s in splits if splits.count(s) > 1})
     if twice:
         raise EgkdError(f"split {twice[0]} is given twice (--split); each split is explained once")
+    blocked = next((p for p in (first.out, *first.out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # refused before any work is done, not when the first part is written
+        raise EgkdError(f"cannot write the cache to {first.out}: {blocked} is a file, not a folder")
     source = None if first.data is None else open_source(first.data, replace(first.data_params, task=first.task))
     task = get_task(first.task) if source is None else source.task
     check_label_order(first.teacher, task.labels, "teacher")

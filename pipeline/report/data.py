@@ -408,9 +408,11 @@ def _spearmans(run: StudentRun) -> dict[str, float]:
 
 def read_teacher(model: Path) -> TeacherSummary | None:
     """The teacher's dev metric from the ``metrics.json`` that ``egkd finetune`` saved beside it."""
+    if not model.is_dir():
+        raise EgkdError(f"teacher not found: {model} (the folder egkd finetune saved it to)")
     path = model / "metrics.json"
     if not path.is_file():
-        return None
+        return None  # a teacher fine-tuned elsewhere: the report says nothing of its dev metric
     raw = _load_json(path)
     if isinstance(raw, dict) and "dev" in raw and raw["dev"] is None:
         return None  # fine-tuned on data without a dev split
