@@ -34,6 +34,10 @@ from pipeline.device import map_tensors, module_device
 from pipeline.errors import EgkdError
 
 
+class OtherRunCheckpoint(EgkdError):
+    """The checkpoint is unreadable or was made by a run of other settings; raised before anything is restored."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     step: int
@@ -88,7 +92,8 @@ def save_checkpoint(
 def load_checkpoint(
     out: Path, settings: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler
 ) -> Checkpoint | None:
-    """Restore the last checkpoint into the given objects; None when there is none."""
+    """Restore the last checkpoint into the given objects; None when there is none. One that is unreadable or of other
+    settings raises :class:`OtherRunCheckpoint` before anything is restored."""
     final = last_dir(out)
     if not (final / "state.pt").is_file():
         previous = final.with_name(".last.old")  # interrupted between save_checkpoint's two renames
@@ -101,13 +106,13 @@ def load_checkpoint(
         if not isinstance(state, dict) or not isinstance(state.get("settings"), str):
             raise ValueError("not an egkd training state")
     except Exception as err:  # a damaged file or one holding arbitrary objects: never unpickled
-        raise EgkdError(
+        raise OtherRunCheckpoint(
             f"cannot resume: {final / 'state.pt'} is not a readable egkd checkpoint "
             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
             "rerun without --resume"
         ) from None
     if state["settings"] != settings:
-        raise EgkdError(
+        raise OtherRunCheckpoint(
             f"cannot resume: the checkpoint in {final} was made with other settings "
             f"({_first_difference(state['settings'], settings)}); rerun without --resume"
         )

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import OtherRunCheckpoint, load_checkpoint, save_checkpoint
 from pipeline.config import TrainParams
 from pipeline.device import Compute, pin, to_device
 from pipeline.errors import EgkdError
@@ -105,13 +105,15 @@ class TrainResult:
     resumed_from: int  # 0 for a fresh run
     last: StepRecord | None
     resumed_on: str = ""  # the device of the checkpoint it resumed from ("" for a fresh run)
+    replaced: str = ""  # why a checkpoint of another run was not resumed (resume_matching), "" where none was found
 
 
 @dataclass(frozen=True)
 class Checkpointing:
     every: int  # steps between checkpoints (and one at the end)
     settings: str  # JSON of what must not change between a run and its resumption
-    resume: bool = False
+    resume: bool = False  # continue from the last checkpoint; one of another run is refused
+    resume_matching: bool = False  # continue from the last checkpoint if it is this run's, else start over
 
 
 def seed_everything(seed: int) -> None:
@@ -259,9 +261,14 @@ class Trainer(Generic[Item, Batch]):
         if not compute.cuda:
             keep_freed_memory()  # each CPU step reuses the last one's large blocks (pipeline/host_memory.py)
         optimizer, scheduler = optimizer_for(model, params, total)
-        restored = None
-        if checkpointing is not None and checkpointing.resume:
-            restored = load_checkpoint(out, checkpointing.settings, model, optimizer, scheduler)
+        restored, replaced = None, ""
+        if checkpointing is not None and (checkpointing.resume or checkpointing.resume_matching):
+            try:
+                restored = load_checkpoint(out, checkpointing.settings, model, optimizer, scheduler)
+            except OtherRunCheckpoint as err:
+                if not checkpointing.resume_matching:
+                    raise
+                replaced = str(err).removeprefix("cannot resume: ").split("; rerun without --resume")[0]
         start = restored.step if restored else 0
         log_path = out / LOG_FILE
         if start:
@@ -302,7 +309,7 @@ class Trainer(Generic[Item, Batch]):
                     save_checkpoint(out, done, checkpointing.settings, model, optimizer, scheduler)
         bar.close()
         model.eval()
-        return TrainResult(total, start, record, restored.device if restored else "")
+        return TrainResult(total, start, record, restored.device if restored else "", replaced)
 
     def step(self, batch: Batch, optimizer: torch.optim.Optimizer, scheduler, step: int, epoch: int) -> PendingStep:
         """One optimizer step of the loop (public so that the benchmarks time the same step); nothing in it waits

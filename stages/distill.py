@@ -55,6 +55,14 @@ def command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint (made on any device).")
     ] = False,
+    resume_matching: Annotated[
+        bool,
+        typer.Option(
+            "--resume-matching",
+            help="Continue from the last checkpoint where it was made by this run (the same settings and cache), "
+            "else start over: dvc.yaml's stages, whose outputs persist, continue after an interruption.",
+        ),
+    ] = False,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     allow_pickle: AllowPickleOption = False,
@@ -87,6 +95,7 @@ def command(
         params=d,
         evaluate=params.evaluate,
         resume=resume,
+        resume_matching=resume_matching,
         progress=progress_enabled(),
         allow_pickle=allow_pickle,
         compute=compute,

@@ -83,6 +83,15 @@ def command(
         bool, typer.Option("--verify", help="Read existing parts in full (checksums, digest) before resuming.")
     ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete this method/split partition first.")] = False,
+    replace_stale: Annotated[
+        bool,
+        typer.Option(
+            "--replace-stale",
+            help="Replace the parts of another run (other settings, teacher or data) instead of refusing them, and "
+            "resume this run's: dvc.yaml's stages, whose outputs persist, continue after an interruption and start "
+            "over after a change.",
+        ),
+    ] = False,
     allow_pickle: AllowPickleOption = False,
     allow_new_head: AllowNewHeadOption = False,
     params_file: ParamsOption = Path("params.yaml"),
@@ -124,6 +133,7 @@ def command(
                 params=explain,
                 scheduler=scheduler,
                 overwrite=overwrite,
+                replace_stale=replace_stale,
                 progress=progress_enabled(),
                 allow_pickle=allow_pickle,
                 allow_new_head=allow_new_head,

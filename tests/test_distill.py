@@ -41,11 +41,12 @@ def cache(tmp_path_factory, glue_dir) -> Path:
     return cache
 
 
-def run(cache: Path, out: Path, resume: bool = False, **changes):
+def run(cache: Path, out: Path, resume: bool = False, resume_matching: bool = False, **changes):
     """Distill with FAST params, ``changes`` to distill or its training section (``epochs=1``)."""
     train = dataclasses.replace(FAST.train, **{k: v for k, v in changes.items() if k in TRAIN_KEYS})
     params = dataclasses.replace(FAST, train=train, **{k: v for k, v in changes.items() if k not in TRAIN_KEYS})
-    return distill(DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), resume=resume))
+    request = DistillRequest(cache=cache, out=out, params=params, evaluate=EvaluateParams(), resume=resume)
+    return distill(dataclasses.replace(request, resume_matching=resume_matching))
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -262,8 +263,24 @@ def test_resume_refuses_a_checkpoint_trained_from_another_teacher_s_cache(cache,
         tmp_path / "other", make_tiny_model_dir(tmp_path / "t5", seed=5), cache.parent / "base", glue_dir
     )
     run(cache, tmp_path / "s", method="none", epochs=1)
-    with pytest.raises(EgkdError, match="cannot resume: .* other settings \\(dataset_fingerprint|teacher_weights_hash"):
+    with pytest.raises(EgkdError, match="cannot resume: .* other settings \\(cache_digest: checkpoint "):
         run(other, tmp_path / "s", resume=True, method="none", epochs=1)
+
+
+def test_resume_matching_continues_this_run_s_checkpoint_and_starts_over_from_another_s(cache, tmp_path):
+    """What dvc.yaml's stages pass, their outputs persisting."""
+    fresh = run(cache, tmp_path / "fresh", method="gradient", epochs=1)
+    run(cache, tmp_path / "s", method="gradient", epochs=1)
+    again = run(cache, tmp_path / "s", method="gradient", epochs=1, resume_matching=True)  # the final checkpoint
+    assert again.training.resumed_from == again.training.steps == fresh.training.steps and not again.training.replaced
+    torch.testing.assert_close(weights(tmp_path / "s"), weights(tmp_path / "fresh"), rtol=0, atol=0)
+    other = run(cache, tmp_path / "s", method="gradient", epochs=1, alpha=0.9, resume_matching=True)
+    assert other.training.resumed_from == 0 and "alpha: checkpoint 0.5, now 0.9" in other.training.replaced
+    assert f"note: trained from the first step: the checkpoint in {tmp_path / 's' / 'checkpoints' / 'last'}" in (
+        " ".join(other.notes)
+    )
+    run(cache, tmp_path / "alone", method="gradient", epochs=1, alpha=0.9)
+    torch.testing.assert_close(weights(tmp_path / "s"), weights(tmp_path / "alone"), rtol=0, atol=0)
 
 
 def test_an_interruption_says_what_is_left_to_continue_from(cache, tmp_path):

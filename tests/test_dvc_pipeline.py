@@ -353,6 +353,18 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
 
     again = sh(BIN / "dvc", "repro", cwd=repo)
     assert ran_stages(again) == set(), again
+    # a killed stage loses no finished work: the outputs persist, so stage one computes only the parts it lacks, and a
+    # student continues from its checkpoint (here its last one) to the same weights
+    student = repo / "models" / "students" / "kd-s0"
+    weights = (student / "model.safetensors").read_bytes()
+    (student / "model.safetensors").unlink()
+    resumed = sh(BIN / "dvc", "repro", cwd=repo)
+    assert "distill@kd-0" in ran_stages(resumed) and "resumed from the checkpoint at step" in resumed, resumed
+    assert (student / "model.safetensors").read_bytes() == weights
+    parts = sorted((repo / "data/cache/sst2-gradient.parquet/method=gradient/split=train").glob("part-*.parquet"))
+    parts[-1].unlink()
+    resumed = sh(BIN / "dvc", "repro", cwd=repo)
+    assert f"computed 1 part(s), skipped {len(parts) - 1} already in the cache" in resumed, resumed
     # a data set added for something else: only the digest of the evaluations' folders runs, and finds them unchanged
     sh(BIN / "egkd", "data", "add", sets["mpqa"], "--out", "data/sets/other", cwd=repo)
     assert stale(repo) == {"eval_data"}
@@ -369,8 +381,9 @@ def test_pipeline_runs_skips_and_reruns_only_what_changed(glue_dir, tmp_path):
     # a changed default reruns every student that takes it, and their evaluations
     params["distill"]["train"]["lr"] = 5e-4
     write_params(repo, params)
-    rerun = ran_stages(sh(BIN / "dvc", "repro", cwd=repo))
-    assert rerun == {*students, *evaluations, "report"}
+    rerun = sh(BIN / "dvc", "repro", cwd=repo)
+    assert ran_stages(rerun) == {*students, *evaluations, "report"}
+    assert rerun.count("note: trained from the first step: the checkpoint in ") == len(students)  # not resumed
 
 
 def stale(repo: Path) -> set[str]:

@@ -148,6 +148,26 @@ def test_resume_computes_only_missing_parts(tiny_model_dir, glue_dir, tmp_path) 
     assert cache_info(tmp_path).partitions[0].truncated == first.truncated
 
 
+def test_replace_stale_resumes_this_run_s_parts_and_replaces_another_run_s(tiny_model_dir, glue_dir, tmp_path) -> None:
+    """What dvc.yaml's stages pass, their outputs persisting: after an interruption only the missing parts are
+    computed; after a change of settings the other run's parts are replaced, where a plain rerun refuses them."""
+    run_explain(request(tiny_model_dir, glue_dir, tmp_path))
+    before = digests(tmp_path, Method.GRADIENT)
+    part_path(tmp_path, "gradient", "dev", 2).unlink()  # an interrupted run
+    resumed = run_explain(request(tiny_model_dir, glue_dir, tmp_path, replace_stale=True))
+    assert [r.index for r in resumed.computed] == [2] and resumed.skipped == 2 and resumed.replaced == ""
+    assert digests(tmp_path, Method.GRADIENT)[:2] == before[:2]  # kept, not rewritten
+    with pytest.raises(EgkdError, match="cache field 'max_length' differs: cache has 16, expected 20; pass --overwrite"):
+        run_explain(request(tiny_model_dir, glue_dir, tmp_path, max_length=20))
+    changed = run_explain(request(tiny_model_dir, glue_dir, tmp_path, max_length=20, replace_stale=True))
+    assert len(changed.computed) == 3 and changed.skipped == 0
+    assert changed.replaced.endswith("cache field 'max_length' differs: cache has 16, expected 20")
+    assert "note: replaced the parts of another run: " in changed.lines()[0]
+    fresh = tmp_path / "fresh"
+    run_explain(request(tiny_model_dir, glue_dir, fresh, max_length=20))
+    assert digests(tmp_path, Method.GRADIENT) == digests(fresh, Method.GRADIENT)  # as if made afresh
+
+
 def test_corrupt_parts_are_reported_and_rewritten(tiny_model_dir, glue_dir, tmp_path) -> None:
     run_explain(request(tiny_model_dir, glue_dir, tmp_path))
     before, rows = digests(tmp_path, Method.GRADIENT), read_cache(tmp_path, "gradient", "dev")[1]

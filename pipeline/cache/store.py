@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
 import json
 import os
 import re
@@ -258,6 +259,15 @@ def _rows(table: pa.Table, meta: CacheMetadata, path: Path) -> list[CachedExampl
 
 
 # --- whole partitions -----------------------------------------------------------------------------
+
+
+def partition_digest(root: Path, method: str, split: str) -> str:
+    """The sha256 of a partition's parts' digests, read from their footers: it changes with any part's content or
+    run metadata (a reader checks each part against its digest, :func:`read_cache`)."""
+    digest = hashlib.sha256(f"{method}/{split}".encode())
+    for path in sorted(partition_dir(root, method, split).glob("part-*.parquet")):
+        digest.update(read_part_header(path)[1].digest.encode())
+    return digest.hexdigest()
 
 
 def list_partitions(root: Path) -> list[tuple[str, str]]:

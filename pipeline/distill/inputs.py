@@ -11,13 +11,14 @@ here, before a model is built.
 from __future__ import annotations
 
 import gc
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipeline.cache.schema import CachedExample, CacheMetadata
-from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, read_cache
+from pipeline.cache.store import CacheExpectation, check_compatible, list_partitions, partition_digest, read_cache
 from pipeline.config import DistillParams
 from pipeline.data import TRANSFER
 from pipeline.distill.view_term import ViewTerm, view_source, views_from
@@ -46,6 +47,7 @@ class DistillInputs:
     views_from: str | None  # another family's views: whose, and from which cache
     student: str  # the model reference the student's weights come from
     layers: int | None  # the layers it keeps (None: all of another model)
+    digest: str  # of the partitions the rows were read from (their parts' digests): what the run learns from
 
 
 def load_inputs(
@@ -65,7 +67,11 @@ def load_inputs(
         train_rows, view_meta = views_from(train_rows, meta, source, params.view_method, splits)
         views_cache, views_note = source, f"the {view_meta.method} family's, from {source}"
     student, layers = student_source(meta, params)
+    read = [(cache, meta.method, split) for split in (["train", TRANSFER] if transfer_rows else ["train"])]
+    if source is not None:
+        read += [(source, view_meta.method, split) for split in splits]
     return DistillInputs(
+        digest=hashlib.sha256(" ".join(partition_digest(*partition) for partition in read).encode()).hexdigest(),
         meta=meta,
         train_rows=train_rows,
         transfer_rows=len(transfer_rows),

@@ -38,7 +38,8 @@ class DistillRequest:
     out: Path
     params: DistillParams
     evaluate: EvaluateParams
-    resume: bool = False
+    resume: bool = False  # continue from the last checkpoint (one of another run is refused)
+    resume_matching: bool = False  # continue from it where it is this run's, else start over (dvc.yaml)
     progress: bool = False
     allow_pickle: bool = False  # let the student load from pickle weights (pytorch_model.bin)
     compute: ComputeParams = field(default_factory=ComputeParams)  # where it trains (not part of the settings)
@@ -149,13 +150,11 @@ def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -
         resume=request.resume,
         progress=request.progress,
         compute=compute,
-        origin={
-            "teacher_weights_hash": meta.teacher_weights_hash,
-            "dataset_fingerprint": meta.dataset_fingerprint,
-            "views_teacher_weights_hash": inputs.view_meta.teacher_weights_hash,
-            "student": ref,
-        },
+        origin={"cache_digest": inputs.digest, "student": ref},
+        resume_matching=request.resume_matching,
     )
+    if training.replaced:
+        notes.append(f"note: trained from the first step: {training.replaced}")
     dev = None
     if dev_rows:
         dev_examples = to_student_examples(dev_rows, retokenise, meta.max_length)

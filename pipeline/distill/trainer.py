@@ -119,6 +119,7 @@ def train(
     progress: bool = False,
     compute: Compute | None = None,
     origin: Mapping[str, str] | None = None,
+    resume_matching: bool = False,
 ) -> TrainResult:
     """Train ``student`` in place on ``examples`` on ``compute``'s device; checkpoints and the log go under ``out``
     (a checkpoint resumes only a run of the same settings and ``origin``, :func:`run_settings`)."""
@@ -134,5 +135,5 @@ def train(
         compute=compute,
     )
     settings = run_settings(params, len(examples), objective, origin)
-    checkpointing = Checkpointing(params.checkpoint_every, settings, resume)
+    checkpointing = Checkpointing(params.checkpoint_every, settings, resume, resume_matching)
     return trainer.run(examples, out, checkpointing, progress)

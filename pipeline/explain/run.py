@@ -79,6 +79,9 @@ class ExplainRequest:
     params: ExplainParams  # batch_size, partition_size, workers, seed and the method's own parameters
     scheduler: str | None = None  # address of a running dask scheduler
     overwrite: bool = False  # delete this (method, split) partition first
+    # parts made by another run (other settings, teacher or data) are replaced, not refused: a rerun after a change
+    # starts over, one after an interruption resumes (dvc.yaml, whose outputs persist)
+    replace_stale: bool = False
     progress: bool = False
     allow_pickle: bool = False  # let the teacher load from pickle weights (pytorch_model.bin)
     allow_new_head: bool = False  # a teacher without a trained head gets one drawn from params.seed
@@ -100,6 +103,7 @@ class RunSummary:
     seconds: float
     new_head: tuple[str, ...] = ()  # teacher weights newly initialised from the seed (--allow-new-head)
     seed: int = 0
+    replaced: str = ""  # why the parts of another run were replaced (replace_stale), "" where none were
 
     @property
     def rows_computed(self) -> int:
@@ -124,6 +128,8 @@ class RunSummary:
         ]
         if self.corrupt:
             lines.insert(1, f"recomputed corrupt part(s): {', '.join(self.corrupt)}")
+        if self.replaced:
+            head.append(f"note: replaced the parts of another run: {self.replaced}")
         return head + lines
 
 
@@ -294,7 +300,15 @@ def _run(
         shutil.rmtree(directory)
     for stale in temp_files(directory):
         stale.unlink(missing_ok=True)
-    kept, corrupt = existing_parts(directory, meta, request.verify)
+    replaced = ""
+    try:
+        kept, corrupt = existing_parts(directory, meta, request.verify)
+    except EgkdError as err:  # parts of another run
+        if not request.replace_stale:
+            raise
+        replaced = str(err).split("; pass --overwrite")[0]
+        shutil.rmtree(directory)
+        kept, corrupt = {}, []
     threads = _threads_per_worker(request)
     size = meta.partition_size
     jobs = [
@@ -338,6 +352,7 @@ def _run(
         seconds=time.perf_counter() - started,
         new_head=new_head,
         seed=request.params.seed,
+        replaced=replaced,
     )
 
 
