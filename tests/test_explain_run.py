@@ -157,7 +157,9 @@ def test_replace_stale_resumes_this_run_s_parts_and_replaces_another_run_s(tiny_
     resumed = run_explain(request(tiny_model_dir, glue_dir, tmp_path, replace_stale=True))
     assert [r.index for r in resumed.computed] == [2] and resumed.skipped == 2 and resumed.replaced == ""
     assert digests(tmp_path, Method.GRADIENT)[:2] == before[:2]  # kept, not rewritten
-    with pytest.raises(EgkdError, match="cache field 'max_length' differs: cache has 16, expected 20; pass --overwrite"):
+    with pytest.raises(
+        EgkdError, match="cache field 'max_length' differs: cache has 16, expected 20; pass --overwrite"
+    ):
         run_explain(request(tiny_model_dir, glue_dir, tmp_path, max_length=20))
     changed = run_explain(request(tiny_model_dir, glue_dir, tmp_path, max_length=20, replace_stale=True))
     assert len(changed.computed) == 3 and changed.skipped == 0
