@@ -37,6 +37,7 @@ class ModelInfo:
     task: str
     base_model: str  # the reference the model was initialised from
     num_layers: int
+    teacher_weights_hash: str | None = None  # a student's: the teacher whose caches it learnt from
 
 
 def _quiet_transformers() -> None:
@@ -409,4 +410,5 @@ def save_model(model, tokenizer, out: Path, info: ModelInfo, label_names: tuple[
         model.config.label2id = {name: i for i, name in enumerate(label_names)}
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / MODEL_INFO_FILE).write_text(json.dumps(asdict(info), indent=2), encoding="utf-8")
+    recorded = {key: value for key, value in asdict(info).items() if value is not None}  # a teacher records no teacher
+    (out / MODEL_INFO_FILE).write_text(json.dumps(recorded, indent=2), encoding="utf-8")

@@ -454,7 +454,11 @@ def test_a_student_starts_from_the_fine_tuned_teachers_first_layers(kept_teacher
     assert not torch.equal(base.state_dict()["classifier.weight"], teacher["classifier.weight"])
     report = run(kept_teacher / "cache", tmp_path / "s", method="gradient", epochs=1, student="teacher", layers=1)
     assert report.student == str(kept_teacher / "teacher") and report.dev is not None
-    assert json.loads((tmp_path / "s" / "egkd_model.json").read_text())["num_layers"] == 1
+    info = json.loads((tmp_path / "s" / "egkd_model.json").read_text())
+    assert info["num_layers"] == 1  # and the teacher whose cache it learnt from, for egkd evaluate to check
+    assert (
+        info["teacher_weights_hash"] == read_cache(kept_teacher / "cache", "gradient", "train")[0].teacher_weights_hash
+    )
 
 
 def test_a_student_from_a_teacher_that_is_gone_or_changed_is_refused(kept_teacher, tmp_path):

@@ -379,3 +379,25 @@ def test_rank_agreement_is_scipys_spearman():
         ours = rank_agreement(first, second)
         if ours is not None:
             assert ours == pytest.approx(stats.spearmanr(first, second)[0], abs=1e-12)
+
+
+def test_a_student_is_compared_only_with_its_own_teacher_s_caches(evaluated_cache, tmp_path):
+    """A student records the teacher whose caches it learnt from; a cache of another teacher is refused."""
+    from pipeline.evaluate.run import check_teacher
+
+    cache = evaluated_cache / "cache"
+    student = tmp_path / "student"
+    shutil.copytree(evaluated_cache / "student", student)
+    pairs = [(cache, Method.GRADIENT)]
+    check_teacher(str(student), pairs, "dev")  # no egkd_model.json: nothing recorded, nothing refused
+    theirs = read_cache(cache, "gradient", "dev")[0].teacher_weights_hash
+    info = {"role": "student", "task": "sst2", "base_model": "b", "num_layers": 1}
+    (student / "egkd_model.json").write_text(json.dumps({**info, "teacher_weights_hash": theirs}), encoding="utf-8")
+    check_teacher(str(student), pairs, "dev")
+    (student / "egkd_model.json").write_text(json.dumps({**info, "teacher_weights_hash": "f" * 64}), encoding="utf-8")
+    with pytest.raises(EgkdError) as caught:
+        check_teacher(str(student), pairs, "dev")
+    assert str(caught.value) == (
+        f"cache {cache} explains another teacher than the one {student} learnt from (teacher weights {theirs[:12]}, "
+        "the student's ffffffffffff): compare it with its own teacher's caches"
+    )

@@ -163,7 +163,13 @@ def _distill(request: DistillRequest, inputs: DistillInputs, compute: Compute) -
         notes.append(f"no dev partition for method {meta.method} in the cache: dev evaluation skipped")
     if dev is not None and dev.one_class is not None:
         notes.append(dev.one_class.note(task.labels, "the student"))
-    save_model(student, tokenizer, request.out, ModelInfo("student", meta.task, ref, layers), meta.label_names)
+    save_model(
+        student,
+        tokenizer,
+        request.out,
+        ModelInfo("student", meta.task, ref, layers, meta.teacher_weights_hash),
+        meta.label_names,
+    )
     report = DistillReport(
         out=request.out,
         method=params.method_name,

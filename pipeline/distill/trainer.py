@@ -97,6 +97,9 @@ class DistillLoss:
         return supervised, kd.mean(), ce_logged
 
 
+_NOT_THE_RUN = ("checkpoint_every",)  # settings that change how a run is saved, not what it computes
+
+
 def run_settings(
     params: DistillParams, size: int, objective: Objective, origin: Mapping[str, str] | None = None
 ) -> str:
@@ -104,7 +107,8 @@ def run_settings(
     learns from (the teacher and data of its caches, the student's source), so that a checkpoint of another cache is
     not resumed."""
     method = None if objective.method is None else objective.method.value
-    run = {**asdict(params), "train_examples": size, "objective": str(method), **(origin or {})}
+    chosen = {key: value for key, value in asdict(params).items() if key not in _NOT_THE_RUN}
+    run = {**chosen, "train_examples": size, "objective": str(method), **(origin or {})}
     return json.dumps(run, sort_keys=True, default=str)
 
 

@@ -337,6 +337,7 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     task = request.source.task
     check_label_order(request.model, task.labels, "model")
     pairs = comparisons(request.caches, request.methods, request.split)
+    check_teacher(request.model, pairs, request.split)
     compute = resolve_compute(request.compute)
     head = NewHead(request.allow_new_head, request.explain.seed, "model")
     model, new_head = load_trained_classifier(request.model, task.num_labels, head, request.allow_pickle)
@@ -389,6 +390,26 @@ def run_evaluation(request: EvaluateRequest) -> EvaluationReport:
     if request.out is not None:
         report.write(request.out)
     return report
+
+
+def check_teacher(model: str, pairs: Sequence[tuple[Path, Method]], split: str) -> None:
+    """Refuse a cache that explains another teacher than the one a student learnt from: agreement with it would
+    measure nothing (a model without a recorded teacher, such as a teacher itself, is compared with any cache)."""
+    from pipeline.cache.store import partition_dir, read_part_header
+    from pipeline.models import read_info
+
+    info = read_info(model)
+    if info is None or info.teacher_weights_hash is None:
+        return
+    for cache, method in pairs:
+        first = min(partition_dir(cache, method.value, split).glob("part-*.parquet"))
+        theirs = read_part_header(first)[0].teacher_weights_hash
+        if theirs != info.teacher_weights_hash:
+            raise EgkdError(
+                f"cache {cache} explains another teacher than the one {model} learnt from (teacher weights "
+                f"{theirs[:12]}, the student's {info.teacher_weights_hash[:12]}): compare it with its own teacher's "
+                "caches"
+            )
 
 
 def compare_with_cache(
