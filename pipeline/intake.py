@@ -3,7 +3,8 @@ in dvc.yaml) and, in a DVC repository, tracks it with ``dvc add``.
 
 Every stage then reads its data from inside the workspace, so ``dvc exp run --queue`` (which runs in a copy of the
 workspace, where paths outside it do not exist) finds it, and ``dvc status`` sees a changed file. The data is checked
-first, as the stages will read it (columns, labels, encoding: one line naming the file and row), and copied as it is:
+first (columns, labels, encoding: one line naming the file and row), copied as it is into a staging folder, and read
+back in full as the stages will read it (:mod:`pipeline.intake_check`) before the copy takes the folder's place:
 
 * a GLUE folder (``<dir>/SST-2/train.tsv``) gives ``<out>/SST-2/`` (the task's folder, its split files);
 * a folder of split files gives their copies (``train.csv``, ``dev.jsonl``...), one file gives ``<out>/train.<ext>``;
