@@ -110,7 +110,7 @@ def command(
     from pipeline.report.build import ReportRequest, build_report, format_table  # torch (the training log's name)
 
     params = read_params(params_file)
-    experiment = override(params.experiment, reference=reference)
+    experiment = override(params.experiment, reference=reference, report_examples=examples)
     request = ReportRequest(
         evals=tuple(evals),
         out=out,
@@ -122,7 +122,7 @@ def command(
         caches=tuple(cache or ()),
         teacher=teacher,
         variant_order=tuple(v.name for v in experiment.variants),
-        examples=experiment.report_examples if examples is None else examples,
+        examples=experiment.report_examples,
         explain=params.explain,
         reference=experiment.reference,
         families={v.name: str(v.family(params.distill) or NO_METHOD) for v in experiment.variants},

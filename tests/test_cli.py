@@ -213,3 +213,8 @@ def test_an_interrupted_distill_says_what_it_leaves_to_continue_from(tmp_path, m
         "interrupted; no checkpoint was written yet (one every 25 steps: distill.checkpoint_every); a rerun starts "
         "over\n"
     )
+
+
+def test_report_options_are_checked_as_their_params_are(tmp_path):
+    args = ["report", "--evals", str(tmp_path), "--out", str(tmp_path / "r.html"), "--params", "params.yaml"]
+    _one_line_error(runner.invoke(app, [*args, "--examples", "-1"]), "report_examples must be positive, got -1")
