@@ -68,7 +68,8 @@ add_set() {  # name, source, egkd data add options...
   [ -d "data/sets/$name" ] && return 0
   .venv/bin/dvc checkout --quiet "data/sets/$name.dvc" 2>/dev/null && return 0
   if [ -e "$source" ]; then
-    .venv/bin/egkd data add "$source" --out "data/sets/$name" "$@" >/dev/null
+    # --replace: the committed data/sets/<name>.dvc is replaced by the same one (the same files give the same hash)
+    .venv/bin/egkd data add "$source" --out "data/sets/$name" --replace "$@" >/dev/null
   else
     echo "note: no $source: add the $name data with 'egkd data add' (README, 'Your own data')" >&2
   fi
