@@ -35,7 +35,12 @@ from pipeline.errors import EgkdError
 
 
 class OtherRunCheckpoint(EgkdError):
-    """The checkpoint is unreadable or was made by a run of other settings; raised before anything is restored."""
+    """The checkpoint is unreadable or was made by a run of other settings; raised before anything is restored.
+    ``reason`` says which checkpoint and why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"cannot resume: {reason}; rerun without --resume")
 
 
 @dataclass(frozen=True)
@@ -107,14 +112,12 @@ def load_checkpoint(
             raise ValueError("not an egkd training state")
     except Exception as err:  # a damaged file or one holding arbitrary objects: never unpickled
         raise OtherRunCheckpoint(
-            f"cannot resume: {final / 'state.pt'} is not a readable egkd checkpoint "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-            "rerun without --resume"
+            f"{final / 'state.pt'} is not a readable egkd checkpoint "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
     if state["settings"] != settings:
         raise OtherRunCheckpoint(
-            f"cannot resume: the checkpoint in {final} was made with other settings "
-            f"({_first_difference(state['settings'], settings)}); rerun without --resume"
+            f"the checkpoint in {final} was made with other settings ({_first_difference(state['settings'], settings)})"
         )
     device = module_device(model)
     try:

@@ -32,7 +32,7 @@ from pipeline.errors import EgkdError
 from pipeline.intake_check import changed_settings, read_back
 from pipeline.own_data import DEV, TEST, TRAIN, SourceKind, SplitSource, find_splits, source_kind
 from pipeline.sources import DataSource, is_glue_folder, open_source, own_spec
-from pipeline.tables import Table, read_hub, read_table
+from pipeline.tables import Table, read_hub
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,13 +134,11 @@ def _check_destination(out: Path, replace: bool, track: bool) -> None:
 
 def _checked(where: str, params: DataParams) -> DataSource | tuple[SplitSource, ...]:
     """The data opened as the stages will open it; for files without a training split (an evaluation set, whose
-    labels are the task's), the split files, each parsed in full."""
+    labels are the task's), the split files (their rows are read back once copied, :mod:`pipeline.intake_check`)."""
     spec = own_spec(where, params)
     if not is_glue_folder(where, params) and source_kind(where) is not SourceKind.HUB:
         splits = find_splits(spec)[1]
         if spec.label_names is None and not any(s.split == TRAIN for s in splits):
-            for split in splits:
-                read_table(Path(split.location), split.format, spec.encoding)
             return splits
     return open_source(where, params)
 

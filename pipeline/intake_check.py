@@ -28,7 +28,7 @@ from pipeline.own_data import (
     load_split,
     read_split,
 )
-from pipeline.own_labels import resolve_labels
+from pipeline.own_labels import ordered_labels, resolve_labels
 from pipeline.sources import is_glue_folder, open_source, own_spec
 from pipeline.tasks import TaskSpec
 
@@ -116,7 +116,7 @@ def _labels_of_files(spec: DataSpec, splits: tuple[SplitSource, ...], column: st
         if labels.names is None:
             return None
         found.update(labels.names)
-    return tuple(sorted(found, key=int) if all(n.lstrip("+-").isdigit() for n in found) else sorted(found))
+    return ordered_labels(found)
 
 
 def _columns(own: OwnData, params: DataParams, origin: str | None) -> tuple[str, ...]:

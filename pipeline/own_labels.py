@@ -87,13 +87,16 @@ def resolve_labels(
     elif class_names is not None:
         labels = LabelSet(class_names, f"{train.source}'s ClassLabel")
     else:
-        found = {key for _, key in keys}
-        ordered = sorted(found, key=int) if all(_INT.fullmatch(k) for k in found) else sorted(found)
-        labels = LabelSet(tuple(ordered), "the training split")
+        labels = LabelSet(ordered_labels({key for _, key in keys}), "the training split")
     distinct = {key for _, key in keys}
     if len(distinct) == 1:
         raise EgkdError(single_class_error(train.source, distinct.pop()))
     return labels
+
+
+def ordered_labels(keys: set[str]) -> tuple[str, ...]:
+    """Labels in a stable order: numerically when every one is an integer, else sorted as strings."""
+    return tuple(sorted(keys, key=int) if all(_INT.fullmatch(k) for k in keys) else sorted(keys))
 
 
 def _kind(raw: object) -> str | None:

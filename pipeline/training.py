@@ -268,7 +268,7 @@ class Trainer(Generic[Item, Batch]):
             except OtherRunCheckpoint as err:
                 if not checkpointing.resume_matching:
                     raise
-                replaced = str(err).removeprefix("cannot resume: ").split("; rerun without --resume")[0]
+                replaced = err.reason
         start = restored.step if restored else 0
         log_path = out / LOG_FILE
         if start:

@@ -130,6 +130,15 @@ def head_known_trained(directory: Path, weights: str, task: str, num_labels: int
     )
 
 
+class OtherRunParts(EgkdError):
+    """Whole parts of another run (other settings, teacher, data or egkd) in the partition; raised before any part is
+    computed. ``reason`` names the part and what differs."""
+
+    def __init__(self, reason: str, directory: Path) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}; pass --overwrite to delete {directory} and recompute it")
+
+
 def existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[dict[int, int], list[str]]:
     """Valid parts of this run (index -> truncated count) and corrupt part files (to recompute).
 
@@ -139,7 +148,6 @@ def existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[
     """
     kept: dict[int, int] = {}
     corrupt: list[str] = []
-    hint = f"pass --overwrite to delete {directory} and recompute it"
     for path in _parts(directory):
         try:
             if verify:
@@ -148,11 +156,14 @@ def existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[
             else:
                 part_meta, info = read_part_header(path)
         except SchemaVersionError as err:  # whole, but another egkd's: never overwritten silently
-            raise EgkdError(f"{err}; {hint}") from None
+            raise OtherRunParts(str(err), directory) from None
         except EgkdError:
             corrupt.append(path.name)
             continue
-        check_compatible(part_meta, meta, context=str(path), hint=hint)
+        try:
+            check_compatible(part_meta, meta, context=str(path))
+        except EgkdError as err:
+            raise OtherRunParts(str(err), directory) from None
         index = part_index(path)
         assert index is not None
         expected_rows = min(meta.partition_size, meta.num_examples - index * meta.partition_size)
@@ -162,7 +173,8 @@ def existing_parts(directory: Path, meta: CacheMetadata, verify: bool) -> tuple[
         kept[index] = info.truncated
     beyond = [name for name in corrupt if (part_index(Path(name)) or 0) >= meta.num_parts]
     if beyond:
-        raise EgkdError(f"{directory / beyond[0]}: corrupt part beyond this run's {meta.num_parts} parts; {hint}")
+        reason = f"{directory / beyond[0]}: corrupt part beyond this run's {meta.num_parts} parts"
+        raise OtherRunParts(reason, directory)
     return kept, corrupt
 
 

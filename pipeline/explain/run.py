@@ -49,6 +49,7 @@ from pipeline.config import DataParams, ExplainParams
 from pipeline.data import TRANSFER, Dataset, load_text
 from pipeline.errors import EgkdError
 from pipeline.explain.resume import (
+    OtherRunParts,
     TeacherFacts,
     existing_parts,
     head_known_trained,
@@ -303,10 +304,10 @@ def _run(
     replaced = ""
     try:
         kept, corrupt = existing_parts(directory, meta, request.verify)
-    except EgkdError as err:  # parts of another run
+    except OtherRunParts as err:
         if not request.replace_stale:
             raise
-        replaced = str(err).split("; pass --overwrite")[0]
+        replaced = err.reason
         shutil.rmtree(directory)
         kept, corrupt = {}, []
     threads = _threads_per_worker(request)
